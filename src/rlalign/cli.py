@@ -1,0 +1,65 @@
+"""The ``rlalign`` command line: one entry point, one subcommand per job.
+
+Each subcommand lives in ``rlalign.commands.<name>`` and exposes ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import heavy libraries
+(torch, transformers) inside ``run`` so that ``rlalign --help`` stays fast.
+
+A :class:`rlalign.errors.UserError` raised anywhere becomes one line on stderr and exit status
+2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rlalign import __version__
+from rlalign.errors import UserError
+
+# Subcommand name -> module under rlalign.commands. Order is the order shown in --help.
+COMMANDS: dict[str, str] = {
+    "demo": "demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlalign",
+        description="Reinforcement learning for language models (and cars): "
+        "pretraining, SFT, reward models and RL alignment on one RL core.",
+    )
+    parser.add_argument("--version", action="version", version=f"rlalign {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks for errors (for bug reports)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"rlalign.commands.{module_name}")
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"rlalign {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"rlalign {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""``rlalign demo``: placeholder replaced below."""

@@ -1,0 +1,198 @@
+"""Typed configuration: pydantic models loaded from YAML and ``key=value`` overrides.
+
+Every stage has a config class deriving from :class:`Config` (``extra="forbid"``), so a typo is
+an error, not a silently ignored key::
+
+    cfg = load_config(PretrainConfig, "pretrain.yaml", ["learning_rate=3e-4", "model=tiny"])
+
+Overrides use dotted paths for nested sections (``lora.r=8``); values are parsed as YAML
+scalars/lists (``reward_funcs=a.py:f,b.py:g`` becomes a list when the field is a list).
+Errors name the file and line (for keys from a file) or the override, and suggest the closest
+valid key: ``unknown key 'lr', did you mean 'learning_rate'?``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rlalign.errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "dump_config", "load_config", "parse_overrides"]
+
+
+class Config(BaseModel):
+    """Base class of every rlalign config: unknown keys are errors; assignment is validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+C = TypeVar("C", bound=Config)
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path of a YAML mapping document to its 1-based line number."""
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                path = (*prefix, str(key_node.value))
+                lines[path] = key_node.start_mark.line + 1
+                walk(value_node, path)
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found (check the path given to --config)")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML config file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}:1: a config file must be a mapping of key: value, got {type(data).__name__}"
+        )
+    return data, _key_lines(text)
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], Any, str]]:
+    """Parse ``key=value`` strings into ``(path, value, original)``; values are YAML scalars.
+
+    A comma-separated value without brackets (``a.py:f,b.py:g``) is kept as a string here; it
+    is split into a list only when the target field is a list (see :func:`_coerce_lists`).
+    """
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override '{item}': expected key=value (for example seed=1)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((tuple(key.split(".")), value, item))
+    return parsed
+
+
+def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any, origin: str) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{origin}': '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _field_names(cls: type[BaseModel], path: Sequence[str | int]) -> list[str]:
+    """Valid field names at a (possibly nested) location of a config class."""
+    model: Any = cls
+    for part in path:
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            candidates = [
+                a
+                for a in getattr(ann, "__args__", ())
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ]
+            if not candidates:
+                return []
+            model = candidates[0]
+    return list(model.model_fields) if isinstance(model, type) else []
+
+
+def _coerce_lists(cls: type[BaseModel], data: dict[str, Any]) -> None:
+    """Split ``a,b`` override strings into lists for list-typed top-level fields."""
+    for name, field in cls.model_fields.items():
+        value = data.get(name)
+        origin = getattr(field.annotation, "__origin__", None)
+        if isinstance(value, str) and origin is list and "," in value:
+            data[name] = [v.strip() for v in value.split(",") if v.strip()]
+
+
+def load_config(
+    cls: type[C],
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> C:
+    """Build a validated config: class defaults < ``defaults`` < YAML file < ``key=value``."""
+    data: dict[str, Any] = dict(defaults or {})
+    lines: dict[tuple[str, ...], int] = {}
+    source = "config"
+    if path is not None:
+        file_data, lines = _read_yaml(Path(path))
+        data.update(file_data)
+        source = str(path)
+    origins: dict[tuple[str, ...], str] = {}
+    for key_path, value, original in parse_overrides(overrides):
+        _set_path(data, key_path, value, original)
+        origins[key_path] = original
+    _coerce_lists(cls, data)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise _friendly(exc, cls, source, lines, origins) from None
+
+
+def _friendly(
+    exc: ValidationError,
+    cls: type[BaseModel],
+    source: str,
+    lines: dict[tuple[str, ...], int],
+    origins: dict[tuple[str, ...], str],
+) -> ConfigError:
+    messages = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc) or "(root)"
+        if loc in origins:
+            where = f"override '{origins[loc]}'"
+        elif loc in lines:
+            where = f"{source}:{lines[loc]}"
+        else:
+            where = source
+        if err["type"] == "extra_forbidden":
+            valid = _field_names(cls, loc[:-1])
+            close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+            hint = f", did you mean '{close[0]}'?" if close else f" (valid keys: {', '.join(valid)})"
+            messages.append(f"{where}: unknown key '{key}'{hint}")
+        else:
+            given = err.get("input")
+            shown = "" if isinstance(given, dict) else f" (got {given!r})"
+            messages.append(f"{where}: {key}: {err['msg']}{shown}")
+    return ConfigError("; ".join(messages))
+
+
+def dump_config(config: BaseModel, path: str | Path) -> None:
+    """Write the resolved config as YAML (so a run records exactly what it ran with)."""
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    Path(path).write_text(text, encoding="utf-8")
