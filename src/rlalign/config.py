@@ -183,7 +183,9 @@ def _friendly(
         if err["type"] == "extra_forbidden":
             valid = _field_names(cls, loc[:-1])
             close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
-            hint = f", did you mean '{close[0]}'?" if close else f" (valid keys: {', '.join(valid)})"
+            hint = (
+                f", did you mean '{close[0]}'?" if close else f" (valid keys: {', '.join(valid)})"
+            )
             messages.append(f"{where}: unknown key '{key}'{hint}")
         else:
             given = err.get("input")

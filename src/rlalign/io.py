@@ -114,7 +114,9 @@ def read_jsonl(path: str | Path, *, what: str = "data") -> list[tuple[int, dict[
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})")
+                raise UserError(
+                    f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+                ) from None
             if not isinstance(obj, dict):
                 raise UserError(
                     f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"

@@ -1,0 +1,241 @@
+"""policy_loss, value_loss, entropy and the KL estimators, checked with autograd and references."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlalign.rl import (
+    entropy,
+    kl_estimate,
+    policy_loss,
+    policy_loss_normalizer,
+    token_entropy,
+    value_loss,
+)
+
+LOSS_TYPES = ["grpo", "dapo", "dr_grpo", "sum"]
+KINDS = ["reinforce", "ppo", "grpo"]
+
+
+def make_batch(seed=0, B=6, T=9):
+    g = torch.Generator().manual_seed(seed)
+    logp = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
+    old = logp + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    ref = logp + 0.2 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    adv = torch.randn(B, T, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([9, 1, 4, 7, 2, 5])[:B]
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).double()
+    return logp, old, ref, adv, mask
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_micro_batches_sum_to_the_full_batch_gradient(kind, loss_type):
+    """Uneven lengths across micro-batches; each micro-batch uses the full batch's normaliser."""
+    logp0, old, ref, adv, mask = make_batch()
+    beta = 0.1 if kind == "grpo" else 0.0
+    kw = dict(kind=kind, loss_type=loss_type, ref_logp=ref if beta else None, beta=beta)
+    n = policy_loss_normalizer(mask, loss_type)
+
+    full = logp0.clone().requires_grad_(True)
+    loss, _ = policy_loss(full, old, adv, mask, normalizer=n, **kw)
+    (g_full,) = torch.autograd.grad(loss, full)
+
+    micro = logp0.clone().requires_grad_(True)
+    total = 0.0
+    for rows in ([0, 1], [2], [3, 4, 5]):  # 10, 4 and 14 tokens
+        part, _ = policy_loss(
+            micro[rows],
+            old[rows],
+            adv[rows],
+            mask[rows],
+            normalizer=n,
+            **{**kw, "ref_logp": ref[rows] if beta else None},
+        )
+        total = total + part
+    (g_micro,) = torch.autograd.grad(total, micro)
+    torch.testing.assert_close(g_micro, g_full, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(total, loss)
+
+
+def test_micro_batches_with_their_own_normaliser_would_differ():
+    """The bug the explicit normaliser prevents: per-micro-batch token means are not the mean."""
+    logp, old, _, adv, mask = make_batch()
+    full, _ = policy_loss(logp, old, adv, mask, loss_type="dapo")
+    halves = [
+        policy_loss(logp[r], old[r], adv[r], mask[r], loss_type="dapo")[0]
+        for r in ([0, 1], [2, 3, 4, 5])
+    ]
+    assert not torch.isclose(sum(halves) / 2, full)
+
+
+def test_aggregations_hand_computed():
+    logp = torch.zeros(2, 3, requires_grad=True)
+    adv = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    # at logp = 0 the per-token loss is 0 but the gradient of -A*logp is -A
+    for loss_type, want in [
+        ("grpo", [[-1 / 3 / 2, -2 / 3 / 2, -3 / 3 / 2], [-4 / 1 / 2, 0, 0]]),
+        ("dapo", [[-1 / 4, -2 / 4, -3 / 4], [-4 / 4, 0, 0]]),
+        ("dr_grpo", [[-1 / 6, -2 / 6, -3 / 6], [-4 / 6, 0, 0]]),
+        ("sum", [[-1 / 2, -2 / 2, -3 / 2], [-4 / 2, 0, 0]]),
+    ]:
+        loss, _ = policy_loss(logp, None, adv, mask, kind="reinforce", loss_type=loss_type)
+        (grad,) = torch.autograd.grad(loss, logp)
+        torch.testing.assert_close(grad, torch.tensor(want), msg=loss_type)
+
+
+def test_sequence_level_advantages_broadcast():
+    logp, old, _, _, mask = make_batch()
+    seq_adv = torch.randn(logp.shape[0], dtype=torch.float64)
+    a, _ = policy_loss(logp, old, seq_adv, mask)
+    b, _ = policy_loss(logp, old, seq_adv[:, None].expand_as(logp), mask)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.2, 0.2), (0.2, 0.28), (0.1, 0.5)])
+def test_ppo_clipping_zeroes_gradients_exactly_on_the_wrong_side(low, high):
+    ratios = torch.tensor([0.5, 0.79, 0.85, 1.0, 1.15, 1.25, 1.6, 3.0], dtype=torch.float64)
+    ratios = torch.cat([ratios, ratios])
+    adv = torch.cat([torch.ones(8), -torch.ones(8)]).double() * 2.0
+    old = torch.full_like(ratios, -1.0)
+    logp = (old + ratios.log()).clone().requires_grad_(True)
+    loss, stats = policy_loss(
+        logp[None],
+        old[None],
+        adv[None],
+        kind="ppo",
+        clip_eps_low=low,
+        clip_eps_high=high,
+        loss_type="sum",
+    )
+    (grad,) = torch.autograd.grad(loss, logp)
+    outside = ((adv > 0) & (ratios > 1 + high)) | ((adv < 0) & (ratios < 1 - low))
+    assert torch.all(grad[outside] == 0)
+    # inside (or on the right side), d/dlogp of -ratio*A = -ratio*A
+    torch.testing.assert_close(grad[~outside], -(ratios * adv)[~outside])
+    assert stats["clip_fraction"].item() == pytest.approx(outside.double().mean().item())
+
+
+def test_ppo_equals_reinforce_gradient_on_policy():
+    logp, _, _, adv, mask = make_batch(seed=3)
+    x = logp.clone().requires_grad_(True)
+    ppo, stats = policy_loss(x, logp, adv, mask, kind="ppo")
+    (g_ppo,) = torch.autograd.grad(ppo, x)
+    rf, _ = policy_loss(x, None, adv, mask, kind="reinforce")
+    (g_rf,) = torch.autograd.grad(rf, x)
+    torch.testing.assert_close(g_ppo, g_rf)
+    assert stats["clip_fraction"] == 0 and abs(stats["approx_kl"]) < 1e-12
+
+
+def test_grpo_kl_term_adds_beta_times_k3():
+    logp, old, ref, adv, mask = make_batch(seed=4)
+    base, _ = policy_loss(logp, old, adv, mask, kind="ppo", loss_type="dapo")
+    with_kl, stats = policy_loss(
+        logp, old, adv, mask, kind="grpo", loss_type="dapo", ref_logp=ref, beta=0.5
+    )
+    k3 = torch.exp(ref - logp) - (ref - logp) - 1
+    want = base + 0.5 * (k3 * mask).sum() / mask.sum()
+    torch.testing.assert_close(with_kl, want)
+    torch.testing.assert_close(stats["ref_kl"], (k3 * mask).sum() / mask.sum())
+
+
+def test_approx_kl_is_k3_of_old_vs_new():
+    logp, old, _, adv, mask = make_batch(seed=5)
+    _, stats = policy_loss(logp, old, adv, mask)
+    r = torch.exp(logp - old)
+    torch.testing.assert_close(
+        stats["approx_kl"], (((r - 1) - (logp - old)) * mask).sum() / mask.sum()
+    )
+
+
+def test_kl_estimators_are_unbiased_against_exact_kl():
+    """Sampling a ~ pi: E[k1] = E[k3] = KL(pi || ref) exactly; k2 is close for nearby policies."""
+    g = torch.Generator().manual_seed(0)
+    pi = torch.distributions.Categorical(logits=torch.randn(6, generator=g, dtype=torch.float64))
+    ref = torch.distributions.Categorical(
+        logits=pi.logits + 0.3 * torch.randn(6, generator=g, dtype=torch.float64)
+    )
+    exact = torch.distributions.kl_divergence(pi, ref).item()
+    # exact expectation: sum over actions weighted by pi (no sampling noise)
+    a = torch.arange(6)
+    w = pi.probs
+    for kind, tol in [("k1", 1e-12), ("k3", 1e-12), ("k2", 0.1 * exact)]:
+        est = (w * kl_estimate(pi.log_prob(a), ref.log_prob(a), kind=kind)).sum().item()
+        assert est == pytest.approx(exact, abs=tol), kind
+    assert (kl_estimate(pi.log_prob(a), ref.log_prob(a), "k3") >= 0).all()
+
+
+def test_value_loss_plain_and_clipped():
+    v = torch.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
+    old = torch.tensor([[1.5, 2.0, 1.0]])
+    ret = torch.tensor([[0.0, 2.5, 3.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    plain = value_loss(v, None, ret, mask)
+    assert plain.item() == pytest.approx(0.5 * (1.0 + 0.25) / 2)
+    clipped = value_loss(v, old, ret, mask, clip_eps=0.2)
+    # pos 0: v-old=-0.5 -> clipped value 1.3: max(1.0, 1.69); pos 1: unchanged 0.25
+    assert clipped.item() == pytest.approx(0.5 * (1.69 + 0.25) / 2)
+
+
+def test_entropy_matches_torch_distributions():
+    logits = torch.randn(3, 5, 11, dtype=torch.float64) * 4
+    mask = torch.rand(3, 5) > 0.3
+    want = torch.distributions.Categorical(logits=logits).entropy()
+    torch.testing.assert_close(token_entropy(logits).double(), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        entropy(logits, mask).double(), want[mask].mean(), rtol=1e-5, atol=1e-6
+    )
+    # uniform distribution over V actions has entropy ln V
+    assert entropy(torch.zeros(2, 7)).item() == pytest.approx(math.log(7))
+
+
+@pytest.mark.parametrize(
+    ("call", "fragment"),
+    [
+        (
+            lambda: policy_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 3)),
+            "old_logp has shape (2, 4)",
+        ),
+        (
+            lambda: policy_loss(torch.zeros(2, 3), None, torch.zeros(3, 3)),
+            "advantages has shape (3, 3)",
+        ),
+        (lambda: policy_loss(torch.zeros(2, 3), None, torch.zeros(2, 3)), "old_logp is required"),
+        (
+            lambda: policy_loss(
+                torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), kind="a2c"
+            ),
+            "kind must be",
+        ),
+        (
+            lambda: policy_loss(
+                torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), loss_type="mean"
+            ),
+            "loss_type must be",
+        ),
+        (
+            lambda: policy_loss(
+                torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), kind="grpo", beta=0.1
+            ),
+            "beta > 0 needs ref_logp",
+        ),
+        (
+            lambda: policy_loss(torch.zeros(3), None, torch.zeros(3), kind="reinforce"),
+            "logp must be (B, T)",
+        ),
+        (lambda: kl_estimate(torch.zeros(2), torch.zeros(3)), "ref_logp has shape (3,)"),
+        (lambda: kl_estimate(torch.zeros(2), torch.zeros(2), kind="k4"), "kind must be"),
+        (
+            lambda: value_loss(torch.zeros(2), None, torch.zeros(2), clip_eps=0.2),
+            "needs old_values",
+        ),
+    ],
+)
+def test_bad_input(call, fragment):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert fragment in str(info.value)
