@@ -21,6 +21,7 @@ from rlalign.errors import UserError
 # Subcommand name -> module under rlalign.commands. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
     "demo": "demo",
+    "world": "world",
 }
 
 
@@ -45,7 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse stops filling a nargs="*" positional once an option follows it, so
+    # `rlalign pretrain --resume seed=1 --config c.yaml lr=2` would leave `lr=2` over;
+    # such key=value leftovers belong to the command's overrides.
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extras
+        ):
+            args.overrides.extend(extras)
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0

@@ -1,0 +1,1 @@
+"""Data: the built-in world (the embedded default) and its verifiers."""

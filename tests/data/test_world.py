@@ -1,0 +1,91 @@
+"""The built-in world: determinism, disjoint splits, the seed's example, imperfect SFT data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlalign.cli import main
+from rlalign.data.world import KINDS, World, WorldConfig
+
+
+def test_deterministic_per_seed_and_different_across_seeds():
+    a, b, c = World(WorldConfig(seed=3)), World(WorldConfig(seed=3)), World(WorldConfig(seed=4))
+    assert a.corpus() == b.corpus()
+    assert a.sft_conversations() == b.sft_conversations()
+    assert a.preference_pairs() == b.preference_pairs()
+    assert a.rl_prompts() == b.rl_prompts()
+    assert a.corpus() != c.corpus()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_train_and_heldout_share_no_question(seed):
+    w = World(WorldConfig(seed=seed))
+    for name in KINDS:
+        train = {r["prompt"] for r in w.questions["train"][name]}
+        held = {r["prompt"] for r in w.questions["eval"][name]}
+        assert train and held, name
+        assert not train & held, name
+    # facts are split by (country, attribute): a held-out fact is never asked in training
+    train_pairs = {(r["subject"], r["attribute"]) for r in w.questions["train"]["facts"]}
+    held_pairs = {(r["subject"], r["attribute"]) for r in w.questions["eval"]["facts"]}
+    assert not train_pairs & held_pairs
+    # unknown countries are split by name
+    train_unknown = {r["subject"] for r in w.questions["train"]["unknown"]}
+    assert not train_unknown & {r["subject"] for r in w.questions["eval"]["unknown"]}
+
+
+def test_seed_example_and_known_facts_are_in_the_corpus():
+    w = World()
+    text = " ".join(w.corpus())
+    assert "The president of Valdoria is Mira Tal." in text
+    for row in w.questions["eval"]["facts"]:
+        assert row["subject"] in text and str(row["answer"]) in text
+
+
+def test_unknown_entities_never_appear_in_the_corpus():
+    w = World()
+    text = " ".join(w.corpus()).lower()
+    for name in w.unknown_countries:
+        assert name.lower() not in text
+
+
+def test_sft_flaw_rates_follow_the_config():
+    cfg = WorldConfig(
+        num_unknown=60,
+        sft_hallucination_rate=0.5,
+        sft_harmful_compliance_rate=0.0,
+        sft_overrefusal_rate=1.0,
+    )
+    rows = World(cfg).sft_conversations()
+    by_kind: dict[str, list[bool]] = {}
+    for r in rows:
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
+        by_kind.setdefault(r["kind"], []).append(r["flawed"])
+    assert 0.35 < sum(by_kind["unknown"]) / len(by_kind["unknown"]) < 0.65
+    assert not any(by_kind["harmful"])
+    assert all(by_kind["benign"])
+    assert not any(by_kind["fact"]) and not any(by_kind["arithmetic"])
+
+
+def test_export_writes_every_file(tmp_path, capsys):
+    assert main(["world", "export", str(tmp_path), "--seed", "5", "num_countries=6"]) == 0
+    out = capsys.readouterr().out
+    assert "rl_prompts.jsonl" in out
+    for rel in ["corpus.jsonl", "sft.jsonl", "preferences.jsonl", "rl_prompts.jsonl"] + [
+        f"eval/{k}.jsonl" for k in KINDS
+    ]:
+        lines = (tmp_path / rel).read_text().splitlines()
+        assert lines, rel
+        rows = [json.loads(line) for line in lines]
+        if rel.startswith("eval/") or rel == "rl_prompts.jsonl":
+            assert all("kind" in r and "prompt" in r and "answer" in r for r in rows)
+    prefs = [json.loads(x) for x in (tmp_path / "preferences.jsonl").read_text().splitlines()]
+    assert all(set(p) >= {"prompt", "chosen", "rejected"} for p in prefs)
+    assert all(p["chosen"] != p["rejected"] for p in prefs)
+
+
+def test_export_rejects_a_bad_setting(tmp_path, capsys):
+    assert main(["world", "export", str(tmp_path), "num_contries=3"]) == 2
+    assert "did you mean 'num_countries'" in capsys.readouterr().err
