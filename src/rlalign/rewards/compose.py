@@ -1,0 +1,155 @@
+"""Compose reward functions with weights; validate what each returns.
+
+The reward of a completion is :math:`r = \\sum_j w_j\\, f_j(\\text{prompt}, \\text{completion})`.
+Each component is kept (``components[name]``) so that metrics show what moved. A function that
+raises, hangs past ``timeout``, returns the wrong number of values, or returns NaN/inf stops
+the run with a :class:`RewardError` naming the function and the offending sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rlalign.errors import UserError
+from rlalign.rewards.loading import load_reward_function
+from rlalign.rewards.sandbox import RewardCrash, RewardTimeout, TimedRewardFunction
+
+
+class RewardError(UserError):
+    """A reward function misbehaved (raised, hung, wrong length, NaN/inf)."""
+
+
+@dataclass
+class RewardTerm:
+    """One weighted component: a callable, or a ``module:function`` / ``file.py:function`` spec."""
+
+    name: str
+    fn: Callable[..., Any]
+    weight: float = 1.0
+
+
+def _short(text: str, n: int = 60) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+class RewardComposer:
+    """Weighted sum of reward terms, with per-term validation and scores.
+
+    Args:
+        terms: the components. Build from specs with :meth:`from_specs`.
+    """
+
+    def __init__(self, terms: Sequence[RewardTerm]) -> None:
+        if not terms:
+            raise UserError("no reward function given")
+        names = [t.name for t in terms]
+        if len(set(names)) != len(names):
+            raise UserError(f"reward functions must have distinct names, got {names}")
+        self.terms = list(terms)
+
+    @classmethod
+    def from_specs(
+        cls,
+        specs: Sequence[str],
+        weights: Sequence[float] | None = None,
+        timeout: float | None = 30.0,
+        builtins: dict[str, Callable[..., Any]] | None = None,
+    ) -> RewardComposer:
+        """Terms from ``module:function`` / ``file.py:function`` specs (or names in
+        ``builtins``). User functions run in a worker process with a ``timeout`` per call;
+        ``timeout=None`` runs them in-process without a limit."""
+        weights = list(weights) if weights is not None else [1.0] * len(specs)
+        if len(weights) != len(specs):
+            raise UserError(
+                f"reward_weights has {len(weights)} values for {len(specs)} reward functions"
+            )
+        terms = []
+        for spec, weight in zip(specs, weights, strict=True):
+            if builtins and spec in builtins:
+                fn = builtins[spec]
+            else:
+                load_reward_function(spec)  # fail fast, in this process, with a clear message
+                fn = TimedRewardFunction(spec, timeout) if timeout else load_reward_function(spec)
+            name = spec.rpartition(":")[2] or spec
+            if any(t.name == name for t in terms):
+                name = spec
+            terms.append(RewardTerm(name=name, fn=fn, weight=float(weight)))
+        return cls(terms)
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str], **fields: Any
+    ) -> tuple[list[float], dict[str, list[float]]]:
+        """Score completions: ``(total, {name: component scores})``."""
+        n = len(completions)
+        if len(prompts) != n:
+            raise ValueError(f"{len(prompts)} prompts but {n} completions")
+        components: dict[str, list[float]] = {}
+        total = [0.0] * n
+        for term in self.terms:
+            scores = self._call(term, list(prompts), list(completions), fields)
+            components[term.name] = scores
+            for i, s in enumerate(scores):
+                total[i] += term.weight * s
+        return total, components
+
+    def _call(self, term: RewardTerm, prompts, completions, fields) -> list[float]:
+        try:
+            raw = term.fn(prompts, completions, **fields)
+        except RewardTimeout as exc:
+            raise RewardError(
+                f"reward function '{term.name}' timed out ({exc}) on a batch of "
+                f"{len(completions)} completions; first prompt: '{_short(prompts[0])}'"
+            ) from None
+        except (RewardCrash, Exception) as exc:
+            detail = str(exc) if isinstance(exc, RewardCrash) else f"{type(exc).__name__}: {exc}"
+            raise RewardError(
+                f"reward function '{term.name}' failed: {detail}"
+                + self._offending_sample(term, prompts, completions, fields)
+            ) from None
+        try:
+            scores = [float(s) for s in raw]
+        except (TypeError, ValueError):
+            raise RewardError(
+                f"reward function '{term.name}' must return a list of numbers, "
+                f"got {type(raw).__name__}"
+            ) from None
+        if len(scores) != len(completions):
+            raise RewardError(
+                f"reward function '{term.name}' returned {len(scores)} scores for "
+                f"{len(completions)} completions"
+            )
+        for i, s in enumerate(scores):
+            if not math.isfinite(s):
+                raise RewardError(
+                    f"reward function '{term.name}' returned {s} for sample {i} "
+                    f"(prompt '{_short(prompts[i])}', completion '{_short(completions[i])}')"
+                )
+        return scores
+
+    @staticmethod
+    def _offending_sample(term: RewardTerm, prompts, completions, fields) -> str:
+        """Find the first sample on which the function fails alone (to name it in the error)."""
+        if len(completions) < 2:
+            i = 0
+        else:
+            for i in range(len(completions)):
+                one = {k: [v[i]] if isinstance(v, list | tuple) else v for k, v in fields.items()}
+                try:
+                    term.fn(prompts[i : i + 1], completions[i : i + 1], **one)
+                except Exception:
+                    break
+            else:
+                return " (on the batch as a whole; every sample alone passes)"
+        return (
+            f" on sample {i} (prompt '{_short(prompts[i])}', completion '{_short(completions[i])}')"
+        )
+
+    def close(self) -> None:
+        for term in self.terms:
+            close = getattr(term.fn, "close", None)
+            if callable(close):
+                close()

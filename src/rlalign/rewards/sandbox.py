@@ -1,0 +1,104 @@
+"""Run a user reward function in a worker process with a per-call time limit.
+
+A thread cannot be stopped, so a hung reward function would hang training; a process can be
+killed. Each :class:`TimedRewardFunction` keeps one worker alive between calls (importing the
+function once), and replaces it after a timeout or a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import traceback
+from typing import Any
+
+from rlalign.rewards.loading import load_reward_function
+
+
+class RewardTimeout(Exception):
+    pass
+
+
+class RewardCrash(Exception):
+    """The function raised (message carries the type and text) or the worker died."""
+
+
+def _worker(spec: str, conn) -> None:
+    try:
+        fn = load_reward_function(spec)
+    except Exception as exc:  # reported on the first call
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        prompts, completions, fields = message
+        try:
+            conn.send(("ok", fn(prompts, completions, **fields)))
+        except Exception as exc:
+            tb = traceback.extract_tb(exc.__traceback__)
+            where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+            conn.send(("error", f"{type(exc).__name__}: {exc}{where}"))
+
+
+class TimedRewardFunction:
+    """Call ``spec``'s function in a separate process; give up after ``timeout`` seconds."""
+
+    def __init__(self, spec: str, timeout: float) -> None:
+        self.spec = spec
+        self.timeout = timeout
+        self._ctx = mp.get_context("spawn")  # no inherited threads or torch state in the child
+        self._proc = None
+        self._conn = None
+
+    def _start(self) -> None:
+        parent, child = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_worker, args=(self.spec, child), daemon=True)
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        # importing user code can itself hang; it gets the same limit plus interpreter start-up
+        if not parent.poll(self.timeout + 30):
+            self.close()
+            raise RewardTimeout(f"importing took longer than {self.timeout + 30:.0f} s")
+        status, payload = parent.recv()
+        if status != "ready":
+            self.close()
+            raise RewardCrash(payload)
+
+    def __call__(self, prompts: list[str], completions: list[str], **fields: Any) -> Any:
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        try:
+            self._conn.send((prompts, completions, fields))
+            if not self._conn.poll(self.timeout):
+                self.close()
+                raise RewardTimeout(f"no answer within reward_timeout={self.timeout:g} s")
+            status, payload = self._conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            self.close()
+            raise RewardCrash(
+                "the worker process died (killed, or crashed the interpreter)"
+            ) from None
+        if status == "error":
+            raise RewardCrash(payload)
+        return payload
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc.join(timeout=5)
+            self._proc = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

@@ -1,0 +1,150 @@
+"""Reward loading, composition, validation and the per-call time limit."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+import time
+
+import pytest
+
+from rlalign.data.verifiers import VERIFIERS
+from rlalign.errors import UserError
+from rlalign.rewards import RewardComposer, RewardError, RewardTerm, load_reward_function
+
+USER_CODE = textwrap.dedent(
+    """
+    import time
+
+    def length(prompts, completions, **fields):
+        return [float(len(c)) for c in completions]
+
+    def bonus(prompts, completions, kind=None, **fields):
+        return [1.0 if k == "fact" else 0.0 for k in kind]
+
+    def raises_on_b(prompts, completions, **fields):
+        if "b" in completions:
+            raise ValueError("no b allowed")
+        return [0.0] * len(completions)
+
+    def nan(prompts, completions, **fields):
+        return [0.0, float("nan")][: len(completions)]
+
+    def short(prompts, completions, **fields):
+        return [0.0]
+
+    def hangs(prompts, completions, **fields):
+        time.sleep(60)
+        return [0.0] * len(completions)
+
+    def not_a_list(prompts, completions, **fields):
+        return None
+
+    VALUE = 3
+    """
+)
+
+
+@pytest.fixture
+def user_file(tmp_path):
+    path = tmp_path / "my_rewards.py"
+    path.write_text(USER_CODE)
+    return str(path)
+
+
+def test_load_from_file_and_module(user_file):
+    fn = load_reward_function(f"{user_file}:length")
+    assert fn(["p"], ["abc"]) == [3.0]
+    assert (
+        load_reward_function("rlalign.data.verifiers:hallucination") is VERIFIERS["hallucination"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("no_colon", "expected 'package.module:function'"),
+        ("missing/file.py:f", "file 'missing/file.py' not found"),
+        ("rlalign.nonexistent:f", "no module named 'rlalign.nonexistent'"),
+        ("rlalign.data.verifiers:halucination", "did you mean 'hallucination'"),
+    ],
+)
+def test_load_errors(spec, fragment):
+    with pytest.raises(UserError, match=fragment):
+        load_reward_function(spec)
+
+
+def test_load_error_for_value_that_is_not_callable(user_file):
+    with pytest.raises(UserError, match="'VALUE' is not callable"):
+        load_reward_function(f"{user_file}:VALUE")
+
+
+def test_weighted_sum_and_components_in_process(user_file):
+    composer = RewardComposer.from_specs(
+        [f"{user_file}:length", f"{user_file}:bonus"], weights=[0.5, 2.0], timeout=None
+    )
+    total, parts = composer(["p", "q"], ["abcd", "xy"], kind=["fact", "harmful"])
+    assert parts == {"length": [4.0, 2.0], "bonus": [1.0, 0.0]}
+    assert total == [0.5 * 4 + 2.0, 0.5 * 2]
+
+
+def test_builtin_verifiers_by_name():
+    composer = RewardComposer.from_specs(["hallucination"], builtins=VERIFIERS)
+    total, _ = composer(["q"], ["I don't know."], kind=["unknown"])
+    assert total == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        (
+            "raises_on_b",
+            "failed: ValueError: no b allowed.*on sample 1 \\(prompt 'q1', completion 'b'\\)",
+        ),
+        ("nan", "returned nan for sample 1 \\(prompt 'q1', completion 'b'\\)"),
+        ("short", "returned 1 scores for 2 completions"),
+        ("not_a_list", "must return a list of numbers"),
+    ],
+)
+@pytest.mark.parametrize("timeout", [None, 20.0], ids=["in-process", "worker"])
+def test_misbehaving_functions_are_named_with_the_sample(user_file, name, fragment, timeout):
+    composer = RewardComposer.from_specs([f"{user_file}:{name}"], timeout=timeout)
+    try:
+        with pytest.raises(RewardError, match=f"reward function '{name}' {fragment}"):
+            composer(["q0", "q1"], ["a", "b"])
+    finally:
+        composer.close()
+
+
+def test_a_hanging_function_is_stopped_by_the_time_limit(user_file):
+    composer = RewardComposer.from_specs([f"{user_file}:hangs"], timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(RewardError, match="'hangs' timed out"):
+        composer(["q"], ["a"])
+    assert time.monotonic() - start < 30
+    composer.close()
+
+
+def test_worker_is_reused_and_survives_errors(user_file):
+    fn_spec = f"{user_file}:raises_on_b"
+    composer = RewardComposer.from_specs([fn_spec], timeout=20.0)
+    assert composer(["q"], ["a"])[0] == [0.0]
+    with pytest.raises(RewardError):
+        composer(["q"], ["b"])
+    assert composer(["q"], ["a"])[0] == [0.0]
+    composer.close()
+
+
+def test_weights_must_match_and_names_must_differ(user_file):
+    with pytest.raises(UserError, match="reward_weights has 1 values for 2"):
+        RewardComposer.from_specs([f"{user_file}:length", f"{user_file}:bonus"], weights=[1.0])
+    with pytest.raises(UserError, match="distinct names"):
+        RewardComposer([RewardTerm("a", len), RewardTerm("a", len)])
+    with pytest.raises(UserError, match="no reward function"):
+        RewardComposer([])
+
+
+def test_inf_is_rejected_in_process():
+    composer = RewardComposer([RewardTerm("inf", lambda p, c, **f: [math.inf] * len(c))])
+    with pytest.raises(RewardError, match="returned inf for sample 0"):
+        composer(["q"], ["a"])
