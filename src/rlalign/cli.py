@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,8 +21,10 @@ from rlalign.errors import UserError
 
 # Subcommand name -> module under rlalign.commands. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
-    "demo": "demo",
     "world": "world",
+    "next-token": "next_token",
+    "generate": "generate",
+    "tabular": "tabular",
 }
 
 
@@ -45,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Hugging Face's per-file "Loading weights" bars would drown rlalign's own progress display;
+    # transformers reads this when it is first imported (users can still set it to 0).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     # argparse stops filling a nargs="*" positional once an option follows it, so
     # `rlalign pretrain --resume seed=1 --config c.yaml lr=2` would leave `lr=2` over;

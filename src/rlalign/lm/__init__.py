@@ -1,0 +1,13 @@
+"""The language model as a policy: tokenizer, models, the rollout sampler, inspection.
+
+- :mod:`rlalign.lm.tokenizer`: train a byte-level BPE (``train_tokenizer``), ``load_tokenizer``,
+  ``ensure_pad_and_template`` for foreign tokenizers.
+- :mod:`rlalign.lm.models`: size ``PRESETS``, ``create_model``, ``load_model``,
+  ``resolve_model`` (a preset name or a local HF directory).
+- :mod:`rlalign.lm.sampling`: ``sample`` (batched, KV cache, log-probs of the sampled tokens in
+  the same pass), ``sequence_logprobs`` (one forward pass), ``generate_text``.
+- :mod:`rlalign.lm.inspect`: ``next_token_distribution`` (the policy P(t_i | t_<i) itself),
+  ``load_model_and_tokenizer``.
+
+Submodules import ``transformers`` lazily, so importing this package stays cheap.
+"""

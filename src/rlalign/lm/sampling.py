@@ -1,0 +1,743 @@
+"""The rollout engine: batched sampling with a KV cache, and per-token log-probs.
+
+:func:`sample` draws completions for a batch of left-padded prompts from any Hugging Face
+causal LM, using the model's own forward with its KV cache: the prompt is encoded once
+(prefill), then each step feeds one token per sequence. In the same pass it records, for each
+sampled token,
+
+- ``logprobs``: its log-probability under the *sampling distribution* (after temperature, top-k
+  and top-p), i.e. the behaviour policy's log pi_old(a|s) that importance ratios need;
+- ``raw_logprobs`` (optional): its log-probability under the model itself (temperature 1, no
+  filtering), i.e. what :func:`sequence_logprobs` would compute with a fresh forward pass.
+
+:func:`sequence_logprobs` scores given tokens with one full forward pass: the policy and
+reference log-probs of RL.
+
+Why not ``model.generate``: it runs a general pipeline per step (logits processors, stopping
+criteria objects, input preparation, output bookkeeping) whose overhead dominates small models
+on CPU, and it does not return log-probs of the sampled tokens under the sampling distribution.
+Here the per-step work is one forward call plus a handful of tensor ops on preallocated buffers;
+the loop ends as soon as every sequence has finished.
+
+Conventions (shapes for ``B`` prompts, ``n`` samples each, prompt width ``P``, ``T`` steps run):
+
+- rows are grouped by prompt: rows ``i*n .. i*n+n-1`` are the samples of prompt ``i``;
+- ``sequences`` = left-padded prompt ``[B*n, P]`` followed by the completion ``[B*n, T]``;
+  ``completion_ids = sequences[:, P:]``; tokens after a sequence's end are ``pad_token_id``;
+- ``completion_mask`` is 1 on valid completion tokens, up to and including the eos token or the
+  token that completed a stop string; ``attention_mask`` = prompt mask + completion mask;
+- ``logprobs`` / ``raw_logprobs`` are fp32 ``[B*n, T]``, zero where the completion mask is 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from rlalign.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class SampleOutput:
+    """Result of :func:`sample`; see the module docstring for the layout."""
+
+    sequences: torch.Tensor  # [N, P+T] long: left-padded prompt, then completion
+    attention_mask: torch.Tensor  # [N, P+T] long: prompt mask, then completion mask
+    completion_mask: torch.Tensor  # [N, T] long: 1 on valid tokens incl. the final eos/stop
+    logprobs: torch.Tensor  # [N, T] fp32: log-prob under the sampling distribution
+    raw_logprobs: torch.Tensor | None  # [N, T] fp32: log-prob under the model (T=1, no filter)
+    prompt_length: int  # P: width of the (left-padded) prompt block
+    finish_reasons: list[str] = field(default_factory=list)  # "eos" | "stop" | "length"
+
+    @property
+    def completion_ids(self) -> torch.Tensor:
+        """``[N, T]`` completion tokens (``pad_token_id`` after each sequence's end)."""
+        return self.sequences[:, self.prompt_length :]
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:
+        """``[N]`` number of valid completion tokens per row."""
+        return self.completion_mask.sum(dim=1)
+
+
+# ----------------------------------------------------------------------------------- checks
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """The model's maximum sequence length, from its config (``None`` when it has none)."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_sampling_args(
+    temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int
+) -> None:
+    """Raise :class:`UserError` with one clear line for an invalid sampling setting."""
+    if not (temperature >= 0.0) or temperature == float("inf"):  # also rejects NaN
+        raise UserError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+        raise UserError(f"top_k must be a positive integer (or unset), got {top_k}")
+    if top_p is not None and not (0.0 < top_p <= 1.0):
+        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
+
+
+def _check_left_padded(attention_mask: torch.Tensor) -> None:
+    lengths = attention_mask.sum(dim=1)
+    if bool((lengths == 0).any()):
+        raise UserError("every prompt needs at least one token (got an empty prompt)")
+    # Left padding means each row is 0...0 1...1: the mask never drops from 1 back to 0.
+    if bool((attention_mask[:, 1:] < attention_mask[:, :-1]).any()):
+        raise UserError("prompts must be left-padded (tokenizer.padding_side = 'left')")
+
+
+# --------------------------------------------------------------------------- one token step
+
+
+def sample_from_logits(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    want_raw: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Draw one token per row from ``logits`` ``[N, V]``.
+
+    The sampling distribution is: divide by ``temperature``; keep the ``top_k`` largest; keep
+    the smallest set of most likely tokens whose probability reaches ``top_p`` (the first token
+    is always kept); renormalise. ``temperature == 0`` is greedy (argmax; its sampling
+    distribution is a point mass, so ``logprobs`` is 0).
+
+    Returns:
+        ``(tokens [N] long, logprobs [N] fp32 under the sampling distribution,
+        raw [N] fp32 under softmax(logits) or None)``.
+    """
+    logits = logits.float()
+    raw = None
+    if temperature == 0.0:
+        tokens = logits.argmax(dim=-1)
+        logp = torch.zeros(tokens.shape, dtype=torch.float32, device=logits.device)
+    else:
+        scaled = logits / temperature if temperature != 1.0 else logits
+        vocab = scaled.shape[-1]
+        index: torch.Tensor | None = None
+        if top_k is not None and top_k < vocab:
+            # Work on the k survivors only: cheaper than masking (and sorting) the full vocab.
+            scaled, index = scaled.topk(top_k, dim=-1)  # sorted, descending
+        if top_p is not None and top_p < 1.0:
+            if index is None:
+                scaled, index = _nucleus(scaled, top_p)
+            else:
+                # After top-k, top-p applies to the renormalised k survivors (as in HF).
+                probs = scaled.softmax(dim=-1)
+                # Drop a token when the tokens ranked above it already hold >= top_p of the mass.
+                before = probs.cumsum(dim=-1) - probs
+                scaled = scaled.masked_fill(before >= top_p, NEG_INF)
+        logp_all = scaled.log_softmax(dim=-1)
+        choice = _draw(logp_all, generator)
+        logp = logp_all.gather(-1, choice).squeeze(-1)
+        tokens = (index.gather(-1, choice) if index is not None else choice).squeeze(-1)
+    if want_raw:
+        raw = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
+    return tokens, logp, raw
+
+
+def _draw(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One exact draw per row from ``exp(logp)`` ``[N, V]`` by inverting the CDF; ``[N, 1]``.
+
+    One uniform number per row and a binary search: ~30x cheaper on CPU than
+    ``torch.multinomial`` or Gumbel noise over the vocabulary, and deterministic under
+    ``generator``. A token of probability 0 is never returned: the search finds the first
+    index whose cumulative probability exceeds u, and a zero-probability token does not raise
+    the cumulative sum.
+    """
+    cdf = logp.exp().cumsum(dim=-1)
+    u = (
+        torch.rand((logp.shape[0], 1), generator=generator, device=logp.device, dtype=cdf.dtype)
+        * cdf[:, -1:]
+    )
+    choice = torch.searchsorted(cdf, u, right=True)
+    # Rounding can make u equal to the total: fall back to the last token of positive
+    # probability (where the CDF first reaches its total), never to an excluded one.
+    last = (cdf < cdf[:, -1:]).sum(dim=-1, keepdim=True)
+    return torch.minimum(choice, last)
+
+
+def _nucleus(scaled: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Restrict each row of ``scaled`` ``[N, V]`` to its nucleus: the fewest most likely tokens
+    whose probability reaches ``top_p``.
+
+    Returns ``(values, index)``: the candidates sorted in descending order, excluded ones at
+    -inf, and their vocabulary ids.
+
+    A full sort of the vocabulary costs ~10 ms per step on CPU. A trained model's nucleus is
+    usually a few dozen tokens, so one cheap ``topk(64)`` settles most batches; only when some
+    row's nucleus is larger is the whole vocabulary sorted.
+    """
+    vocab = scaled.shape[-1]
+    lse = scaled.logsumexp(dim=-1, keepdim=True)
+    k = min(64, vocab)
+    values, index = scaled.topk(k, dim=-1)  # sorted, descending
+    probs = (values - lse).exp()  # normalised over the full vocabulary
+    before = probs.cumsum(dim=-1) - probs
+    if k == vocab or bool((before[:, -1] + probs[:, -1] >= top_p).all()):
+        return values.masked_fill(before >= top_p, NEG_INF), index
+    # A flat distribution: its nucleus is most of the vocabulary, so sort it all (as HF does).
+    values, index = scaled.sort(dim=-1, descending=True)
+    probs = (values - lse).exp()
+    before = probs.cumsum(dim=-1) - probs
+    return values.masked_fill(before >= top_p, NEG_INF), index
+
+
+# ------------------------------------------------------------------------- model plumbing
+
+
+def _cache_kwarg(model: PreTrainedModel) -> str:
+    """Name of the KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def keep_logits(model: PreTrainedModel, n: int) -> dict[str, int]:
+    """``{"logits_to_keep": n}`` when the model's forward supports it (every HF causal LM since
+    transformers 4.45), else ``{}``: the LM head then runs on all positions (slower, correct)."""
+    params = inspect.signature(model.forward).parameters
+    return {"logits_to_keep": n} if "logits_to_keep" in params else {}
+
+
+def _returned_cache(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _autocast(
+    model: PreTrainedModel, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager:
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    device_type = next(model.parameters()).device.type
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+_PREALLOCATED_LAYER: type | None = None
+
+
+def _preallocated_layer_class() -> type | None:
+    """A ``DynamicLayer`` that decodes into memory allocated once, instead of ``torch.cat``.
+
+    HF's ``DynamicLayer.update`` concatenates the whole cache into a freshly allocated tensor
+    every step. Large fresh allocations are new pages for the OS to fault in, so on CPU this
+    per-step copy is a large share of a small model's decode time. Two modes, both sized for
+    prompt + all new tokens up front:
+
+    - ``dense=False``: one ``[B, H, capacity, D]`` buffer; each step writes one column, and the
+      keys/values handed to attention are strided views of the filled part (no copy at all).
+    - ``dense=True``: two flat buffers used in turn; each step concatenates (with ``out=``) into
+      the other one, so attention gets *contiguous* tensors without any allocation. For
+      kernels that copy strided inputs anyway (CPU bf16 matmul).
+
+    ``None`` on transformers versions without cache layers (their cache is then left as is).
+    """
+    global _PREALLOCATED_LAYER
+    if _PREALLOCATED_LAYER is not None:
+        return _PREALLOCATED_LAYER
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # older transformers: keep its cache as it is
+        return None
+
+    class PreallocatedLayer(DynamicLayer):
+        def __init__(
+            self, keys: torch.Tensor, values: torch.Tensor, capacity: int, dense: bool
+        ) -> None:
+            super().__init__()
+            batch, heads, length, _ = keys.shape
+            self._dense = dense
+            self._capacity = capacity
+            self._len = length
+            if dense:
+                # [2 buffers, numel at capacity]; contiguous [B, H, L, D] views are carved out.
+                self._kbuf = keys.new_empty(2, batch * heads * capacity * keys.shape[-1])
+                self._vbuf = values.new_empty(2, batch * heads * capacity * values.shape[-1])
+                self._turn = 0
+                self.keys, self.values = keys.contiguous(), values.contiguous()
+            else:
+                self._k = keys.new_empty(batch, heads, capacity, keys.shape[-1])
+                self._v = values.new_empty(batch, heads, capacity, values.shape[-1])
+                self._k[:, :, :length] = keys
+                self._v[:, :, :length] = values
+                self.keys, self.values = self._k[:, :, :length], self._v[:, :, :length]
+            self.device = keys.device
+            self.is_initialized = True
+
+        def update(
+            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            end = self._len + key_states.shape[-2]
+            if end > self._capacity:  # more tokens than planned: plain concatenation
+                self._len = end
+                return super().update(key_states, value_states, *args, **kwargs)
+            if self._dense:
+                self._turn ^= 1
+                self.keys = _cat_into(self._kbuf[self._turn], self.keys, key_states)
+                self.values = _cat_into(self._vbuf[self._turn], self.values, value_states)
+            else:
+                self._k[:, :, self._len : end] = key_states
+                self._v[:, :, self._len : end] = value_states
+                self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+            self._len = end
+            return self.keys, self.values
+
+    _PREALLOCATED_LAYER = PreallocatedLayer
+    return PreallocatedLayer
+
+
+def _cat_into(flat: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``torch.cat([old, new], dim=2)`` written into the front of the 1-D buffer ``flat``."""
+    batch, heads, length, dim = old.shape
+    out = flat[: batch * heads * (length + new.shape[2]) * dim].view(
+        batch, heads, length + new.shape[2], dim
+    )
+    return torch.cat([old, new], dim=2, out=out)
+
+
+def _preallocate(cache: Any, capacity: int, *, dense: bool) -> None:
+    """Swap the plain dynamic layers of ``cache`` for preallocated ones (others untouched)."""
+    layer_cls = _preallocated_layer_class()
+    layers = getattr(cache, "layers", None)
+    if layer_cls is None or not isinstance(layers, list):
+        return
+    base = layer_cls.__mro__[1]  # DynamicLayer itself: sliding/quantised subclasses keep theirs
+    for i, layer in enumerate(layers):
+        keys = getattr(layer, "keys", None)
+        if type(layer) is base and isinstance(keys, torch.Tensor) and keys.dim() == 4:
+            layers[i] = layer_cls(layer.keys, layer.values, capacity, dense)
+
+
+def _dense_cache_pays(model: PreTrainedModel, autocast_dtype: torch.dtype | None) -> bool:
+    """Whether attention should get contiguous keys/values (``dense=True`` above).
+
+    fp32 kernels (and GPU ones) read strided views in place, so the copy-free mode wins there;
+    CPU bf16/fp16 matmuls copy a strided operand first (measured ~3x slower than on a
+    contiguous one), so there one copy into a ready buffer is cheaper.
+    """
+    param = next(model.parameters())
+    low = {torch.bfloat16, torch.float16}
+    return param.device.type == "cpu" and (param.dtype in low or autocast_dtype in low)
+
+
+def _attention_for(model: PreTrainedModel) -> str | None:
+    """The attention implementation to decode with: ``eager`` on CPU, else the model's own.
+
+    For one-token queries PyTorch's CPU ``scaled_dot_product_attention`` is slower than plain
+    matmul + softmax: ~1.3x in fp32 and ~2-5x in bf16 (torch 2.13, batch 32, 4-8 heads, up to
+    ~90 cached positions). GPUs keep the model's choice.
+    """
+    param = next(model.parameters())
+    current = getattr(model.config, "_attn_implementation", None)
+    if param.device.type == "cpu" and current == "sdpa":
+        return "eager"
+    return None
+
+
+@contextlib.contextmanager
+def _attention_implementation(model: PreTrainedModel, impl: str | None) -> Any:
+    """Temporarily switch the model's attention implementation; always restore it."""
+    current = getattr(model.config, "_attn_implementation", None)
+    can_switch = getattr(model, "_can_set_attn_implementation", None)
+    if (
+        impl is None
+        or impl == current
+        or not hasattr(model, "set_attn_implementation")
+        or (callable(can_switch) and not can_switch())
+    ):
+        yield
+        return
+    model.set_attn_implementation(impl)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current)
+
+
+def _as_id_set(value: int | Sequence[int] | None) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+def default_eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> list[int]:
+    """The end-of-sequence ids: the tokenizer's eos, else the model's generation config/config."""
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        return [int(tokenizer.eos_token_id)]
+    gen = getattr(model, "generation_config", None)
+    for source in (gen, model.config):
+        ids = _as_id_set(getattr(source, "eos_token_id", None))
+        if ids:
+            return ids
+    return []
+
+
+# -------------------------------------------------------------------------------- sampling
+
+
+# no_grad, not inference_mode: the returned ids and masks feed autograd later (policy log-probs
+# in RL), and inference tensors cannot be saved for backward.
+@torch.no_grad()
+def sample(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    num_samples: int = 1,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    stop_strings: Sequence[str] | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    generator: torch.Generator | None = None,
+    return_raw_logprobs: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+    attn_implementation: str | None = "auto",
+) -> SampleOutput:
+    """Sample completions for a batch of left-padded prompts with the model's KV cache.
+
+    Args:
+        model: any Hugging Face causal LM (its own forward and cache are used).
+        input_ids: ``[B, P]`` prompt tokens, left-padded.
+        attention_mask: ``[B, P]``, 1 on real tokens (default: all ones).
+        max_new_tokens: most tokens to generate per sequence (clipped, with a warning, to the
+            model's context).
+        temperature: 0 = greedy; otherwise logits are divided by it.
+        top_k / top_p: restrict sampling to the k most likely tokens / the nucleus of mass p.
+        num_samples: completions per prompt (the prompt is encoded once and its cache copied).
+        eos_token_id: id(s) that end a sequence (default: tokenizer's / model's eos). Pass
+            ``[]`` to never stop on eos.
+        pad_token_id: filler after a sequence ends (default: tokenizer's pad, else eos, else 0).
+        stop_strings: a sequence also ends once its decoded completion contains one of these
+            (needs ``tokenizer``); the token completing it is the last valid token.
+        tokenizer: used for eos/pad defaults and stop strings.
+        generator: a ``torch.Generator`` for reproducible draws (same seed, same samples).
+        return_raw_logprobs: also return the model's own log-probs of the sampled tokens.
+        autocast_dtype: e.g. ``torch.bfloat16`` to run the forward under autocast (on CPUs
+            with AMX/AVX512-BF16 several times faster than fp32); sampling math stays fp32.
+        attn_implementation: attention used while sampling (restored afterwards). ``"auto"``
+            picks ``eager`` on CPU (faster there than SDPA for one-token steps) and otherwise
+            keeps the model's; ``None`` keeps the model's; or any name HF accepts.
+
+    Returns:
+        A :class:`SampleOutput`.
+
+    Raises:
+        UserError: invalid settings, right-padded or empty prompts, a prompt that fills the
+            context, or stop strings without a tokenizer.
+    """
+    check_sampling_args(temperature, top_k, top_p, max_new_tokens)
+    if num_samples < 1:
+        raise UserError(f"num_samples must be >= 1, got {num_samples}")
+    if input_ids.dim() != 2:
+        raise UserError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    attention_mask = attention_mask.to(device=device, dtype=torch.long)
+    _check_left_padded(attention_mask)
+    if stop_strings and tokenizer is None:
+        raise UserError("stop strings need a tokenizer to decode completions")
+
+    batch, prompt_len = input_ids.shape
+    limit = context_length(model)
+    if limit is not None:
+        if prompt_len >= limit:
+            raise UserError(
+                f"prompt of {prompt_len} tokens does not fit the model's context of {limit} "
+                "tokens (it must leave room for at least one new token)"
+            )
+        if prompt_len + max_new_tokens > limit:
+            warnings.warn(
+                f"max_new_tokens={max_new_tokens} clipped to {limit - prompt_len}: the model's "
+                f"context is {limit} tokens",
+                stacklevel=2,
+            )
+            max_new_tokens = limit - prompt_len
+
+    eos_ids = (
+        default_eos_ids(model, tokenizer) if eos_token_id is None else _as_id_set(eos_token_id)
+    )
+    if pad_token_id is None:
+        if tokenizer is not None and tokenizer.pad_token_id is not None:
+            pad_token_id = int(tokenizer.pad_token_id)
+        else:
+            pad_token_id = eos_ids[0] if eos_ids else 0
+    eos_tensor = torch.tensor(eos_ids, dtype=torch.long, device=device)
+    stop_strings = [s for s in (stop_strings or []) if s]
+    stop_window = max((len(s.encode("utf-8")) for s in stop_strings), default=0) + 1
+    cache_kw = _cache_kwarg(model)
+    rows = batch * num_samples
+
+    # Preallocated outputs; the loop writes column t of each (no per-step concatenation).
+    completion = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(rows, max_new_tokens, dtype=torch.float32, device=device)
+    raw_logprobs = torch.zeros_like(logprobs) if return_raw_logprobs else None
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    finish = ["length"] * rows
+    completion_len = torch.full((rows,), max_new_tokens, dtype=torch.long, device=device)
+    # Attention over [prompt | generated]: generated slots are 1 (tokens after a sequence's end
+    # are fed but never read: their rows are discarded), so the mask is a growing view.
+    full_mask = torch.ones(rows, prompt_len + max_new_tokens, dtype=torch.long, device=device)
+    full_mask[:, :prompt_len] = attention_mask.repeat_interleave(num_samples, dim=0)
+    # Positions count real tokens only, so a left-padded prompt is positioned exactly like the
+    # same prompt without padding (pad positions are masked; their value is irrelevant).
+    prompt_pos = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    next_pos = attention_mask.sum(dim=1).repeat_interleave(num_samples)  # [rows]
+
+    attention = _attention_for(model) if attn_implementation == "auto" else attn_implementation
+    with _autocast(model, autocast_dtype), _attention_implementation(model, attention):
+        # Prefill: the whole prompt once, logits only for its last position.
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=prompt_pos,
+            use_cache=True,
+            **keep_logits(model, 1),
+        )
+        cache = _returned_cache(out)
+        logits = out.logits[:, -1, :]
+        if num_samples > 1:
+            # n samples per prompt share the prompt's keys/values: copy them, do not recompute.
+            cache.batch_repeat_interleave(num_samples)
+            logits = logits.repeat_interleave(num_samples, dim=0)
+        _preallocate(
+            cache, prompt_len + max_new_tokens, dense=_dense_cache_pays(model, autocast_dtype)
+        )
+
+        steps = 0
+        for t in range(max_new_tokens):
+            tokens, logp, raw = sample_from_logits(
+                logits,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                want_raw=return_raw_logprobs,
+            )
+            tokens = tokens.masked_fill(done, pad_token_id)
+            completion[:, t] = tokens
+            logprobs[:, t] = logp.masked_fill(done, 0.0)
+            if raw_logprobs is not None and raw is not None:
+                raw_logprobs[:, t] = raw.masked_fill(done, 0.0)
+            steps = t + 1
+
+            newly = ~done & torch.isin(tokens, eos_tensor) if eos_ids else None
+            if newly is not None and bool(newly.any()):
+                for i in newly.nonzero().flatten().tolist():
+                    finish[i] = "eos"
+                completion_len = torch.where(newly, t + 1, completion_len)
+                done = done | newly
+            if stop_strings:
+                assert tokenizer is not None
+                active = (~done).nonzero().flatten().tolist()
+                if active:
+                    # Only occurrences ending at the new token are new, and one spans at most
+                    # stop_window tokens (every token is at least one byte): decode just those.
+                    lo = max(0, t + 1 - stop_window)
+                    texts = tokenizer.batch_decode(completion[active, lo : t + 1])
+                    for i, text in zip(active, texts, strict=True):
+                        if any(s in text for s in stop_strings):
+                            finish[i] = "stop"
+                            completion_len[i] = t + 1
+                            done[i] = True
+            if bool(done.all()) or t + 1 == max_new_tokens:
+                break
+
+            out = model(
+                input_ids=tokens.unsqueeze(1),
+                attention_mask=full_mask[:, : prompt_len + t + 1],
+                position_ids=(next_pos + t).unsqueeze(1),
+                use_cache=True,
+                **{cache_kw: cache},
+            )
+            cache = _returned_cache(out)
+            logits = out.logits[:, -1, :]
+
+    completion = completion[:, :steps]
+    logprobs = logprobs[:, :steps]
+    if raw_logprobs is not None:
+        raw_logprobs = raw_logprobs[:, :steps]
+    completion_len = completion_len.clamp(max=steps)
+    completion_mask = (
+        torch.arange(steps, device=device).unsqueeze(0) < completion_len.unsqueeze(1)
+    ).long()
+    prompt_ids = input_ids.repeat_interleave(num_samples, dim=0)
+    prompt_mask = full_mask[:, :prompt_len]
+    return SampleOutput(
+        sequences=torch.cat([prompt_ids, completion], dim=1),
+        attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),
+        completion_mask=completion_mask,
+        logprobs=logprobs,
+        raw_logprobs=raw_logprobs,
+        prompt_length=prompt_len,
+        finish_reasons=finish,
+    )
+
+
+# ------------------------------------------------------------------ log-probs of given tokens
+
+
+def sequence_logprobs(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    start: int = 1,
+    temperature: float = 1.0,
+    chunk_rows: int = 8,
+) -> torch.Tensor:
+    """Per-token log-probs of ``input_ids`` under ``model``, with one full forward pass.
+
+    Element ``[b, j]`` of the result is ``log p(input_ids[b, start + j] | input_ids[b, :start
+    + j])``: set ``start`` to the prompt width ``P`` of a :class:`SampleOutput` to score exactly
+    its completion tokens (aligned with ``completion_mask``). Positions for left-padded rows are
+    derived from ``attention_mask``, as in :func:`sample`. Gradients flow when enabled (policy
+    log-probs); wrap in ``torch.no_grad()`` for reference log-probs.
+
+    Memory: only the logits of positions ``start-1 .. L-2`` are computed (``logits_to_keep``),
+    and the normaliser is a logsumexp taken ``chunk_rows`` rows at a time in fp32; no full-vocab
+    fp32 log-softmax tensor is built for the whole batch.
+
+    Returns:
+        fp32 ``[B, L - start]``; entries where ``attention_mask`` is 0 are meaningless (mask them).
+    """
+    if input_ids.dim() != 2:
+        raise UserError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+    length = input_ids.shape[1]
+    if not 1 <= start < length:
+        raise UserError(f"start must be in [1, {length - 1}] for sequences of length {length}")
+    if temperature <= 0:
+        raise UserError(f"temperature must be > 0 for log-probs, got {temperature}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    attention_mask = attention_mask.long()
+    limit = context_length(model)
+    if limit is not None and length > limit:
+        raise UserError(f"sequence of {length} tokens exceeds the model's context of {limit}")
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    keep = length - start + 1  # logits for positions start-1 .. L-1; the last one is unused
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        **keep_logits(model, keep),
+    )
+    logits = out.logits[:, -keep:-1, :]  # [B, L-start, V]: position p predicts token p+1
+    targets = input_ids[:, start:]
+    pieces = []
+    for lo in range(0, logits.shape[0], chunk_rows):
+        chunk = logits[lo : lo + chunk_rows].float()
+        if temperature != 1.0:
+            chunk = chunk / temperature
+        picked = chunk.gather(-1, targets[lo : lo + chunk_rows].unsqueeze(-1)).squeeze(-1)
+        pieces.append(picked - chunk.logsumexp(dim=-1))
+    return torch.cat(pieces, dim=0)
+
+
+# --------------------------------------------------------------------------- text in, text out
+
+
+@dataclass
+class TextSample:
+    """One decoded completion (see :func:`generate_text`)."""
+
+    prompt: str
+    completion: str
+    finish_reason: str
+    num_tokens: int
+    logprob: float  # sum of the sampled tokens' log-probs under the sampling distribution
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    chat: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize ``prompts`` left-padded; with ``chat=True`` each is a user turn in the chat
+    template, followed by the generation prompt."""
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserError("--chat needs a tokenizer with a chat template")
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+        add_special = False  # the template writes bos itself
+    else:
+        texts = list(prompts)
+        add_special = True
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+    finally:
+        tokenizer.padding_side = old_side
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def generate_text(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    chat: bool = False,
+    **sample_kwargs: Any,
+) -> list[TextSample]:
+    """Sample completions for text prompts and decode them (special tokens dropped).
+
+    ``sample_kwargs`` go to :func:`sample` (``max_new_tokens``, ``temperature``, ``top_k``,
+    ``top_p``, ``num_samples``, ``stop_strings``, ``generator``, ...). Results are grouped by
+    prompt, ``num_samples`` each.
+    """
+    input_ids, attention_mask = encode_prompts(tokenizer, prompts, chat=chat)
+    out = sample(model, input_ids, attention_mask, tokenizer=tokenizer, **sample_kwargs)
+    n = sample_kwargs.get("num_samples", 1)
+    results = []
+    for row in range(out.sequences.shape[0]):
+        length = int(out.completion_mask[row].sum())
+        ids = out.completion_ids[row, :length]
+        results.append(
+            TextSample(
+                prompt=prompts[row // n],
+                completion=tokenizer.decode(ids, skip_special_tokens=True),
+                finish_reason=out.finish_reasons[row],
+                num_tokens=length,
+                logprob=float(out.logprobs[row, :length].sum()),
+            )
+        )
+    return results
