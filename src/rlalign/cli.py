@@ -22,6 +22,7 @@ from rlalign.errors import UserError
 # Subcommand name -> module under rlalign.commands. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
     "world": "world",
+    "pretrain": "pretrain",
     "next-token": "next_token",
     "generate": "generate",
     "tabular": "tabular",

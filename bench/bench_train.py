@@ -1,0 +1,192 @@
+"""Training throughput of the shared loop: tokens/s and model-FLOPs utilisation (MFU).
+
+For each model preset (``tiny``, ``small`` ~25M) and precision (fp32; bf16 autocast with fp32
+master weights) it runs real optimizer steps of :class:`rlalign.train.loop.Trainer` (forward,
+backward, clipping, fused AdamW, schedule) on random tokens, and reports
+
+- training tokens/s;
+- MFU = 6 * N * tokens/s / peak, with N the parameters that take part in matmuls (the input
+  embedding is a lookup, counted only when it is tied to the output layer) and the peak the
+  throughput of a large ``torch.matmul`` loop in the same dtype, measured in this run;
+- the CPU use of each measurement (process CPU seconds / wall seconds): about the number of
+  cores (2.0 here) means the machine was idle; clearly lower means another job shared it and
+  the figure is void.
+
+    .venv/bin/python bench/bench_train.py [--presets tiny,small] [--steps 6] [--threads N]
+        [--attn auto,sdpa,eager] [--device cuda]
+
+``--attn auto`` is what training uses by default: eager attention for bf16 autocast on CPU,
+the model's own (sdpa) otherwise.
+
+Goals (idle machine): >= 50% of the fp32 peak in fp32, >= 30% of the bf16 peak with bf16
+autocast, for the ~25M preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from rlalign.lm.models import create_model
+from rlalign.train.config import TrainingConfig
+from rlalign.train.loop import Trainer, attention_kernels, training_attention
+from rlalign.train.losses import causal_lm_loss, count_label_tokens
+
+VOCAB = 4096
+
+
+class RandomBlocks:
+    """Endless batches of random tokens (throughput does not depend on the text)."""
+
+    def __init__(self, batch: int, length: int) -> None:
+        self.shape = (batch, length)
+        self.generator = torch.Generator().manual_seed(0)
+
+    def __iter__(self) -> RandomBlocks:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        ids = torch.randint(0, VOCAB, self.shape, generator=self.generator)
+        return {"input_ids": ids, "labels": ids}
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(wall seconds per call, CPU cores used) over ``repeats`` calls."""
+    _sync()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(repeats):
+        fn()
+    _sync()
+    wall = time.perf_counter() - wall
+    return wall / repeats, (time.process_time() - cpu) / wall
+
+
+def matmul_peak(
+    dtype: torch.dtype, device: str, n: int = 2048, seconds: float = 3.0
+) -> tuple[float, float]:
+    """FLOP/s of an n x n x n matmul loop in ``dtype``, and the CPU use while measuring."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    out = torch.empty(n, n, dtype=dtype, device=device)
+    torch.matmul(a, b, out=out)  # warm up (oneDNN picks and caches its kernel)
+    reps = max(1, int(seconds / timed(lambda: torch.matmul(a, b, out=out), 1)[0]))
+    per_call, cpu = timed(lambda: torch.matmul(a, b, out=out), reps)
+    return 2 * n**3 / per_call, cpu
+
+
+def matmul_params(model: torch.nn.Module) -> int:
+    """Parameters used in matmuls: all, minus an input embedding that is not tied."""
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    tied = out is not None and out.weight is emb
+    unique = {id(p): p.numel() for p in model.parameters()}
+    return sum(unique.values()) - (0 if tied else emb.numel())
+
+
+def bench_training(
+    preset: str,
+    bf16: bool,
+    *,
+    batch: int,
+    length: int,
+    steps: int,
+    warmup: int,
+    device: str,
+    attn: str,
+) -> tuple[float, int, float]:
+    """(tokens/s, N, CPU use) of ``steps`` optimizer steps after ``warmup`` untimed ones."""
+    model = create_model(preset, VOCAB, max_position_embeddings=length, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainingConfig(
+            data="random",
+            output_dir=str(Path(tmp)),
+            max_steps=warmup + steps,
+            per_device_train_batch_size=batch,
+            bf16=bf16,
+            device=device,
+            attn_implementation=attn,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model, causal_lm_loss, RandomBlocks(batch, length), cfg, count_fn=count_label_tokens
+        )
+        trainer.model.train()
+        kernels = training_attention(cfg, trainer.device, trainer.bf16)  # as fit() picks them
+        with attention_kernels(trainer.model, kernels):
+            for _ in range(warmup):
+                trainer.train_step()
+            per_step, cpu = timed(trainer.train_step, steps)
+    return batch * length / per_step, matmul_params(model), cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="tiny,small")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--attn", default="auto", help="attn_implementation values to try, e.g. auto,sdpa,eager"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; batch {args.batch} x {args.length} tokens"
+    )
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        n = 8192 if args.device == "cuda" else 2048
+        peaks[name], cpu = matmul_peak(dtype, args.device, n=n)
+        print(f"matmul peak {name}: {peaks[name] / 1e12:.3f} TFLOP/s  (CPU use {cpu:.2f})")
+    print(
+        f"{'preset':<8}{'attn':<7}{'precision':<16}{'params N':>10}{'tokens/s':>11}"
+        f"{'TFLOP/s':>9}{'MFU':>7}{'CPU use':>9}"
+    )
+    runs = [
+        (preset, attn, name, bf16)
+        for preset in args.presets.split(",")
+        for attn in args.attn.split(",")
+        for name, bf16 in (("fp32", False), ("bf16", True))
+    ]
+    for preset, attn, name, bf16 in runs:
+        tps, n, cpu = bench_training(
+            preset,
+            bf16,
+            batch=args.batch,
+            length=args.length,
+            steps=args.steps,
+            warmup=args.warmup,
+            device=args.device,
+            attn=attn,
+        )
+        flops = 6 * n * tps
+        label = "fp32" if not bf16 else "bf16 autocast"
+        print(
+            f"{preset:<8}{attn:<7}{label:<16}{n / 1e6:>9.1f}M{tps:>11,.0f}{flops / 1e12:>9.3f}"
+            f"{flops / peaks[name]:>7.1%}{cpu:>9.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

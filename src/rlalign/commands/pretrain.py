@@ -1,0 +1,46 @@
+"""``rlalign pretrain``: train a causal LM from scratch (or continue one) on a text corpus."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from rlalign.commands import add_stage_arguments
+
+HELP = "pretrain a causal language model on a text corpus (.txt or JSONL {'text': ...})"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from rlalign.train.pretrain import PretrainConfig  # pydantic only: --help stays fast
+
+    add_stage_arguments(parser)
+    keys = textwrap.fill(", ".join(PretrainConfig.model_fields), 78, initial_indent="  ")
+    keys = keys.replace("\n", "\n  ")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "example:\n  rlalign pretrain data=corpus.jsonl output_dir=runs/pt model=tiny "
+        f"max_steps=500\n\nconfig keys:\n{keys}\n"
+        '  (a .txt corpus holds one document per line; JSONL holds {"text": ...} objects)'
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rlalign.config import load_config
+    from rlalign.train.pretrain import PretrainConfig, perplexity, run_pretrain
+
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    result = run_pretrain(cfg, resume=args.resume)
+    if result.interrupted_by is not None:
+        print(
+            f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "
+            f"in {cfg.output_dir}/checkpoints; continue with --resume",
+            file=sys.stderr,
+        )
+        return 128 + result.interrupted_by
+    summary = f"pretrained {result.step} steps; model and tokenizer in {result.final_dir}"
+    if "eval_loss" in result.eval_metrics:
+        loss = result.eval_metrics["eval_loss"]
+        summary += f"; held-out loss {loss:.4f}, perplexity {perplexity(loss):.2f}"
+    print(summary)
+    return 0

@@ -1,0 +1,195 @@
+"""Atomic, pickle-free checkpoints: everything needed to continue a run bit for bit.
+
+Layout of ``output_dir/checkpoints/step_N/`` (built under a temporary name, fsynced, renamed):
+
+- the model, as ``save_pretrained`` writes it (``config.json`` + ``*.safetensors``), so a
+  checkpoint also loads with ``AutoModelForCausalLM.from_pretrained``; a plain ``nn.Module``
+  gets ``model.safetensors`` only;
+- whatever the stage adds (the tokenizer) through ``save_extra``;
+- ``trainer_state.pt``: optimizer, scheduler, RNG states (python, numpy, torch, CUDA), the
+  batch source's position (and its generators), the step and the metrics window. Only
+  tensors, numbers, strings, lists and dicts: it loads with ``torch.load(weights_only=True)``,
+  so a file carrying a pickle payload is rejected, never executed.
+
+A directory whose name is not ``step_<int>`` or that lacks ``trainer_state.pt`` is not a
+checkpoint: a crash mid-write leaves only a hidden ``.step_N.*.tmp`` directory, which
+:func:`remove_stale_temporaries` deletes.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+from rlalign.errors import UserError
+from rlalign.io import atomic_directory
+
+STATE_FILE = "trainer_state.pt"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run as ``(step, path)``, oldest first."""
+    root = checkpoint_root(output_dir)
+    found = []
+    if root.is_dir():
+        for path in root.iterdir():
+            match = _STEP_DIR.match(path.name)
+            if match and (path / STATE_FILE).is_file():
+                found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def remove_stale_temporaries(output_dir: str | Path) -> None:
+    """Delete half-written checkpoint directories left by a killed process."""
+    root = checkpoint_root(output_dir)
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith(".") and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def prune_checkpoints(output_dir: str | Path, keep: int | None) -> None:
+    """Keep the ``keep`` newest checkpoints (all when ``keep`` is None)."""
+    if keep is None:
+        return
+    for _, path in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- RNG states ---------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global generator's state, as weights_only-loadable values."""
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    npy = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": npy["bit_generator"],
+            "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
+            "has_gauss": npy["has_gauss"],
+            "gauss": npy["gauss"],
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- model weights -------------------------------------------------------------------------
+
+
+def save_model_weights(model: nn.Module, directory: Path) -> None:
+    """``save_pretrained`` (safetensors) for HF models; ``model.safetensors`` otherwise."""
+    if hasattr(model, "save_pretrained"):
+        from transformers.utils import logging as hf_logging
+
+        was_enabled = hf_logging.is_progress_bar_enabled()  # no "Writing model shards" bar per save
+        hf_logging.disable_progress_bar()
+        try:
+            model.save_pretrained(directory, safe_serialization=True)
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
+    else:
+        save_model(model, str(directory / "model.safetensors"))
+
+
+def load_model_weights(model: nn.Module, directory: Path) -> None:
+    """Load the safetensors weights of ``directory`` into ``model`` (exactly, in place).
+
+    Weights missing from the files are accepted only when they are tied to a loaded one
+    (``save_pretrained`` stores tied embeddings once); anything else is an error.
+    """
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{directory}: no *.safetensors weights in the checkpoint")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    loaded_ids = {
+        id(p) for name, p in model.named_parameters(remove_duplicate=False) if name in state
+    }
+    params = dict(model.named_parameters(remove_duplicate=False))
+    untied = [k for k in missing if k not in params or id(params[k]) not in loaded_ids]
+    if untied or unexpected:
+        raise UserError(
+            f"{directory}: the checkpoint does not match the model "
+            f"(missing {untied[:3]}, unexpected {unexpected[:3]}); was the config changed?"
+        )
+
+
+# --- whole checkpoints ---------------------------------------------------------------------
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    model: nn.Module,
+    state: dict[str, Any],
+    *,
+    save_extra: Callable[[Path], None] | None = None,
+    keep: int | None = None,
+) -> Path:
+    """Write ``checkpoints/step_<step>/`` atomically, then prune to the ``keep`` newest."""
+    final = checkpoint_root(output_dir) / f"step_{step}"
+    with atomic_directory(final) as tmp:
+        save_model_weights(model, tmp)
+        if save_extra is not None:
+            save_extra(tmp)
+        torch.save(state, tmp / STATE_FILE)
+    prune_checkpoints(output_dir, keep)
+    return final
+
+
+def load_trainer_state(directory: Path) -> dict[str, Any]:
+    """Read ``trainer_state.pt`` safely: tensors and plain containers only, never code."""
+    path = directory / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{path}: not a valid rlalign checkpoint (refused to unpickle it: {first}); "
+            "delete this checkpoint directory to resume from an older one"
+        ) from None

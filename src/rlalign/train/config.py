@@ -1,0 +1,73 @@
+"""The config keys every training stage shares, named as Hugging Face ``TrainingArguments``.
+
+A stage's config subclasses :class:`TrainingConfig` and adds its own keys (``block_size`` for
+pretraining, ``beta`` for RL, ...); :class:`rlalign.train.loop.Trainer` reads only these.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from rlalign.config import Config
+
+
+class TrainingConfig(Config):
+    """Optimisation, logging and checkpointing settings of one training run."""
+
+    model: str = Field("tiny", description="a preset name (tiny, small) or a local HF model dir")
+    data: str = Field(..., description="path to the training file")
+    output_dir: str = "runs/train"
+    overwrite_output_dir: bool = False
+    seed: int = 42
+
+    max_steps: int = Field(1000, gt=0, description="optimizer steps")
+    learning_rate: float = Field(3e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor, as a fraction of lr")
+    weight_decay: float = Field(0.0, ge=0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    max_grad_norm: float = Field(1.0, ge=0, description="0 disables clipping")
+    per_device_train_batch_size: int = Field(8, gt=0)
+    per_device_eval_batch_size: int | None = Field(None, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+
+    logging_steps: int = Field(10, gt=0)
+    eval_steps: int = Field(100, gt=0)
+    save_steps: int = Field(500, gt=0)
+    save_total_limit: int | None = Field(2, gt=0, description="checkpoints kept; None keeps all")
+
+    bf16: bool | None = Field(None, description="bf16 autocast; None: on for CUDA, off on CPU")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    attn_implementation: str = Field(
+        "auto", description="attention kernels while training: auto, eager, sdpa, ..."
+    )
+    disable_tqdm: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        base = value.split(":", 1)[0]
+        if base not in {"auto", "cpu", "cuda", "mps", "xpu"}:
+            raise ValueError("expected auto, cpu, cuda, cuda:N, mps or xpu")
+        return value
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _known_attention(cls, value: str) -> str:
+        known = {
+            "auto",
+            "eager",
+            "sdpa",
+            "flash_attention_2",
+            "flash_attention_3",
+            "flex_attention",
+        }
+        if value not in known:
+            raise ValueError(f"expected one of {', '.join(sorted(known))}")
+        return value
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.per_device_eval_batch_size or self.per_device_train_batch_size

@@ -1,0 +1,424 @@
+"""The one training loop that every stage (pretrain, SFT, reward model, RL) plugs into.
+
+A stage supplies three things and never copies the loop:
+
+- a **batch source**: an iterator of micro-batches (any structure of tensors) with
+  ``state_dict()`` / ``load_state_dict()``, so a resumed run sees the same data in the same
+  order (:class:`BatchSource`);
+- a **loss function** ``loss_fn(model, batch, num_items) -> (loss, metrics)``: ``num_items``
+  is the number of loss terms (tokens, pairs, sequences) in the *whole* optimizer step, all
+  micro-batches together, so the loss returns ``sum_over_its_items / num_items`` and gradient
+  accumulation gives exactly the update of one big batch. Metrics are normalised the same way
+  and are summed over the micro-batches of a step;
+- a **count function** ``count_fn(batch) -> int | Tensor``: the loss terms of one micro-batch.
+
+Optionally an ``eval_fn(model) -> dict[str, float]`` (run under no_grad, eval mode, autocast,
+every ``eval_steps`` and at the end), ``save_extra(directory)`` (writes e.g. the tokenizer into
+every checkpoint) and ``log_extra() -> dict[str, float]`` (metrics that are not sums over
+micro-batches, e.g. RL rollout rewards, merged into each logged row).
+
+One optimizer step, top to bottom::
+
+    micro = [next(data) for _ in range(gradient_accumulation_steps)]
+    num_items = sum(count_fn(b) for b in micro)
+    for b in micro: loss_fn(model, b, num_items)[0].backward()       # bf16 autocast optional
+    clip_grad_norm_; stop on a non-finite loss/grad norm; optimizer.step(); scheduler.step()
+    log / evaluate / checkpoint when due; SIGTERM or SIGINT -> checkpoint and return
+
+Checkpoints (see :mod:`rlalign.train.checkpoint`) are atomic and hold model, optimizer,
+scheduler, RNG states, data position and the metrics window, so ``fit(resume=True)`` continues
+exactly where the run stopped (on CPU, bit-identical weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from rlalign.errors import UserError
+from rlalign.metrics import MetricsLogger
+from rlalign.train import checkpoint as ckpt
+from rlalign.train.config import TrainingConfig
+from rlalign.train.dist import RankInfo
+from rlalign.train.schedule import WarmupCosine, warmup_cosine_schedule
+
+Batch = Any
+LossFn = Callable[[nn.Module, Batch, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+CountFn = Callable[[Batch], "int | torch.Tensor"]
+EvalFn = Callable[[nn.Module], dict[str, float]]
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """An endless, resumable iterator of micro-batches."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+    def __next__(self) -> Batch: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class NonFiniteLossError(UserError):
+    """The loss or gradient norm became NaN/inf; the weights were not updated."""
+
+    exit_code = 1
+
+
+@dataclass
+class FitResult:
+    """How :meth:`Trainer.fit` ended."""
+
+    step: int
+    interrupted_by: int | None = None  # the signal number when SIGTERM/SIGINT stopped the run
+    last_checkpoint: Path | None = None
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
+    return device
+
+
+def move_to(batch: Batch, device: torch.device) -> Batch:
+    """Move every tensor of a nested dict/list/tuple batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
+def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
+    """AdamW; matrices decay, biases and norm gains do not (as in nanoGPT and HF).
+
+    The fused kernel (one pass over all parameters, no per-tensor Python loop) is used where
+    the device supports it; it is deterministic, so resume stays bit-exact.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": group, "weight_decay": wd}
+        for group, wd in ((decay, cfg.weight_decay), (no_decay, 0.0))
+        if group
+    ]
+    device_type = params[0].device.type if params else "cpu"
+    return torch.optim.AdamW(
+        groups,
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_epsilon,
+        fused=device_type in {"cpu", "cuda"},
+    )
+
+
+def training_attention(cfg: TrainingConfig, device: torch.device, bf16: bool) -> str | None:
+    """The attention implementation to train with; None keeps the model's own.
+
+    ``auto`` picks ``eager`` (plain matmuls) for bf16 autocast on CPU: there the matmuls run on
+    the AMX tile units while PyTorch's CPU flash-attention kernel does not, and a training step
+    of the ~25M preset at 256 tokens is ~1.6x faster (bench/bench_train.py ``--attn``).
+    """
+    if cfg.attn_implementation != "auto":
+        return cfg.attn_implementation
+    return "eager" if device.type == "cpu" and bf16 else None
+
+
+@contextlib.contextmanager
+def attention_kernels(model: nn.Module, name: str | None) -> Iterator[None]:
+    """Switch a HF model's attention implementation for a block, then restore it."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    switchable = hasattr(model, "set_attn_implementation")  # a wrapper is left as it is
+    if name is None or before is None or name == before or not switchable:
+        yield
+        return
+    try:
+        model.set_attn_implementation(name)
+    except (ValueError, ImportError) as exc:
+        raise UserError(f"attn_implementation={name!r}: {exc}".splitlines()[0]) from None
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+class _StopSignals:
+    """While active, SIGTERM/SIGINT set a flag instead of killing the process."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        with contextlib.suppress(ValueError):  # signals can only be caught in the main thread
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _Window:
+    """Sums of the steps since the last logged row (tensors: no sync until logging)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.loss = torch.zeros((), dtype=torch.float64)
+        self.items = torch.zeros((), dtype=torch.float64)
+        self.metrics: dict[str, torch.Tensor] = {}
+        self.started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, items: torch.Tensor, metrics: dict[str, torch.Tensor]):
+        self.steps += 1
+        self.loss += loss.double().cpu()
+        self.items += items.double().cpu()
+        for key, value in metrics.items():
+            self.metrics[key] = self.metrics.get(key, 0.0) + value.double().cpu()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "loss": self.loss,
+            "items": self.items,
+            "metrics": self.metrics,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps, self.loss, self.items = state["steps"], state["loss"], state["items"]
+        self.metrics = dict(state["metrics"])
+
+
+class Trainer:
+    """Trains ``model`` on ``train_data`` with ``loss_fn``; see the module docstring.
+
+    Construction moves the model to ``cfg.device`` and builds the optimizer and schedule;
+    :meth:`fit` runs the loop (resuming first when asked); :meth:`train_step` is one optimizer
+    step, public for benchmarks and for stages that need to drive steps themselves.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        train_data: BatchSource,
+        cfg: TrainingConfig,
+        *,
+        count_fn: CountFn,
+        eval_fn: EvalFn | None = None,
+        save_extra: Callable[[Path], None] | None = None,
+        item_name: str = "items",
+        rank: RankInfo | None = None,
+        log_extra: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.rank = rank or RankInfo.detect()
+        self.device = resolve_device(cfg.device)
+        if cfg.bf16 is not None:
+            self.bf16 = cfg.bf16
+        else:  # default: bf16 where the GPU does it natively; CPU opts in (bf16=true)
+            self.bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.model = model.to(self.device)  # fp32 master weights; autocast computes in bf16
+        self.loss_fn, self.count_fn, self.eval_fn = loss_fn, count_fn, eval_fn
+        self.data = train_data
+        self.save_extra = save_extra
+        self.item_name = item_name
+        self.log_extra = log_extra  # metrics that are not per micro-batch (e.g. RL rollouts)
+        self.output_dir = Path(cfg.output_dir)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = warmup_cosine_schedule(
+            self.optimizer,
+            warmup_steps=cfg.warmup_steps,
+            max_steps=cfg.max_steps,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        self.step = 0
+        self.last_lr = cfg.learning_rate
+        self.window = _Window()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> FitResult:
+        """Train until ``max_steps`` (or a stop signal); returns how it ended."""
+        cfg = self.cfg
+        resumed_from = self._resume() if resume else None
+        logger = MetricsLogger(
+            self.output_dir,
+            enabled=self.rank.is_main,
+            resume_step=self.step if resumed_from is not None else None,
+        )
+        result = FitResult(step=self.step, last_checkpoint=resumed_from)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=cfg.disable_tqdm or not self.rank.is_main,
+            dynamic_ncols=True,
+        )
+        attention = training_attention(cfg, self.device, self.bf16)
+        self.model.train()
+        with logger, bar, _StopSignals() as signals, attention_kernels(self.model, attention):
+            while self.step < cfg.max_steps and signals.received is None:
+                loss, items, grad_norm, metrics = self.train_step()
+                self.step += 1
+                bar.update(1)
+                self.window.add(loss, items, metrics)
+                last = self.step == cfg.max_steps
+                row: dict[str, Any] = {}
+                if self.eval_fn is not None and (self.step % cfg.eval_steps == 0 or last):
+                    result.eval_metrics = self._evaluate()
+                    row.update(result.eval_metrics)
+                if row or self.step % cfg.logging_steps == 0 or last:
+                    row = {**self._window_row(grad_norm), **row}
+                    if self.log_extra is not None:
+                        row.update(self.log_extra())
+                    logger.log(self.step, **row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['learning_rate']:.2e}")
+                if self.step % cfg.save_steps == 0 or last or signals.received is not None:
+                    result.last_checkpoint = self.save()
+            result.step = self.step
+            result.interrupted_by = signals.received if self.step < cfg.max_steps else None
+        return result
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
+        cfg = self.cfg
+        micro = [next(self.data) for _ in range(cfg.gradient_accumulation_steps)]
+        # The normaliser of the whole step: every micro-batch divides by the same count.
+        # (Under DDP this count would also be summed across ranks.)
+        num_items = sum(torch.as_tensor(self.count_fn(b), dtype=torch.float64) for b in micro)
+        num_items_dev = num_items.to(self.device, torch.float32).clamp_min(1.0)
+        total = torch.zeros((), device=self.device)
+        metrics: dict[str, torch.Tensor] = {}
+        for batch in micro:
+            with self._autocast():
+                loss, extra = self.loss_fn(self.model, move_to(batch, self.device), num_items_dev)
+            loss.backward()
+            total += loss.detach().float()
+            for key, value in extra.items():
+                value = torch.as_tensor(value).detach().float()
+                metrics[key] = metrics.get(key, 0.0) + value
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        # The one host sync of a step: never apply an update computed from NaN/inf.
+        if not bool(torch.isfinite(total) & torch.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            kept = ckpt.latest_checkpoint(self.output_dir)
+            raise NonFiniteLossError(
+                f"loss {total.item():.4g} / gradient norm {grad_norm.item():.4g} is not finite at "
+                f"step {self.step + 1}; stopped before updating the weights; last good "
+                f"checkpoint: {kept or 'none'} (try a lower learning_rate or max_grad_norm)"
+            )
+        self.last_lr = self.optimizer.param_groups[0]["lr"]  # the rate this update used
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, num_items, grad_norm, metrics
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        assert self.eval_fn is not None
+        self.model.eval()
+        try:
+            with self._autocast():
+                return {k: float(v) for k, v in self.eval_fn(self.model).items()}
+        finally:
+            self.model.train()
+
+    def _window_row(self, grad_norm: torch.Tensor) -> dict[str, Any]:
+        """Means over the steps since the last row, then reset the window."""
+        w = self.window
+        elapsed = max(time.perf_counter() - w.started, 1e-9)
+        row: dict[str, Any] = {
+            "loss": float(w.loss) / max(w.steps, 1),
+            "learning_rate": self.last_lr,
+            "grad_norm": float(grad_norm),
+            f"{self.item_name}_per_s": float(w.items) / elapsed,
+        }
+        row.update({k: float(v) / max(w.steps, 1) for k, v in w.metrics.items()})
+        self.window = _Window()
+        return row
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the weights needed to continue exactly (weights_only-loadable)."""
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "data": self.data.state_dict(),
+            "rng": ckpt.rng_state(),
+            "metrics_window": self.window.state_dict(),
+        }
+
+    def save(self) -> Path | None:
+        """Write ``checkpoints/step_<step>/`` (rank 0) and prune to ``save_total_limit``."""
+        if not self.rank.is_main:
+            return None
+        return ckpt.save_checkpoint(
+            self.output_dir,
+            self.step,
+            self.model,
+            self.state_dict(),
+            save_extra=self.save_extra,
+            keep=self.cfg.save_total_limit,
+        )
+
+    def _follow_configured_schedule(self) -> None:
+        """After loading, the schedule is this config's (e.g. a larger ``max_steps``) again.
+
+        ``LambdaLR.load_state_dict`` restores the saved schedule's settings; the learning rate
+        of the next update is recomputed exactly as ``scheduler.step()`` computes it, so with
+        an unchanged config nothing changes, bit for bit.
+        """
+        cfg, sched = self.cfg, self.scheduler
+        factor = WarmupCosine(cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+        sched.lr_lambdas = [factor] * len(sched.base_lrs)
+        for group, base_lr in zip(self.optimizer.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = base_lr * factor(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def _resume(self) -> Path | None:
+        """Load the newest complete checkpoint, if any; returns its path."""
+        if self.rank.is_main:
+            ckpt.remove_stale_temporaries(self.output_dir)
+        path = ckpt.latest_checkpoint(self.output_dir)
+        if path is None:
+            return None
+        state = ckpt.load_trainer_state(path)
+        ckpt.load_model_weights(self.model, path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self._follow_configured_schedule()
+        self.data.load_state_dict(state["data"])
+        self.window.load_state_dict(state["metrics_window"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        return path
