@@ -23,6 +23,9 @@ from rlalign.errors import UserError
 COMMANDS: dict[str, str] = {
     "world": "world",
     "pretrain": "pretrain",
+    "sft": "sft",
+    "reward": "reward",
+    "eval": "eval",
     "next-token": "next_token",
     "generate": "generate",
     "tabular": "tabular",

@@ -1,16 +1,15 @@
-"""``rlalign demo``: the main job, end to end on this machine's CPU.
+"""``rlalign tabular``: the RL core on problems whose J(theta) is known exactly.
 
-Today it shows the RL core at work on the seed's ideas: the return G_t on a short reward
-sequence, then the policy-gradient theorem in action on a three-step table of the seed's car
-(accelerate or brake, with progress, abrupt braking and collisions), where J(theta) is known
-exactly and REINFORCE and PPO climb to the optimum.
+The return G_t on a short reward sequence, then the policy-gradient theorem in action on a
+three-step table of the seed's car (accelerate or brake, with progress, abrupt braking and
+collisions), where REINFORCE and PPO climb to the optimum J*.
 """
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "run the main job end to end on CPU and print what RL changed"
+HELP = "policy gradient on a tiny car MDP whose J(theta) is computed exactly (seconds)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,281 @@
+"""The reward-model stage: a scalar head on an HF backbone, trained on preference pairs.
+
+The reward model r_phi(prompt, response) is ``AutoModelForSequenceClassification`` with one
+label (the score of the last non-padding token), initialised from the SFT or pretrained model.
+It is trained with the Bradley–Terry loss
+
+.. math:: L = -\\log \\sigma\\big(r_\\phi(x, y_{chosen}) - r_\\phi(x, y_{rejected}) - m\\big)
+
+(``m`` the optional per-pair margin), on the shared training loop, and saved so that
+``AutoModelForSequenceClassification.from_pretrained`` loads it. :class:`RewardModel` scores
+completions with the reward-function signature, so RL uses it like any other reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from rlalign.errors import UserError
+from rlalign.train.config import TrainingConfig
+
+
+class RewardConfig(TrainingConfig):
+    """``rlalign reward`` settings: the shared training keys plus pair handling."""
+
+    output_dir: str = "runs/reward"
+    tokenizer: str | None = Field(None, description="tokenizer dir; default: the model's")
+    max_length: int = Field(256, ge=2, description="tokens per prompt + response")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share of pairs")
+    use_margin: bool = Field(True, description="subtract each pair's 'margin' in the loss")
+    max_steps: int = Field(300, gt=0)
+    learning_rate: float = Field(5e-4, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    per_device_train_batch_size: int = Field(16, gt=0, description="pairs per micro-batch")
+    eval_steps: int = Field(100, gt=0)
+    save_steps: int = Field(200, gt=0)
+
+
+def bradley_terry_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-pair ``-log sigmoid(r_chosen - r_rejected - margin)`` (a ``(B,)`` tensor)."""
+    diff = chosen - rejected
+    if margin is not None:
+        diff = diff - margin
+    return -F.logsigmoid(diff)
+
+
+def encode_scored(tokenizer: Any, prompt: str, response: str, max_length: int) -> list[int]:
+    """Prompt and response as one chat-formatted sequence, truncated from the left of the
+    prompt if needed so that the response's end (where the score is read) is kept."""
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    ids = tokenizer(text.rstrip(), add_special_tokens=False)["input_ids"]
+    return ids[-max_length:]
+
+
+def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def sequence_scores(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """The score at each row's last real token (right padding), as fp32 ``(B,)``.
+
+    Read from the attention mask rather than from pad-token ids, so it is right even when the
+    pad token equals the eos token.
+    """
+    out = model(input_ids=input_ids, attention_mask=attention_mask)
+    logits = out.logits  # (B, 1) for *ForSequenceClassification models
+    if logits.dim() == 3:  # a backbone returning per-position scores
+        last = attention_mask.sum(dim=1) - 1
+        logits = logits[torch.arange(logits.shape[0]), last]
+    return logits[:, 0].float()
+
+
+@dataclass
+class PairBatch:
+    chosen: list[int]
+    rejected: list[int]
+    margin: float
+
+
+def collate_pairs(pairs: list[PairBatch], pad_id: int) -> dict[str, torch.Tensor]:
+    ids, mask = _pad([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "margin": torch.tensor([p.margin for p in pairs], dtype=torch.float32),
+    }
+
+
+def preference_loss(model: Any, batch: dict[str, torch.Tensor], num_items: torch.Tensor):
+    """Bradley–Terry loss summed over the micro-batch's pairs, divided by the step's pairs."""
+    scores = sequence_scores(model, batch["input_ids"], batch["attention_mask"])
+    n = scores.shape[0] // 2
+    chosen, rejected = scores[:n], scores[n:]
+    losses = bradley_terry_loss(chosen, rejected, batch["margin"])
+    with torch.no_grad():
+        accuracy = (chosen > rejected).float().sum() / num_items
+        margin = (chosen - rejected).sum() / num_items
+    return losses.sum() / num_items, {"accuracy": accuracy, "reward_margin": margin}
+
+
+def count_pairs(batch: dict[str, torch.Tensor]) -> int:
+    return int(batch["margin"].shape[0])
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    model: Any, batches: list[dict[str, torch.Tensor]], device: torch.device
+) -> dict[str, float]:
+    """Held-out pairwise accuracy (chosen scored above rejected) and mean loss."""
+    correct, total, loss = 0, 0, 0.0
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        scores = sequence_scores(model, batch["input_ids"], batch["attention_mask"])
+        n = scores.shape[0] // 2
+        correct += int((scores[:n] > scores[n:]).sum())
+        loss += float(bradley_terry_loss(scores[:n], scores[n:], batch["margin"]).sum())
+        total += n
+    return {"eval_accuracy": correct / max(total, 1), "eval_loss": loss / max(total, 1)}
+
+
+def load_backbone_as_reward_model(model_dir: str, tokenizer: Any, seed: int) -> Any:
+    """``AutoModelForSequenceClassification`` (one label) from a causal-LM directory."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise UserError(
+            f"model={model_dir!r}: a reward model starts from a model directory with a "
+            "config.json (an SFT or pretrained run's final/ directory)"
+        )
+    torch.manual_seed(seed)  # the new score head is initialised from the global RNG
+    config = AutoConfig.from_pretrained(path, num_labels=1)
+    config.pad_token_id = tokenizer.pad_token_id
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the new score head is "missing" by design: no warning
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(path, config=config)
+    except ValueError as exc:
+        raise UserError(
+            f"model={model_dir!r}: transformers has no sequence-classification head for "
+            f"model_type={config.model_type!r} ({exc})"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def run_reward(cfg: RewardConfig, *, resume: bool = False):
+    """Train (or continue training) a reward model as configured."""
+    from rlalign.data.formats import load_preferences
+    from rlalign.lm.tokenizer import ensure_pad_and_template, load_tokenizer
+    from rlalign.train.chat_data import ExampleBatches, split_examples
+    from rlalign.train.dist import RankInfo
+    from rlalign.train.loop import Trainer
+    from rlalign.train.run import prepare_run
+    from rlalign.train.sft import StageResult, save_final
+
+    rank = RankInfo.detect()
+    pairs = load_preferences(cfg.data)
+    tokenizer = ensure_pad_and_template(load_tokenizer(cfg.tokenizer or cfg.model))
+    model = load_backbone_as_reward_model(cfg.model, tokenizer, cfg.seed)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    max_length = min(cfg.max_length, limit) if limit else cfg.max_length
+    examples = [
+        PairBatch(
+            encode_scored(tokenizer, p["prompt"], p["chosen"], max_length),
+            encode_scored(tokenizer, p["prompt"], p["rejected"], max_length),
+            p["margin"] if cfg.use_margin else 0.0,
+        )
+        for p in pairs
+    ]
+    train, held_out = split_examples(examples, cfg.eval_fraction, cfg.seed)
+    prepare_run(cfg, resume=resume, rank=rank)
+    pad_id = tokenizer.pad_token_id
+    data = ExampleBatches(
+        train,
+        cfg.per_device_train_batch_size,
+        seed=cfg.seed,
+        collate_fn=lambda b: collate_pairs(b, pad_id),
+    )
+    eval_fn = None
+    if held_out:
+        size = cfg.eval_batch_size
+        eval_batches = [
+            collate_pairs(held_out[i : i + size], pad_id) for i in range(0, len(held_out), size)
+        ]
+
+        def eval_fn(m: Any) -> dict[str, float]:
+            return evaluate_pairs(m, eval_batches, next(m.parameters()).device)
+
+    trainer = Trainer(
+        model,
+        preference_loss,
+        data,
+        cfg,
+        count_fn=count_pairs,
+        eval_fn=eval_fn,
+        save_extra=tokenizer.save_pretrained,
+        item_name="pairs",
+        rank=rank,
+    )
+    result = trainer.fit(resume=resume)
+    final_dir = Path(cfg.output_dir) / "final"
+    if result.interrupted_by is None and rank.is_main:
+        save_final(model, tokenizer, cfg.output_dir)
+    return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)
+
+
+class RewardModel:
+    """A trained reward model as a reward function: ``rm(prompts, completions) -> list[float]``.
+
+    Args:
+        path: a reward run's ``final/`` directory (or any sequence-classification model dir
+            with a tokenizer).
+        batch_size: completions scored per forward pass.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+        max_length: int = 512,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        from rlalign.lm.tokenizer import ensure_pad_and_template, load_tokenizer
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"reward_model={str(path)!r}: no config.json there (a reward run's final/ dir)"
+            )
+        self.tokenizer = ensure_pad_and_template(load_tokenizer(path))
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        if self.model.config.num_labels != 1:
+            raise UserError(
+                f"reward_model={str(path)!r} has {self.model.config.num_labels} labels, expected 1"
+            )
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_length = min(max_length, limit) if limit else max_length
+        self.__name__ = "reward_model"
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        """The reward of each (prompt, completion) pair."""
+        rows = [
+            encode_scored(self.tokenizer, p, c, self.max_length)
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+        out: list[float] = []
+        for i in range(0, len(rows), self.batch_size):
+            ids, mask = _pad(rows[i : i + self.batch_size], self.tokenizer.pad_token_id)
+            out += sequence_scores(self.model, ids.to(self.device), mask.to(self.device)).tolist()
+        return out
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str], **fields: Any
+    ) -> list[float]:
+        return self.score(prompts, completions)

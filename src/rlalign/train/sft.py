@@ -1,0 +1,137 @@
+"""The supervised fine-tuning stage: learn to answer in the chat format.
+
+SFT data (``messages`` or ``prompt``/``completion`` JSONL) -> chat template -> assistant-only
+labels -> the shared :class:`~rlalign.train.loop.Trainer` with :func:`causal_lm_loss` (loss on
+assistant tokens only; prompt tokens get no gradient) -> ``output_dir/final/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from rlalign.errors import UserError
+from rlalign.train.config import TrainingConfig
+
+
+class SFTConfig(TrainingConfig):
+    """``rlalign sft`` settings: the shared training keys plus ``max_length``."""
+
+    output_dir: str = "runs/sft"
+    tokenizer: str | None = Field(None, description="tokenizer dir; default: the model's")
+    max_length: int = Field(256, ge=2, description="tokens per conversation (longer: truncated)")
+    eval_fraction: float = Field(0.05, ge=0, lt=1, description="held-out share of conversations")
+    max_steps: int = Field(500, gt=0)
+    learning_rate: float = Field(5e-4, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    per_device_train_batch_size: int = Field(16, gt=0)
+    eval_steps: int = Field(100, gt=0)
+    save_steps: int = Field(200, gt=0)
+
+
+@dataclass
+class StageResult:
+    final_dir: Path
+    step: int
+    interrupted_by: int | None
+    eval_metrics: dict[str, float]
+
+
+def load_model_and_tokenizer(
+    model_spec: str, tokenizer_spec: str | None, seed: int
+) -> tuple[Any, Any]:
+    """A model directory (with its tokenizer) or a preset (which needs ``tokenizer``)."""
+    from rlalign.lm.models import resolve_model
+    from rlalign.lm.tokenizer import ensure_pad_and_template, load_tokenizer
+
+    if tokenizer_spec is None:
+        if not Path(model_spec).is_dir():
+            raise UserError(
+                f"model={model_spec!r} is not a directory, so it has no tokenizer; pass "
+                "tokenizer=DIR, or model=DIR of a pretrained run (e.g. runs/pretrain/final)"
+            )
+        tokenizer_spec = model_spec
+    tokenizer = ensure_pad_and_template(load_tokenizer(tokenizer_spec))
+    model = resolve_model(
+        model_spec,
+        len(tokenizer),
+        seed=seed,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model, tokenizer
+
+
+def save_final(model: Any, tokenizer: Any, output_dir: str | Path) -> Path:
+    """Write ``output_dir/final/`` atomically: safetensors weights, config and tokenizer."""
+    from rlalign.io import atomic_directory
+    from rlalign.train.checkpoint import save_model_weights
+
+    final_dir = Path(output_dir) / "final"
+    with atomic_directory(final_dir) as tmp:
+        save_model_weights(model, tmp)
+        tokenizer.save_pretrained(tmp)
+    return final_dir
+
+
+def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
+    """Run (or continue) supervised fine-tuning as configured."""
+    from rlalign.data.formats import load_sft
+    from rlalign.train.chat_data import ExampleBatches, collate, encode_conversation, split_examples
+    from rlalign.train.dist import RankInfo
+    from rlalign.train.loop import Trainer
+    from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
+    from rlalign.train.run import prepare_run
+
+    rank = RankInfo.detect()
+    conversations = load_sft(cfg.data)  # validate the input before touching output_dir
+    model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    max_length = min(cfg.max_length, limit) if limit else cfg.max_length
+    examples = [encode_conversation(tokenizer, c, max_length) for c in conversations]
+    kept = [e for e in examples if e is not None]
+    if not kept:
+        raise UserError(
+            f"{cfg.data}: no conversation has assistant tokens within max_length={max_length}"
+        )
+    train, held_out = split_examples(kept, cfg.eval_fraction, cfg.seed)
+    resume_from = prepare_run(cfg, resume=resume, rank=rank)
+    del resume_from  # the Trainer finds the newest checkpoint itself
+
+    pad_id = tokenizer.pad_token_id
+    data = ExampleBatches(
+        train,
+        cfg.per_device_train_batch_size,
+        seed=cfg.seed,
+        collate_fn=lambda b: collate(b, pad_id),
+    )
+    eval_fn = None
+    if held_out:
+        eval_batches = [
+            collate(held_out[i : i + cfg.eval_batch_size], pad_id)
+            for i in range(0, len(held_out), cfg.eval_batch_size)
+        ]
+
+        def eval_fn(m: Any) -> dict[str, float]:
+            return evaluate_causal_lm(m, eval_batches, next(m.parameters()).device)
+
+    trainer = Trainer(
+        model,
+        causal_lm_loss,
+        data,
+        cfg,
+        count_fn=count_label_tokens,
+        eval_fn=eval_fn,
+        save_extra=tokenizer.save_pretrained,
+        item_name="tokens",
+        rank=rank,
+    )
+    result = trainer.fit(resume=resume)
+    final_dir = Path(cfg.output_dir) / "final"
+    if result.interrupted_by is None and rank.is_main:
+        save_final(model, tokenizer, cfg.output_dir)
+    return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)

@@ -1,0 +1,113 @@
+"""The SFT stage: assistant-only labels, no gradient from prompt tokens, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rlalign.cli import main
+from rlalign.lm.tokenizer import load_tokenizer
+from rlalign.train.chat_data import collate, encode_conversation
+from rlalign.train.losses import IGNORE_INDEX, causal_lm_loss
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is 2 plus 2?"},
+    {"role": "assistant", "content": "2 plus 2 is 4."},
+    {"role": "user", "content": "And 3 plus 3?"},
+    {"role": "assistant", "content": "3 plus 3 is 6."},
+]
+
+
+def test_labels_cover_exactly_the_assistant_turns(base_model_dir):
+    tok = load_tokenizer(base_model_dir)
+    ex = encode_conversation(tok, CONVERSATION, max_length=512)
+    assert len(ex.input_ids) == len(ex.labels)
+    labelled = [t for t in ex.labels if t != IGNORE_INDEX]
+    # independent reference: the assistant contents, each followed by the end-of-turn token
+    want = "".join(m["content"] + tok.eos_token for m in CONVERSATION if m["role"] == "assistant")
+    assert tok.decode(labelled) == want
+    # and every labelled token is the input token at that position
+    assert all(lab in (IGNORE_INDEX, i) for lab, i in zip(ex.labels, ex.input_ids, strict=True))
+    # the full text decodes to the chat template's rendering
+    assert tok.decode(ex.input_ids) == tok.apply_chat_template(CONVERSATION, tokenize=False)
+
+
+def test_prompt_tokens_get_no_gradient(base_model_dir):
+    tok = load_tokenizer(base_model_dir)
+    batch = collate(
+        [
+            encode_conversation(tok, CONVERSATION, 512),
+            encode_conversation(tok, CONVERSATION[1:3], 512),
+        ],
+        tok.pad_token_id,
+    )
+    logits = torch.randn(*batch["input_ids"].shape, len(tok), requires_grad=True)
+
+    class FixedLogits(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            return SimpleNamespace(logits=logits)
+
+    loss, _ = causal_lm_loss(FixedLogits(), batch, torch.tensor(1.0))
+    (grad,) = torch.autograd.grad(loss, logits)
+    # position p predicts token p+1: it has a gradient iff labels[p+1] is not ignored
+    target_is_labelled = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    target_is_labelled[:, :-1] = batch["labels"][:, 1:] != IGNORE_INDEX
+    has_grad = grad.abs().sum(-1) > 0
+    assert torch.equal(has_grad, target_is_labelled)
+    assert target_is_labelled.any() and (~target_is_labelled).any()
+
+
+def test_truncation_drops_conversations_without_answer_tokens(base_model_dir):
+    tok = load_tokenizer(base_model_dir)
+    assert encode_conversation(tok, CONVERSATION, max_length=5) is None
+    ex = encode_conversation(tok, CONVERSATION, max_length=30)
+    assert ex is not None and len(ex.input_ids) == 30
+
+
+@pytest.mark.slow
+def test_sft_cli_end_to_end(base_model_dir, world_dir, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "sft"
+    code = main(
+        [
+            "sft",
+            f"model={base_model_dir}",
+            f"data={world_dir / 'sft.jsonl'}",
+            f"output_dir={out}",
+            "max_steps=40",
+            "learning_rate=3e-3",
+            "per_device_train_batch_size=8",
+            "eval_steps=20",
+            "logging_steps=10",
+            "save_steps=20",
+            "eval_fraction=0.1",
+            "disable_tqdm=true",
+        ]
+    )
+    assert code == 0
+    assert "held-out loss" in capsys.readouterr().out
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
+    assert len(evals) == 2 and evals[-1] < evals[0]
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})
+    AutoModelForCausalLM.from_pretrained(out / "final")
+    AutoTokenizer.from_pretrained(out / "final")
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_sft_bad_input(base_model_dir, tmp_path, capsys):
+    bad = tmp_path / "sft.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    code = main(["sft", f"model={base_model_dir}", f"data={bad}", f"output_dir={tmp_path / 'o'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{bad}:1: conversation has no assistant turn" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing written for a run that could not start
+    code = main(["sft", "model=tiny", f"data={bad}", f"output_dir={tmp_path / 'o'}"])
+    assert code == 2
