@@ -33,6 +33,7 @@ def test_nested_override_and_comma_list():
     cfg = load_config(TrainConfig, None, ["lora.r=4", "reward_funcs=a.py:f,b.py:g"])
     assert cfg.lora == Lora(r=4)
     assert cfg.reward_funcs == ["a.py:f", "b.py:g"]
+    assert load_config(TrainConfig, None, ["reward_funcs=a.py:f"]).reward_funcs == ["a.py:f"]
 
 
 def test_unknown_key_in_file_names_line_and_suggests(tmp_path):

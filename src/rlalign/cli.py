@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "pretrain",
     "sft": "sft",
     "reward": "reward",
+    "rl": "rl",
     "eval": "eval",
     "next-token": "next_token",
     "generate": "generate",

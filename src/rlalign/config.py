@@ -130,11 +130,19 @@ def _field_names(cls: type[BaseModel], path: Sequence[str | int]) -> list[str]:
 
 
 def _coerce_lists(cls: type[BaseModel], data: dict[str, Any]) -> None:
-    """Split ``a,b`` override strings into lists for list-typed top-level fields."""
+    """Split ``a,b`` strings (and a single ``a``) into lists for list-typed top-level fields."""
     for name, field in cls.model_fields.items():
         value = data.get(name)
-        origin = getattr(field.annotation, "__origin__", None)
-        if isinstance(value, str) and origin is list and "," in value:
+        annotation = field.annotation
+        options = (
+            getattr(annotation, "__args__", ())
+            if getattr(annotation, "__origin__", None) is not list
+            else ()
+        )
+        is_list = getattr(annotation, "__origin__", None) is list or any(
+            getattr(a, "__origin__", None) is list for a in options
+        )
+        if isinstance(value, str) and is_list:
             data[name] = [v.strip() for v in value.split(",") if v.strip()]
 
 

@@ -87,10 +87,14 @@ def load_preferences(path: str | Path) -> list[dict[str, Any]]:
 
 
 def load_prompts(path: str | Path) -> list[dict[str, Any]]:
-    """RL prompt rows; ``prompt`` is required, other fields are kept for the rewards."""
+    """RL prompt rows; ``prompt`` is required, other fields are kept for the rewards.
+
+    Each row also gets ``_where`` (``file:line``) for error messages; fields starting with an
+    underscore are not passed to reward functions.
+    """
     path = Path(path)
     rows = []
     for lineno, row in read_jsonl(path, what="RL prompt"):
         _require_str(path, lineno, row, "prompt", hint=' (each line needs {"prompt": "..."})')
-        rows.append(row)
+        rows.append({**row, "_where": f"{path}:{lineno}"})
     return rows

@@ -1,0 +1,38 @@
+"""``rlalign rl``: RL alignment of a language model (PPO, GRPO, RLOO, REINFORCE)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rlalign.commands import add_stage_arguments
+
+HELP = "RL alignment with a reward (world verifiers, your functions, a reward model)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_stage_arguments(parser)
+    parser.epilog = (
+        "example: rlalign rl model=runs/sft/final algorithm=grpo num_generations=4 beta=0.04 "
+        "reward_funcs=my_rewards.py:score output_dir=runs/rl"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rlalign.config import load_config
+    from rlalign.train.rl import run_rl
+    from rlalign.train.rl_config import RLConfig
+
+    cfg = load_config(RLConfig, args.config, args.overrides)
+    result = run_rl(cfg, resume=args.resume)
+    if result.interrupted_by is not None:
+        print(
+            f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "
+            f"in {cfg.output_dir}/checkpoints; continue with --resume",
+            file=sys.stderr,
+        )
+        return 128 + result.interrupted_by
+    print(
+        f"RL ({cfg.algorithm}) ran {result.step} steps; policy and tokenizer in {result.final_dir}"
+    )
+    return 0

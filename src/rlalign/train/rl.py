@@ -1,0 +1,199 @@
+"""The RL alignment stage: the LLM as an agent, improved by policy gradient.
+
+State = the prompt plus the tokens so far; action = the next token; policy = the model's token
+distribution; reward = the composed reward of the finished response. Each rollout
+(:class:`~rlalign.train.rollout.RolloutSource`) samples completions, scores them and computes
+advantages with :mod:`rlalign.rl`; the shared training loop then runs ``num_iterations`` passes
+of minibatch updates on :func:`rlalign.rl.policy_loss` (plus the value loss for PPO), with
+checkpoints, resume, metrics and a progress bar.
+
+Algorithms: ``ppo`` (GAE with a value head, KL penalty in the per-token reward), ``grpo``
+(group-normalised score, KL in the loss), ``rloo`` (leave-one-out baseline), ``reinforce``
+(batch-mean baseline).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlalign.rl import policy_loss, value_loss
+from rlalign.train.policy_model import PolicyWithValueHead, completion_forward, unwrap_policy
+from rlalign.train.rl_config import RLConfig
+
+POLICY_KIND = {"ppo": "ppo", "grpo": "grpo", "rloo": "ppo", "reinforce": "reinforce"}
+
+
+def make_count_fn(cfg: RLConfig):
+    """Loss terms of a micro-batch, as the chosen ``loss_type`` normalises them."""
+
+    def count(batch: dict[str, torch.Tensor]) -> torch.Tensor | int:
+        if cfg.loss_type == "dapo":
+            return batch["completion_mask"].sum()
+        if cfg.loss_type == "dr_grpo":
+            return batch["completion_mask"].shape[0] * cfg.max_completion_length
+        return batch["completion_mask"].shape[0]
+
+    return count
+
+
+def make_loss_fn(cfg: RLConfig, has_reference: bool):
+    """``loss_fn(model, batch, num_items)`` for the training loop."""
+    count = make_count_fn(cfg)
+    kl_in_loss = has_reference and cfg.beta > 0 and not cfg.kl_in_reward
+
+    def loss_fn(model, batch, num_items):
+        start = int(batch["prompt_length"][0])
+        mask = batch["completion_mask"]
+        out = completion_forward(
+            model,
+            batch["sequences"],
+            batch["attention_mask"],
+            start,
+            temperature=cfg.temperature,
+            with_values=cfg.algorithm == "ppo",
+            with_entropy=True,
+        )
+        loss, stats = policy_loss(
+            out["logp"],
+            batch["old_logp"],
+            batch["advantages"],
+            mask,
+            kind=POLICY_KIND[cfg.algorithm],
+            loss_type=cfg.loss_type,
+            normalizer=num_items,
+            clip_eps_low=cfg.epsilon,
+            clip_eps_high=cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon,
+            ref_logp=batch["ref_logp"] if kl_in_loss else None,
+            beta=cfg.beta if kl_in_loss else 0.0,
+            kl_kind=cfg.kl_estimator,
+        )
+        # token means of this micro-batch, weighted by its share of the step's loss terms,
+        # so that the loop's sum over micro-batches is the step's mean
+        share = torch.as_tensor(count(batch), dtype=torch.float32) / num_items
+        n_tokens = mask.sum().clamp(min=1)
+        metrics = {k: v * share for k, v in stats.items() if k != "ratio_mean"}
+        metrics["entropy"] = (out["entropy"] * mask).sum() / n_tokens * share
+        metrics["policy_loss"] = loss.detach()
+        if cfg.algorithm == "ppo":
+            vloss = value_loss(
+                out["values"],
+                batch["old_values"],
+                batch["returns"],
+                mask,
+                clip_eps=cfg.cliprange_value,
+                normalizer=num_items,
+            )
+            loss = loss + cfg.vf_coef * vloss
+            metrics["value_loss"] = vloss.detach()
+        return loss, metrics
+
+    return loss_fn
+
+
+def build_rewarder(cfg: RLConfig):
+    """The composed reward: rule functions and/or a reward model; the world's verifiers by
+    default."""
+    from rlalign.data.verifiers import DEFAULT_REWARD_WEIGHTS, VERIFIERS
+    from rlalign.rewards import RewardComposer, RewardTerm
+
+    terms: list[RewardTerm] = []
+    if cfg.reward_funcs:
+        composer = RewardComposer.from_specs(
+            cfg.reward_funcs, cfg.reward_weights, timeout=cfg.reward_timeout, builtins=VERIFIERS
+        )
+        terms += composer.terms
+    elif cfg.reward_model is None:
+        terms += [
+            RewardTerm(name, VERIFIERS[name], w) for name, w in DEFAULT_REWARD_WEIGHTS.items()
+        ]
+    if cfg.reward_model is not None:
+        from rlalign.train.reward_model import RewardModel
+
+        terms.append(
+            RewardTerm("reward_model", RewardModel(cfg.reward_model), cfg.reward_model_weight)
+        )
+    return RewardComposer(terms)
+
+
+def load_rl_prompts(cfg: RLConfig) -> list[dict[str, Any]]:
+    if cfg.data is not None:
+        from rlalign.data.formats import load_prompts
+
+        return load_prompts(cfg.data)
+    from rlalign.data.world import World, WorldConfig
+
+    return World(WorldConfig(seed=cfg.world_seed)).rl_prompts()
+
+
+def world_eval_rows(cfg: RLConfig) -> list[dict[str, Any]]:
+    """A fixed, kind-balanced subset of the world's held-out questions for periodic evaluation."""
+    from rlalign.data.world import KINDS, World, WorldConfig
+
+    if cfg.eval_prompts == 0 or cfg.data is not None:
+        return []
+    sets = World(WorldConfig(seed=cfg.world_seed)).eval_sets()
+    per_kind = max(1, cfg.eval_prompts // len(KINDS))
+    return [row for name in KINDS for row in sets[name][:per_kind]]
+
+
+def run_rl(cfg: RLConfig, *, resume: bool = False):
+    """Run (or continue) RL alignment as configured."""
+    from rlalign.report_card import evaluate_model
+    from rlalign.train.dist import RankInfo
+    from rlalign.train.loop import Trainer, resolve_device
+    from rlalign.train.rollout import RolloutSource
+    from rlalign.train.run import prepare_run
+    from rlalign.train.sft import StageResult, load_model_and_tokenizer, save_final
+
+    rank = RankInfo.detect()
+    prompts = load_rl_prompts(cfg)  # validate inputs before touching output_dir
+    policy, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
+    rewarder = build_rewarder(cfg)
+    try:
+        ref_model = None
+        if cfg.beta > 0:
+            ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
+            ref_model.to(resolve_device(cfg.device))
+        model = PolicyWithValueHead(policy) if cfg.algorithm == "ppo" else policy
+        prepare_run(cfg, resume=resume, rank=rank)
+        out_dir = Path(cfg.output_dir)
+        source = RolloutSource(
+            cfg,
+            model,
+            ref_model,
+            tokenizer,
+            prompts,
+            rewarder,
+            rollout_dir=out_dir / "rollouts" if rank.is_main else None,
+        )
+        eval_rows = world_eval_rows(cfg)
+        eval_fn = None
+        if eval_rows:
+
+            def eval_fn(m: Any) -> dict[str, float]:
+                card, _ = evaluate_model(unwrap_policy(m), tokenizer, eval_rows)
+                return {f"eval/{k}": v for k, v in card.items() if isinstance(v, int | float)}
+
+        trainer = Trainer(
+            model,
+            make_loss_fn(cfg, ref_model is not None),
+            source,
+            cfg,
+            count_fn=make_count_fn(cfg),
+            eval_fn=eval_fn,
+            save_extra=tokenizer.save_pretrained,
+            item_name="train_tokens" if cfg.loss_type == "dapo" else "items",
+            rank=rank,
+            log_extra=source.pop_metrics,
+        )
+        result = trainer.fit(resume=resume)
+        final_dir = out_dir / "final"
+        if result.interrupted_by is None and rank.is_main:
+            save_final(unwrap_policy(model), tokenizer, out_dir)
+        return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)
+    finally:
+        rewarder.close()

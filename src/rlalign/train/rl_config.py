@@ -1,0 +1,102 @@
+"""``rlalign rl`` settings, named as TRL users know them where TRL has the knob."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlalign.train.config import TrainingConfig
+
+
+class RLConfig(TrainingConfig):
+    """RL alignment of a causal LM: rollouts, rewards, advantages and the policy loss."""
+
+    output_dir: str = "runs/rl"
+    data: str | None = Field(
+        None, description="RL prompts JSONL {'prompt', ...}; default: the built-in world's"
+    )
+    world_seed: int = Field(0, description="seed of the built-in world (when data is not given)")
+    tokenizer: str | None = Field(None, description="tokenizer dir; default: the model's")
+
+    algorithm: Literal["ppo", "grpo", "rloo", "reinforce"] = "grpo"
+    prompts_per_iteration: int = Field(16, gt=0, description="prompts sampled per rollout")
+    num_generations: int = Field(4, gt=0, description="completions per prompt (the group)")
+    max_completion_length: int = Field(32, gt=0)
+    max_prompt_length: int = Field(128, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int | None = Field(None, gt=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+
+    beta: float = Field(0.04, ge=0, description="KL coefficient to the reference model")
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = "dapo"
+    num_iterations: int = Field(1, gt=0, description="passes over each rollout batch (mu)")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="lower clip range of the ratio")
+    epsilon_high: float | None = Field(None, gt=0, description="upper clip range; default epsilon")
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    gamma: float = Field(1.0, ge=0, le=1, description="discount of the per-token return G_t")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda (PPO)")
+    vf_coef: float = Field(0.1, ge=0, description="value-loss weight (PPO)")
+    cliprange_value: float | None = Field(0.2, gt=0, description="value clipping (PPO)")
+    whiten_advantages: bool = Field(True, description="PPO: normalise GAE advantages")
+
+    reward_funcs: list[str] = Field(
+        default_factory=list,
+        description="module:function or file.py:function (or a world verifier's name); "
+        "default: the world's verifiers",
+    )
+    reward_weights: list[float] | None = None
+    reward_model: str | None = Field(None, description="a reward run's final/ directory")
+    reward_model_weight: float = 1.0
+    reward_timeout: float = Field(30.0, gt=0, description="seconds per reward-function call")
+
+    rollout_bf16: bool | None = Field(
+        None, description="bf16 autocast when sampling; default: bf16"
+    )
+    eval_prompts: int = Field(60, ge=0, description="held-out world prompts per evaluation")
+    save_rollouts: int = Field(8, ge=0, description="rollouts kept per iteration for the viewer")
+
+    max_steps: int = Field(100, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(1.0, ge=0, le=1)
+    per_device_train_batch_size: int = Field(16, gt=0, description="completions per micro-batch")
+    logging_steps: int = Field(1, gt=0)
+    eval_steps: int = Field(20, gt=0)
+    save_steps: int = Field(20, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RLConfig:
+        rollout = self.prompts_per_iteration * self.num_generations
+        step = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if rollout % step:
+            raise ValueError(
+                f"prompts_per_iteration x num_generations = {rollout} completions per rollout "
+                f"must be a multiple of per_device_train_batch_size x "
+                f"gradient_accumulation_steps = {step}"
+            )
+        if self.algorithm in ("grpo", "rloo") and self.num_generations < 2:
+            raise ValueError(f"algorithm={self.algorithm} needs num_generations >= 2")
+        if self.algorithm == "ppo" and self.loss_type == "grpo":
+            raise ValueError(
+                "algorithm=ppo aggregates per token (its value loss has no per-sequence form): "
+                "use loss_type=dapo or dr_grpo"
+            )
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} values for "
+                f"{len(self.reward_funcs)} reward_funcs"
+            )
+        return self
+
+    @property
+    def optimizer_steps_per_rollout(self) -> int:
+        rollout = self.prompts_per_iteration * self.num_generations
+        step = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        return rollout // step * self.num_iterations
+
+    @property
+    def kl_in_reward(self) -> bool:
+        """PPO puts -beta * KL in the per-token reward; the others put beta * KL in the loss."""
+        return self.algorithm == "ppo"
