@@ -21,12 +21,14 @@ from rlalign.errors import UserError
 
 # Subcommand name -> module under rlalign.commands. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
+    "demo": "demo",
     "world": "world",
     "pretrain": "pretrain",
     "sft": "sft",
     "reward": "reward",
     "rl": "rl",
     "eval": "eval",
+    "show": "show",
     "next-token": "next_token",
     "generate": "generate",
     "tabular": "tabular",

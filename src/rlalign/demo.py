@@ -1,0 +1,260 @@
+"""The whole training flow of the seed on the built-in world, in one call.
+
+world -> tokenizer -> pre-training -> supervised fine-tuning -> reward model -> RL alignment,
+then a report card for the pretrained, SFT and RL models on every criterion (helpfulness,
+accuracy without hallucination, harmlessness), ``report.json``, ``report.html`` and plots.
+Every stage is the same code as its command (``rlalign pretrain``, ``sft``, ``reward``, ``rl``),
+run with the settings of :class:`DemoConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from rlalign.config import Config
+
+
+class DemoConfig(Config):
+    """Sizes of the demo's stages (``--quick`` uses :data:`QUICK`)."""
+
+    seed: int = 0
+    model: str = "tiny"
+    vocab_size: int = 1024
+    pretrain_steps: int = Field(600, gt=0)
+    pretrain_batch_size: int = Field(16, gt=0)
+    block_size: int = Field(128, gt=1)
+    sft_steps: int = Field(400, gt=0)
+    reward_steps: int = Field(150, gt=0)
+    rl_steps: int = Field(60, gt=0)
+    algorithm: str = "grpo"
+    rl_learning_rate: float = 3e-5
+    beta: float = 0.04
+    num_generations: int = 4
+    prompts_per_iteration: int = 16
+    reward_model_weight: float = Field(0.5, ge=0, description="weight of the RM in the RL reward")
+    bf16: bool = Field(False, description="bf16 autocast in every stage")
+    eval_steps: int = Field(20, gt=0, description="RL steps between report-card evaluations")
+
+
+QUICK: dict[str, Any] = {
+    "pretrain_steps": 60,
+    "sft_steps": 40,
+    "reward_steps": 20,
+    "rl_steps": 4,
+    "prompts_per_iteration": 8,
+    "eval_steps": 2,
+}
+
+STAGES = ("pretrained", "sft", "rl")
+
+
+def _banner(index: int, total: int, text: str) -> None:
+    print(f"\n[{index}/{total}] {text}", flush=True)
+
+
+def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
+    """Run the flow into ``out``; returns the report (also written to ``out/report.json``)."""
+    import torch
+
+    from rlalign.data.world import World, WorldConfig
+    from rlalign.lm.models import load_model
+    from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
+    from rlalign.report_card import eval_rows, evaluate_model, format_card
+    from rlalign.train.pretrain import PretrainConfig, run_pretrain
+    from rlalign.train.reward_model import RewardConfig, run_reward
+    from rlalign.train.rl import run_rl
+    from rlalign.train.rl_config import RLConfig
+    from rlalign.train.sft import SFTConfig, run_sft
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    total = 7
+
+    def timed(name: str, fn):
+        t0 = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - t0, 1)
+        return result
+
+    common = {"seed": cfg.seed, "overwrite_output_dir": True, "bf16": cfg.bf16}
+
+    _banner(
+        1, total, "the built-in world: facts, unknown entities, arithmetic, harmful/benign requests"
+    )
+    world = World(WorldConfig(seed=cfg.seed))
+    counts = timed("world", lambda: world.export(out / "world"))
+    print("      " + ", ".join(f"{k} {v}" for k, v in counts.items() if "/" not in k))
+
+    _banner(2, total, "tokenizer: byte-level BPE trained on the corpus and the chat data")
+    texts = world.corpus() + [
+        m["content"] for row in world.sft_conversations() for m in row["messages"]
+    ]
+    tokenizer = timed("tokenizer", lambda: train_tokenizer(texts, cfg.vocab_size))
+    tokenizer.save_pretrained(out / "tokenizer")
+    print(f"      {len(tokenizer)} tokens")
+
+    _banner(
+        3, total, f"pre-training a '{cfg.model}' causal LM on the corpus (next-token prediction)"
+    )
+    pre = timed(
+        "pretrain",
+        lambda: run_pretrain(
+            PretrainConfig(
+                model=cfg.model,
+                data=str(out / "world" / "corpus.jsonl"),
+                tokenizer=str(out / "tokenizer"),
+                output_dir=str(out / "pretrain"),
+                max_steps=cfg.pretrain_steps,
+                per_device_train_batch_size=cfg.pretrain_batch_size,
+                block_size=cfg.block_size,
+                max_position_embeddings=256,
+                eval_steps=max(cfg.pretrain_steps // 2, 1),
+                save_steps=cfg.pretrain_steps,
+                logging_steps=max(cfg.pretrain_steps // 20, 1),
+                **common,
+            )
+        ),
+    )
+    print(f"      held-out loss {pre.eval_metrics.get('eval_loss', float('nan')):.3f}")
+
+    _banner(4, total, "supervised fine-tuning on the (imperfect) chat data")
+    sft = timed(
+        "sft",
+        lambda: run_sft(
+            SFTConfig(
+                model=str(pre.final_dir),
+                data=str(out / "world" / "sft.jsonl"),
+                output_dir=str(out / "sft"),
+                max_steps=cfg.sft_steps,
+                eval_steps=max(cfg.sft_steps // 2, 1),
+                save_steps=cfg.sft_steps,
+                logging_steps=max(cfg.sft_steps // 20, 1),
+                **common,
+            )
+        ),
+    )
+    print(f"      held-out loss {sft.eval_metrics.get('eval_loss', float('nan')):.3f}")
+
+    _banner(5, total, "reward model (Bradley-Terry on preference pairs)")
+    rm = timed(
+        "reward_model",
+        lambda: run_reward(
+            RewardConfig(
+                model=str(sft.final_dir),
+                data=str(out / "world" / "preferences.jsonl"),
+                output_dir=str(out / "reward"),
+                max_steps=cfg.reward_steps,
+                eval_steps=max(cfg.reward_steps // 2, 1),
+                save_steps=cfg.reward_steps,
+                logging_steps=max(cfg.reward_steps // 20, 1),
+                **common,
+            )
+        ),
+    )
+    rm_accuracy = rm.eval_metrics.get("eval_accuracy")
+    print(f"      held-out pairwise accuracy {rm_accuracy:.1%}" if rm_accuracy is not None else "")
+
+    _banner(6, total, f"RL alignment ({cfg.algorithm}) with the verifiers and the reward model")
+    rl_cfg = RLConfig(
+        model=str(sft.final_dir),
+        output_dir=str(out / "rl"),
+        world_seed=cfg.seed,
+        algorithm=cfg.algorithm,
+        max_steps=cfg.rl_steps,
+        learning_rate=cfg.rl_learning_rate,
+        beta=cfg.beta,
+        num_generations=cfg.num_generations,
+        prompts_per_iteration=cfg.prompts_per_iteration,
+        per_device_train_batch_size=cfg.prompts_per_iteration * cfg.num_generations,
+        reward_funcs=["accuracy", "harmful_refusal", "benign_overrefusal", "helpfulness"],
+        reward_weights=[1.0, 1.0, 1.0, 0.5],
+        reward_model=str(rm.final_dir) if cfg.reward_model_weight > 0 else None,
+        reward_model_weight=cfg.reward_model_weight,
+        eval_steps=cfg.eval_steps,
+        save_steps=cfg.rl_steps,
+        **common,
+    )
+    rl = timed("rl", lambda: run_rl(rl_cfg))
+
+    _banner(7, total, "report card on the held-out questions")
+    rows = eval_rows(out / "world")
+    cards: dict[str, dict[str, Any]] = {}
+    autocast = torch.bfloat16 if cfg.bf16 else None
+    for stage, path in zip(STAGES, (pre.final_dir, sft.final_dir, rl.final_dir), strict=True):
+        model = load_model(path)
+        tok = load_tokenizer(path)
+        cards[stage], _ = timed(
+            f"eval_{stage}",
+            lambda m=model, t=tok: evaluate_model(m, t, rows, autocast_dtype=autocast),
+        )
+    print(format_card(cards))
+
+    report = {
+        "stages": cards,
+        "reward_model": {"eval_accuracy": rm_accuracy},
+        "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
+        "config": cfg.model_dump(),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    html_path = write_demo_report(out, report)
+    print(f"\nreport: {out / 'report.json'}, {html_path}; total {report['seconds']['total']:.0f} s")
+    return report
+
+
+def write_demo_report(out: Path, report: dict[str, Any]) -> Path:
+    """Plots of the RL run and the report card as one self-contained HTML page."""
+    from rlalign.data.verifiers import REPORT_CARD_KEYS
+    from rlalign.metrics import read_metrics
+    from rlalign.report.html import card_table, image_tag, write_report
+    from rlalign.report.plots import plot_series
+    from rlalign.report_card import CRITERIA_LABELS, HIGHER_IS_BETTER
+
+    rows = read_metrics(out / "rl")
+    plots = out / "plots"
+    made = [
+        plot_series(
+            rows,
+            ["reward_mean"],
+            plots / "rl_reward.png",
+            title="RL: mean reward per iteration",
+            ylabel="reward",
+        ),
+        plot_series(
+            rows,
+            ["kl_ref"],
+            plots / "rl_kl.png",
+            title="RL: KL to the reference (SFT) model",
+            ylabel="KL (nats/token)",
+        ),
+        plot_series(
+            rows,
+            [f"eval/{k}" for k in REPORT_CARD_KEYS],
+            plots / "rl_criteria.png",
+            title="RL: held-out criteria during training",
+            labels={f"eval/{k}": CRITERIA_LABELS[k] for k in REPORT_CARD_KEYS},
+            percent=True,
+        ),
+    ]
+    images = "\n".join(image_tag(p, p.stem) for p in made if p is not None)
+    table = card_table(report["stages"], CRITERIA_LABELS, HIGHER_IS_BETTER)
+    seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report["seconds"].items())
+    return write_report(
+        out / "report.html",
+        title="rlalign demo: pre-training -> SFT -> reward model -> RL",
+        sections=[
+            ("Report card (held-out questions)", table),
+            ("RL alignment", images or "<p>no metrics</p>"),
+            ("Time", f"<p>{seconds}</p>"),
+            (
+                "Files",
+                "<p>world/, tokenizer/, pretrain/, sft/, reward/, rl/ (each with config.yaml, metrics.jsonl, final/); rl/rollouts/iter_K.jsonl holds per-token data of sampled responses.</p>",
+            ),
+        ],
+    )

@@ -1,0 +1,1 @@
+"""Run reports: PNG plots of metrics and a self-contained HTML page."""

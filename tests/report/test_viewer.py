@@ -1,0 +1,112 @@
+"""The trajectory viewer renders each token of a known rollout with its values."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+
+from rlalign.cli import main
+from rlalign.report.viewer import load_rollouts
+
+ROLLOUT = {
+    "iteration": 3,
+    "index": 0,
+    "prompt": "say a word",
+    "prompt_text": "<|user|>\nsay a word\n<|assistant|>\n",
+    "kind": "fact",
+    "completion": " blue <x>",
+    "reward": 1.0,
+    "components": {"says_blue": 1.0},
+    "algorithm": "ppo",
+    "gamma": 0.5,
+    "tokens": [
+        {
+            "t": 0,
+            "id": 15,
+            "token": " blue",
+            "logp": -0.25,
+            "ref_logp": -1.5,
+            "kl": 1.25,
+            "reward": 0.0,
+            "return": 0.5,
+            "value": 0.1,
+            "advantage": 0.4,
+        },
+        {
+            "t": 1,
+            "id": 1,
+            "token": " <x>",
+            "logp": -0.75,
+            "ref_logp": -0.5,
+            "kl": -0.25,
+            "reward": 1.0,
+            "return": 1.0,
+            "value": 0.2,
+            "advantage": -0.8,
+        },
+    ],
+}
+
+
+class Spans(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.spans, self._open = [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "span" and "tok" in attrs.get("class", ""):
+            self._open = attrs
+            self._open["text"] = ""
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._open["text"] += data
+
+    def handle_endtag(self, tag):
+        if tag == "span" and self._open is not None:
+            self.spans.append(self._open)
+            self._open = None
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    (tmp_path / "rollouts").mkdir()
+    other = {**ROLLOUT, "index": 1, "kind": "harmful", "reward": -1.0}
+    (tmp_path / "rollouts" / "iter_3.jsonl").write_text(
+        json.dumps(ROLLOUT) + "\n" + json.dumps(other) + "\n"
+    )
+    (tmp_path / "rollouts" / "iter_1.jsonl").write_text(
+        json.dumps({**ROLLOUT, "iteration": 1}) + "\n"
+    )
+    return tmp_path
+
+
+def test_tokens_carry_their_values(run_dir, capsys):
+    assert main(["show", str(run_dir)]) == 0
+    page = (run_dir / "viewer_iter_3.html").read_text()
+    parser = Spans()
+    parser.feed(page)
+    first = parser.spans[0]
+    assert first["text"] == " blue"
+    assert first["data-t"] == "0" and first["data-id"] == "15"
+    assert float(first["data-logp"]) == -0.25 and float(first["data-ref_logp"]) == -1.5
+    assert float(first["data-kl"]) == 1.25 and float(first["data-ret"]) == 0.5
+    assert float(first["data-value"]) == 0.1 and float(first["data-advantage"]) == 0.4
+    assert parser.spans[1]["text"] == " <x>"  # token text is escaped, not markup
+    assert len(parser.spans) == 4
+    # positive advantage green, negative red; filters for both kinds; gamma shown
+    assert "rgba(26,152,80" in first["style"] and "rgba(215,48,39" in parser.spans[1]["style"]
+    assert 'value="fact"' in page and 'value="harmful"' in page and "const gamma = 0.5" in page
+
+
+def test_iteration_choice_and_errors(run_dir, tmp_path, capsys):
+    assert load_rollouts(run_dir, 1)[0] == 1
+    assert main(["show", str(run_dir), "--iteration", "2"]) == 2
+    assert "no rollouts for iteration 2 (saved: 1, 3)" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["show", str(empty)]) == 2
+    assert "no rollouts/iter_K.jsonl files" in capsys.readouterr().err
