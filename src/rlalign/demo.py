@@ -25,19 +25,24 @@ class DemoConfig(Config):
     seed: int = 0
     model: str = "tiny"
     vocab_size: int = 1024
-    pretrain_steps: int = Field(600, gt=0)
+    pretrain_steps: int = Field(800, gt=0)
     pretrain_batch_size: int = Field(16, gt=0)
     block_size: int = Field(128, gt=1)
     sft_steps: int = Field(400, gt=0)
-    reward_steps: int = Field(150, gt=0)
+    sft_learning_rate: float = 5e-4
+    replay_ratio: float = Field(0.5, ge=0, description="corpus documents mixed into SFT")
+    reward_steps: int = Field(100, gt=0)
     rl_steps: int = Field(60, gt=0)
     algorithm: str = "grpo"
-    rl_learning_rate: float = 3e-5
+    rl_learning_rate: float = 1e-4
     beta: float = 0.04
     num_generations: int = 4
     prompts_per_iteration: int = 16
-    reward_model_weight: float = Field(0.5, ge=0, description="weight of the RM in the RL reward")
-    bf16: bool = Field(False, description="bf16 autocast in every stage")
+    reward_model_weight: float = Field(0.2, ge=0, description="weight of the RM in the RL reward")
+    bf16: bool = Field(True, description="bf16 autocast in every stage (fp32 master weights)")
+    num_threads: int | None = Field(
+        1, ge=1, description="torch threads; tiny models run fastest on one (None: torch default)"
+    )
     eval_steps: int = Field(20, gt=0, description="RL steps between report-card evaluations")
 
 
@@ -73,6 +78,8 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     total = 7
@@ -133,6 +140,9 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
                 data=str(out / "world" / "sft.jsonl"),
                 output_dir=str(out / "sft"),
                 max_steps=cfg.sft_steps,
+                learning_rate=cfg.sft_learning_rate,
+                replay_data=str(out / "world" / "corpus.jsonl"),
+                replay_ratio=cfg.replay_ratio,
                 eval_steps=max(cfg.sft_steps // 2, 1),
                 save_steps=cfg.sft_steps,
                 logging_steps=max(cfg.sft_steps // 20, 1),

@@ -111,3 +111,20 @@ def test_sft_bad_input(base_model_dir, tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # nothing written for a run that could not start
     code = main(["sft", "model=tiny", f"data={bad}", f"output_dir={tmp_path / 'o'}"])
     assert code == 2
+
+
+def test_replay_documents_carry_a_loss_on_every_token(base_model_dir, world_dir):
+    from rlalign.train.sft import SFTConfig, replay_examples
+
+    tok = load_tokenizer(base_model_dir)
+    cfg = SFTConfig(
+        model=str(base_model_dir), data="unused", replay_data=str(world_dir / "corpus.jsonl")
+    )
+    docs = [json.loads(x)["text"] for x in (world_dir / "corpus.jsonl").read_text().splitlines()]
+    examples = replay_examples(cfg, tok, max_length=64, count=len(docs) + 2)
+    assert len(examples) == len(docs) + 2
+    first = examples[0]
+    assert first.labels == first.input_ids  # every token is predicted, as in pretraining
+    assert first.input_ids[-1] == tok.eos_token_id and len(first.input_ids) <= 64
+    assert tok.decode(first.input_ids, skip_special_tokens=True).startswith(docs[0][:20])
+    assert examples[len(docs)].input_ids == first.input_ids  # cycled

@@ -207,7 +207,8 @@ class World:
 
     # ---------------------------------------------------------------- corpus
     def corpus(self) -> list[str]:
-        """Pretraining documents: facts in varied wording, and arithmetic, shuffled."""
+        """Pretraining documents: facts in varied wording, and arithmetic, shuffled; eight
+        sentences a document, one a line."""
         rng = random.Random(self.config.seed + 1)
         sentences = []
         for country in self.countries:
@@ -220,10 +221,9 @@ class World:
             sentences.append(f"{a} {op} {b} is {result}.")
             sentences.append(f"{a} {op} {b} equals {result}.")
         rng.shuffle(sentences)
-        docs = []
-        for i in range(0, len(sentences), 8):
-            docs.append(" ".join(sentences[i : i + 8]))
-        return docs
+        # One sentence a line: an answer starts a line too (after the chat template's
+        # "<|assistant|>\n"), so "The capital of X is" is tokenized the same way in both.
+        return ["\n".join(sentences[i : i + 8]) for i in range(0, len(sentences), 8)]
 
     # ---------------------------------------------------------------- questions
     def _arithmetic_problems(self) -> list[tuple[int, str, int, int]]:

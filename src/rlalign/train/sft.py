@@ -24,6 +24,12 @@ class SFTConfig(TrainingConfig):
     tokenizer: str | None = Field(None, description="tokenizer dir; default: the model's")
     max_length: int = Field(256, ge=2, description="tokens per conversation (longer: truncated)")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="held-out share of conversations")
+    replay_data: str | None = Field(
+        None,
+        description="a pretraining corpus mixed into SFT (loss on every token), so that "
+        "fine-tuning does not overwrite what pretraining taught",
+    )
+    replay_ratio: float = Field(0.5, ge=0, description="replay documents per SFT conversation")
     max_steps: int = Field(500, gt=0)
     learning_rate: float = Field(5e-4, gt=0)
     warmup_steps: int = Field(20, ge=0)
@@ -78,6 +84,22 @@ def save_final(model: Any, tokenizer: Any, output_dir: str | Path) -> Path:
     return final_dir
 
 
+def replay_examples(cfg: SFTConfig, tokenizer: Any, max_length: int, count: int) -> list[Any]:
+    """``count`` corpus documents as examples with a loss on every token (cycled if needed)."""
+    from rlalign.train.chat_data import ChatExample
+    from rlalign.train.data import read_corpus
+
+    docs = [d for d in read_corpus(cfg.replay_data) if d.strip()]
+    if not docs or count == 0:
+        return []
+    out = []
+    for i in range(count):
+        text_ids = tokenizer(docs[i % len(docs)])["input_ids"][: max_length - 1]
+        ids = [*text_ids, tokenizer.eos_token_id]
+        out.append(ChatExample(ids, list(ids)))
+    return out
+
+
 def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
     """Run (or continue) supervised fine-tuning as configured."""
     from rlalign.data.formats import load_sft
@@ -99,8 +121,9 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
             f"{cfg.data}: no conversation has assistant tokens within max_length={max_length}"
         )
     train, held_out = split_examples(kept, cfg.eval_fraction, cfg.seed)
-    resume_from = prepare_run(cfg, resume=resume, rank=rank)
-    del resume_from  # the Trainer finds the newest checkpoint itself
+    if cfg.replay_data is not None:
+        train += replay_examples(cfg, tokenizer, max_length, round(len(train) * cfg.replay_ratio))
+    prepare_run(cfg, resume=resume, rank=rank)
 
     pad_id = tokenizer.pad_token_id
     data = ExampleBatches(

@@ -1,4 +1,4 @@
-"""One intra-op thread for these tests: the models are tiny, and when other jobs share the
+"""One intra-op thread for every test: the models are tiny, and when other jobs share the
 machine, OpenMP threads that spin-wait for a busy core make each step 10-100x slower."""
 
 from __future__ import annotations
