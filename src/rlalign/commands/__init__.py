@@ -12,3 +12,18 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1"
     )
+
+
+def report_stage(result, output_dir: str, summary: str) -> int:
+    """Print how a training stage ended; the exit status (128 + signal when interrupted)."""
+    import sys
+
+    if result.interrupted_by is not None:
+        print(
+            f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "
+            f"in {output_dir}/checkpoints; continue with --resume",
+            file=sys.stderr,
+        )
+        return 128 + result.interrupted_by
+    print(summary)
+    return 0

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 
-from rlalign.commands import add_stage_arguments
+from rlalign.commands import add_stage_arguments, report_stage
 
 HELP = "pretrain a causal language model on a text corpus (.txt or JSONL {'text': ...})"
 
@@ -31,16 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     result = run_pretrain(cfg, resume=args.resume)
-    if result.interrupted_by is not None:
-        print(
-            f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "
-            f"in {cfg.output_dir}/checkpoints; continue with --resume",
-            file=sys.stderr,
-        )
-        return 128 + result.interrupted_by
     summary = f"pretrained {result.step} steps; model and tokenizer in {result.final_dir}"
     if "eval_loss" in result.eval_metrics:
         loss = result.eval_metrics["eval_loss"]
         summary += f"; held-out loss {loss:.4f}, perplexity {perplexity(loss):.2f}"
-    print(summary)
-    return 0
+    return report_stage(result, cfg.output_dir, summary)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from rlalign.commands import add_stage_arguments
+from rlalign.commands import add_stage_arguments, report_stage
 
 HELP = "train a reward model on preference pairs {prompt, chosen, rejected} (Bradley-Terry)"
 
@@ -23,15 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(RewardConfig, args.config, args.overrides)
     result = run_reward(cfg, resume=args.resume)
-    if result.interrupted_by is not None:
-        print(
-            f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "
-            f"in {cfg.output_dir}/checkpoints; continue with --resume",
-            file=sys.stderr,
-        )
-        return 128 + result.interrupted_by
     summary = f"trained the reward model {result.step} steps; saved in {result.final_dir}"
     if "eval_accuracy" in result.eval_metrics:
         summary += f"; held-out pairwise accuracy {result.eval_metrics['eval_accuracy']:.1%}"
-    print(summary)
-    return 0
+    return report_stage(result, cfg.output_dir, summary)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from rlalign.commands import add_stage_arguments
+from rlalign.commands import add_stage_arguments, report_stage
 
 HELP = "RL alignment with a reward (world verifiers, your functions, a reward model)"
 
@@ -25,14 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(RLConfig, args.config, args.overrides)
     result = run_rl(cfg, resume=args.resume)
-    if result.interrupted_by is not None:
-        print(
-            f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "
-            f"in {cfg.output_dir}/checkpoints; continue with --resume",
-            file=sys.stderr,
-        )
-        return 128 + result.interrupted_by
-    print(
+    summary = (
         f"RL ({cfg.algorithm}) ran {result.step} steps; policy and tokenizer in {result.final_dir}"
     )
-    return 0
+    return report_stage(result, cfg.output_dir, summary)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from rlalign.commands import add_stage_arguments
+from rlalign.commands import add_stage_arguments, report_stage
 
 HELP = "supervised fine-tuning on chat data (messages or prompt/completion JSONL)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_stage_arguments(parser)
-    parser.epilog = "example: rlalign sft model=runs/pretrain/final data=sft.jsonl output_dir=runs/sft"
+    parser.epilog = (
+        "example: rlalign sft model=runs/pretrain/final data=sft.jsonl output_dir=runs/sft"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,15 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(SFTConfig, args.config, args.overrides)
     result = run_sft(cfg, resume=args.resume)
-    if result.interrupted_by is not None:
-        print(
-            f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "
-            f"in {cfg.output_dir}/checkpoints; continue with --resume",
-            file=sys.stderr,
-        )
-        return 128 + result.interrupted_by
     summary = f"fine-tuned {result.step} steps; model and tokenizer in {result.final_dir}"
     if "eval_loss" in result.eval_metrics:
         summary += f"; held-out loss {result.eval_metrics['eval_loss']:.4f}"
-    print(summary)
-    return 0
+    return report_stage(result, cfg.output_dir, summary)

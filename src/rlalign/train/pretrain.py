@@ -10,7 +10,6 @@ blocks -> the shared :class:`~rlalign.train.loop.Trainer` with :func:`causal_lm_
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from pydantic import Field
 
 from rlalign.errors import UserError
 from rlalign.train.config import TrainingConfig
+from rlalign.train.stage import StageResult
 
 
 class PretrainConfig(TrainingConfig):
@@ -41,14 +41,6 @@ class PretrainConfig(TrainingConfig):
     adam_beta2: float = Field(0.95, ge=0, lt=1)
     per_device_train_batch_size: int = Field(16, gt=0)
     save_steps: int = Field(200, gt=0)
-
-
-@dataclass
-class PretrainResult:
-    final_dir: Path
-    step: int
-    interrupted_by: int | None
-    eval_metrics: dict[str, float]
 
 
 def _tokenizer_for(cfg: PretrainConfig, resume_from: Path | None, train_docs: list[str]) -> Any:
@@ -87,10 +79,8 @@ def _model_for(cfg: PretrainConfig, tokenizer: Any) -> Any:
     return model
 
 
-def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> PretrainResult:
+def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> StageResult:
     """Run (or continue) pretraining as configured; returns where the final model is."""
-    from rlalign.io import atomic_directory
-    from rlalign.train.checkpoint import save_model_weights
     from rlalign.train.data import (
         BlockBatches,
         fixed_batches,
@@ -99,9 +89,9 @@ def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> PretrainResult
         split_documents,
     )
     from rlalign.train.dist import RankInfo
-    from rlalign.train.loop import Trainer
     from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
     from rlalign.train.run import prepare_run
+    from rlalign.train.stage import train_and_save
 
     rank = RankInfo.detect()
     docs = read_corpus(cfg.data)  # validate the input before touching output_dir
@@ -123,25 +113,18 @@ def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> PretrainResult
         def eval_fn(m: Any) -> dict[str, float]:
             return evaluate_causal_lm(m, eval_batches, next(m.parameters()).device)
 
-    trainer = Trainer(
+    return train_and_save(
         model,
+        tokenizer,
         causal_lm_loss,
         data,
         cfg,
+        resume=resume_from is not None,
         count_fn=count_label_tokens,
         eval_fn=eval_fn,
-        save_extra=tokenizer.save_pretrained,
         item_name="tokens",
         rank=rank,
     )
-    result = trainer.fit(resume=resume_from is not None)
-
-    final_dir = Path(cfg.output_dir) / "final"
-    if result.interrupted_by is None and rank.is_main:
-        with atomic_directory(final_dir) as tmp:
-            save_model_weights(model, tmp)
-            tokenizer.save_pretrained(tmp)
-    return PretrainResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)
 
 
 def perplexity(loss: float) -> float:

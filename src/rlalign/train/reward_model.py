@@ -169,9 +169,8 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     from rlalign.lm.tokenizer import ensure_pad_and_template, load_tokenizer
     from rlalign.train.chat_data import ExampleBatches, split_examples
     from rlalign.train.dist import RankInfo
-    from rlalign.train.loop import Trainer
     from rlalign.train.run import prepare_run
-    from rlalign.train.sft import StageResult, save_final
+    from rlalign.train.stage import train_and_save
 
     rank = RankInfo.detect()
     pairs = load_preferences(cfg.data)
@@ -206,22 +205,18 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
         def eval_fn(m: Any) -> dict[str, float]:
             return evaluate_pairs(m, eval_batches, next(m.parameters()).device)
 
-    trainer = Trainer(
+    return train_and_save(
         model,
+        tokenizer,
         preference_loss,
         data,
         cfg,
+        resume=resume,
         count_fn=count_pairs,
         eval_fn=eval_fn,
-        save_extra=tokenizer.save_pretrained,
         item_name="pairs",
         rank=rank,
     )
-    result = trainer.fit(resume=resume)
-    final_dir = Path(cfg.output_dir) / "final"
-    if result.interrupted_by is None and rank.is_main:
-        save_final(model, tokenizer, cfg.output_dir)
-    return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)
 
 
 class RewardModel:

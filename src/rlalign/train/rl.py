@@ -144,10 +144,11 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
     """Run (or continue) RL alignment as configured."""
     from rlalign.report_card import evaluate_model
     from rlalign.train.dist import RankInfo
-    from rlalign.train.loop import Trainer, resolve_device
+    from rlalign.train.loop import resolve_device
     from rlalign.train.rollout import RolloutSource
     from rlalign.train.run import prepare_run
-    from rlalign.train.sft import StageResult, load_model_and_tokenizer, save_final
+    from rlalign.train.sft import load_model_and_tokenizer
+    from rlalign.train.stage import train_and_save
 
     rank = RankInfo.detect()
     prompts = load_rl_prompts(cfg)  # validate inputs before touching output_dir
@@ -178,22 +179,19 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
                 card, _ = evaluate_model(unwrap_policy(m), tokenizer, eval_rows)
                 return {f"eval/{k}": v for k, v in card.items() if isinstance(v, int | float)}
 
-        trainer = Trainer(
+        return train_and_save(
             model,
+            tokenizer,
             make_loss_fn(cfg, ref_model is not None),
             source,
             cfg,
+            resume=resume,
+            final_model=unwrap_policy(model),
             count_fn=make_count_fn(cfg),
             eval_fn=eval_fn,
-            save_extra=tokenizer.save_pretrained,
             item_name="train_tokens" if cfg.loss_type == "dapo" else "items",
             rank=rank,
             log_extra=source.pop_metrics,
         )
-        result = trainer.fit(resume=resume)
-        final_dir = out_dir / "final"
-        if result.interrupted_by is None and rank.is_main:
-            save_final(unwrap_policy(model), tokenizer, out_dir)
-        return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)
     finally:
         rewarder.close()

@@ -7,7 +7,6 @@ assistant tokens only; prompt tokens get no gradient) -> ``output_dir/final/``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from pydantic import Field
 
 from rlalign.errors import UserError
 from rlalign.train.config import TrainingConfig
+from rlalign.train.stage import StageResult
 
 
 class SFTConfig(TrainingConfig):
@@ -36,14 +36,6 @@ class SFTConfig(TrainingConfig):
     per_device_train_batch_size: int = Field(16, gt=0)
     eval_steps: int = Field(100, gt=0)
     save_steps: int = Field(200, gt=0)
-
-
-@dataclass
-class StageResult:
-    final_dir: Path
-    step: int
-    interrupted_by: int | None
-    eval_metrics: dict[str, float]
 
 
 def load_model_and_tokenizer(
@@ -72,18 +64,6 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
-def save_final(model: Any, tokenizer: Any, output_dir: str | Path) -> Path:
-    """Write ``output_dir/final/`` atomically: safetensors weights, config and tokenizer."""
-    from rlalign.io import atomic_directory
-    from rlalign.train.checkpoint import save_model_weights
-
-    final_dir = Path(output_dir) / "final"
-    with atomic_directory(final_dir) as tmp:
-        save_model_weights(model, tmp)
-        tokenizer.save_pretrained(tmp)
-    return final_dir
-
-
 def replay_examples(cfg: SFTConfig, tokenizer: Any, max_length: int, count: int) -> list[Any]:
     """``count`` corpus documents as examples with a loss on every token (cycled if needed)."""
     from rlalign.train.chat_data import ChatExample
@@ -105,9 +85,9 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
     from rlalign.data.formats import load_sft
     from rlalign.train.chat_data import ExampleBatches, collate, encode_conversation, split_examples
     from rlalign.train.dist import RankInfo
-    from rlalign.train.loop import Trainer
     from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
     from rlalign.train.run import prepare_run
+    from rlalign.train.stage import train_and_save
 
     rank = RankInfo.detect()
     conversations = load_sft(cfg.data)  # validate the input before touching output_dir
@@ -142,19 +122,15 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
         def eval_fn(m: Any) -> dict[str, float]:
             return evaluate_causal_lm(m, eval_batches, next(m.parameters()).device)
 
-    trainer = Trainer(
+    return train_and_save(
         model,
+        tokenizer,
         causal_lm_loss,
         data,
         cfg,
+        resume=resume,
         count_fn=count_label_tokens,
         eval_fn=eval_fn,
-        save_extra=tokenizer.save_pretrained,
         item_name="tokens",
         rank=rank,
     )
-    result = trainer.fit(resume=resume)
-    final_dir = Path(cfg.output_dir) / "final"
-    if result.interrupted_by is None and rank.is_main:
-        save_final(model, tokenizer, cfg.output_dir)
-    return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)
