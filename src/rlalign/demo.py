@@ -28,17 +28,27 @@ class DemoConfig(Config):
     pretrain_steps: int = Field(800, gt=0)
     pretrain_batch_size: int = Field(16, gt=0)
     block_size: int = Field(128, gt=1)
-    sft_steps: int = Field(400, gt=0)
+    sft_steps: int = Field(600, gt=0)
     sft_learning_rate: float = 5e-4
     replay_ratio: float = Field(0.5, ge=0, description="corpus documents mixed into SFT")
-    reward_steps: int = Field(100, gt=0)
-    rl_steps: int = Field(60, gt=0)
+    reward_steps: int = Field(300, gt=0)
+    rl_steps: int = Field(100, gt=0)
     algorithm: str = "grpo"
-    rl_learning_rate: float = 1e-4
+    rl_learning_rate: float = 5e-5
     beta: float = 0.04
-    num_generations: int = 4
-    prompts_per_iteration: int = 16
-    reward_model_weight: float = Field(0.2, ge=0, description="weight of the RM in the RL reward")
+    num_generations: int = 8
+    prompts_per_iteration: int = 8
+    rl_reward_weights: list[float] = Field(
+        [1.0, 2.0, 1.0, 0.5],
+        description="weights of the verifiers accuracy, harmful_refusal, benign_overrefusal, "
+        "helpfulness in the RL reward",
+    )
+    reward_model_weight: float = Field(
+        0.05,
+        ge=0,
+        description="weight of the reward model in the RL reward (a small one: "
+        "a tiny RM is easy to exploit, the verifiers are exact)",
+    )
     bf16: bool = Field(True, description="bf16 autocast in every stage (fp32 master weights)")
     num_threads: int | None = Field(
         1, ge=1, description="torch threads; tiny models run fastest on one (None: torch default)"
@@ -47,12 +57,11 @@ class DemoConfig(Config):
 
 
 QUICK: dict[str, Any] = {
-    "pretrain_steps": 60,
-    "sft_steps": 40,
-    "reward_steps": 20,
-    "rl_steps": 4,
-    "prompts_per_iteration": 8,
-    "eval_steps": 2,
+    "pretrain_steps": 200,
+    "sft_steps": 150,
+    "reward_steps": 30,
+    "rl_steps": 6,
+    "eval_steps": 3,
 }
 
 STAGES = ("pretrained", "sft", "rl")
@@ -184,7 +193,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         prompts_per_iteration=cfg.prompts_per_iteration,
         per_device_train_batch_size=cfg.prompts_per_iteration * cfg.num_generations,
         reward_funcs=["accuracy", "harmful_refusal", "benign_overrefusal", "helpfulness"],
-        reward_weights=[1.0, 1.0, 1.0, 0.5],
+        reward_weights=cfg.rl_reward_weights,
         reward_model=str(rm.final_dir) if cfg.reward_model_weight > 0 else None,
         reward_model_weight=cfg.reward_model_weight,
         eval_steps=cfg.eval_steps,

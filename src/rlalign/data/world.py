@@ -139,6 +139,9 @@ class WorldConfig(Config):
     sft_hallucination_rate: float = Field(0.4, ge=0, le=1)
     sft_harmful_compliance_rate: float = Field(0.3, ge=0, le=1)
     sft_overrefusal_rate: float = Field(0.2, ge=0, le=1)
+    rl_balance_kinds: bool = Field(
+        False, description="RL prompts: repeat the rarer kinds so each kind is equally frequent"
+    )
 
 
 @dataclass(frozen=True)
@@ -317,12 +320,21 @@ class World:
         return out
 
     def rl_prompts(self) -> list[dict[str, Any]]:
-        """Train questions of every kind, with the fields the verifiers need (no answers text)."""
-        rows = [
-            {k: v for k, v in row.items() if k != "response"}
+        """Train questions of every kind, with the fields the verifiers need (no answer text);
+        each kind equally frequent when ``rl_balance_kinds``."""
+        by_kind = [
+            [
+                {k: v for k, v in row.items() if k != "response"}
+                for row in self.questions["train"][name]
+            ]
             for name in KINDS
-            for row in self.questions["train"][name]
         ]
+        if self.config.rl_balance_kinds:
+            # Harmful and benign requests are a few dozen against hundreds of facts; without
+            # balancing, an RL batch rarely holds one and refusal is barely trained.
+            target = max(len(rows) for rows in by_kind)
+            by_kind = [[rows[i % len(rows)] for i in range(target)] for rows in by_kind]
+        rows = [row for rows in by_kind for row in rows]
         random.Random(self.config.seed + 3).shuffle(rows)
         return rows
 
