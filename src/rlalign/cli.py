@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "show": "show",
     "next-token": "next_token",
     "generate": "generate",
+    "control": "control",
     "tabular": "tabular",
 }
 

@@ -1,0 +1,168 @@
+"""``rlalign control``: train, evaluate and render agents on Gymnasium envs (and the car).
+
+rlalign control train --env CartPole-v1 --out runs/cartpole
+rlalign control train --env rlalign/Driving-v0 --algo ppo --seed 1 --out runs/car lr=...
+rlalign control eval runs/car --episodes 100 --json
+rlalign control render runs/car --out car.gif [--policy rule_based]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "train/evaluate/render policy-gradient agents on Gymnasium envs and the driving car"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="control_command", metavar="{train,eval,render}")
+    sub.required = True
+
+    train = sub.add_parser(
+        "train",
+        help="train PPO or REINFORCE on a Gymnasium env",
+        description="Train an agent; writes DIR/metrics.jsonl, DIR/policy.safetensors (+ .json), "
+        "DIR/result.json. Extra key=value arguments override the config (e.g. learning_rate=1e-3 "
+        "n_envs=16 env_kwargs.road_length=800).",
+    )
+    train.add_argument("--env", required=True, help="Gymnasium env id, e.g. rlalign/Driving-v0")
+    train.add_argument("--algo", choices=["ppo", "reinforce"], default="ppo")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--steps", type=int, default=None, help="environment steps to train for")
+    train.add_argument("--out", required=True, type=Path, help="run directory")
+    train.add_argument("--config", type=Path, default=None, help="YAML config file")
+    train.add_argument("--no-baselines", action="store_true", help="skip baseline evaluation")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+    ev = sub.add_parser("eval", help="evaluate a saved policy (or a baseline)")
+    ev.add_argument("dir", nargs="?", type=Path, help="run directory of 'control train'")
+    ev.add_argument("--episodes", type=int, default=100)
+    ev.add_argument("--seed", type=int, default=0, help="episode k uses seed SEED+k")
+    ev.add_argument("--env", default=None, help="env id (default: the policy's own)")
+    ev.add_argument("--policy", default="learned", help="learned or a baseline (driving envs)")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    rd = sub.add_parser("render", help="render one episode as an animated GIF")
+    rd.add_argument("dir", nargs="?", type=Path, help="run directory of 'control train'")
+    rd.add_argument("--out", required=True, type=Path, help="output .gif")
+    rd.add_argument("--seed", type=int, default=0)
+    rd.add_argument("--env", default=None, help="env id (default: the policy's own)")
+    rd.add_argument(
+        "--policy", default="learned", help="learned, random, constant_speed, rule_based"
+    )
+    rd.add_argument(
+        "--fps", type=float, default=8.0, help="frames per second (8 = 4x real time for the car)"
+    )
+    rd.add_argument(
+        "--compare",
+        default=None,
+        metavar="POLICY",
+        help="also play POLICY (e.g. rule_based) on the same seed, drawn below",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.control_command == "train":
+        return _train(args)
+    if args.control_command == "eval":
+        return _eval(args)
+    return _render(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rlalign.config import load_config
+    from rlalign.control.envs import check_env_id
+    from rlalign.control.runs import train_run
+    from rlalign.control.train_config import ALGOS, defaults_for
+
+    check_env_id(args.env)
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.steps is not None:
+        if args.steps < 1:
+            from rlalign.errors import UserError
+
+            raise UserError(f"--steps must be >= 1, got {args.steps}")
+        overrides.append(f"total_steps={args.steps}")
+    cfg = load_config(ALGOS[args.algo], args.config, overrides, defaults_for(args.env, args.algo))
+    result = train_run(
+        args.env,
+        args.algo,
+        cfg,
+        args.out,
+        progress=not args.no_progress,
+        baselines=not args.no_baselines,
+    )
+    _print_summary(result)
+    print(f"saved {args.out}/policy.safetensors, {args.out}/result.json")
+    return 0
+
+
+def _print_summary(result: dict) -> None:
+    solved = result.get("env_steps_to_solve")
+    print(
+        f"{result['env_id']} {result['algo']} seed={result['seed']}: "
+        f"eval return {result['final_eval_return']:.2f} over {result['eval_episodes']} episodes; "
+        f"{result['env_steps']} steps in {result['wall_seconds']:.1f}s; "
+        f"solved at {solved if solved is not None else 'never'}"
+    )
+    if "collision_rate" in result:
+        print(
+            f"  collision rate {result['collision_rate']:.3f}, travel time "
+            f"{result['mean_travel_time']}, abrupt brakes/episode "
+            f"{result['abrupt_brakes_per_episode']:.2f}"
+        )
+    for name, b in (result.get("baselines") or {}).items():
+        print(
+            f"  baseline {name:15s} return {b['return']:7.2f}  collisions {b['collision_rate']:.3f}"
+        )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rlalign.control.runs import eval_policy
+    from rlalign.errors import UserError
+
+    if args.episodes < 1:
+        raise UserError(f"--episodes must be >= 1, got {args.episodes}")
+    policy = None if args.policy == "learned" else args.policy
+    if policy is None and args.dir is None:
+        raise UserError("give a run directory (or --policy BASELINE --env ENV)")
+    res = eval_policy(args.dir, args.episodes, args.seed, env_id=args.env, baseline=policy)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(
+            " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
+        )
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from rlalign.control.render import save_gif
+    from rlalign.control.runs import record_episode
+    from rlalign.errors import UserError
+
+    if args.out.suffix.lower() != ".gif":
+        raise UserError(f"--out {args.out}: expected a .gif file name")
+    policy = None if args.policy == "learned" else args.policy
+    if policy is None and args.dir is None:
+        raise UserError("give a run directory (or --policy BASELINE --env ENV)")
+    if args.fps <= 0:
+        raise UserError(f"--fps must be > 0, got {args.fps}")
+    frames, summary = record_episode(args.dir, args.seed, env_id=args.env, baseline=policy)
+    summaries = [summary]
+    if args.compare is not None:
+        from rlalign.control.render import stack_frames
+
+        other = None if args.compare == "learned" else args.compare
+        frames2, summary2 = record_episode(args.dir, args.seed, env_id=args.env, baseline=other)
+        frames = stack_frames(frames, frames2)
+        summaries.append(summary2)
+    save_gif(frames, args.out, fps=args.fps)
+    print(f"wrote {args.out} ({len(frames)} frames)")
+    for s in summaries:
+        print("  " + json.dumps(s))
+    return 0

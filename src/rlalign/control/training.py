@@ -1,0 +1,161 @@
+"""What the PPO and REINFORCE trainers share: evaluation schedule, logging, the result record."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlalign.control.evaluate import evaluate
+from rlalign.control.networks import ActorCritic
+from rlalign.control.normalize import ObsNormalizer, RewardScaler
+from rlalign.control.policy_io import Agent
+from rlalign.metrics import MetricsLogger
+
+EVAL_SEED_OFFSET = 1_000_000  # evaluation worlds never coincide with training worlds
+
+
+def eval_seed(seed: int) -> int:
+    """First seed of the final evaluation episodes of a run with this ``seed``."""
+    return EVAL_SEED_OFFSET + 1000 * seed
+
+
+def selection_seed(seed: int) -> int:
+    """First seed of the evaluations *during* training (they pick the best policy, so they
+    must not reuse the final evaluation's episodes: that would bias the reported figure)."""
+    return 2 * EVAL_SEED_OFFSET + 1000 * seed
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op threads, restoring the previous setting afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced (the caller saves the policy and writes result.json)."""
+
+    net: ActorCritic
+    obs_norm: ObsNormalizer | None
+    reward_scaler: RewardScaler | None = None
+    env_steps: int = 0
+    env_steps_to_solve: int | None = None
+    train_seconds_to_solve: float | None = None
+    evals: list[dict[str, float]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall time minus time spent in evaluations
+    updates: int = 0
+    best_eval: dict[str, float] | None = None  # set when the best evaluated policy was kept
+
+    def agent(self, meta: dict[str, Any] | None = None) -> Agent:
+        return Agent(self.net, self.obs_norm, meta or {}, deterministic=True)
+
+
+class Monitor:
+    """Evaluation on schedule, the first step that reaches the threshold, logs and progress."""
+
+    def __init__(
+        self,
+        make_env: Callable[[], gym.Env],
+        threshold: float | None,
+        cfg: Any,
+        result: TrainResult,
+        logger: MetricsLogger | None,
+        progress: bool,
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.make_env = make_env
+        self.threshold = threshold
+        self.cfg = cfg
+        self.result = result
+        self.logger = logger
+        self.recent: deque[float] = deque(maxlen=20)
+        self.next_eval = cfg.eval_every
+        self.start = time.perf_counter()
+        self.eval_time = 0.0
+        self.bar = tqdm(total=cfg.total_steps, unit="step", disable=not progress, leave=False)
+        self.last_eval: float | None = None
+        # (eval return, env steps, weights, obs normaliser) of the best evaluation so far.
+        self.best: tuple[float, int, dict, ObsNormalizer | None] | None = None
+
+    def begin(self) -> None:
+        """Start the clock (setup -- env construction, imports, the optimiser -- excluded)."""
+        self.start = time.perf_counter()
+        self.eval_time = 0.0
+
+    def episode_done(self, ret: float) -> None:
+        self.recent.append(float(ret))
+
+    def elapsed_train(self) -> float:
+        return time.perf_counter() - self.start - self.eval_time
+
+    def update(self, env_steps: int, stats: dict[str, float]) -> bool:
+        """Record an update; evaluate when due. Returns True when training should stop."""
+        res = self.result
+        self.bar.update(env_steps - res.env_steps)
+        res.env_steps = env_steps
+        res.updates += 1
+        row = dict(stats)
+        if self.recent:
+            row["episode_return"] = float(np.mean(self.recent))
+        row["train_seconds"] = self.elapsed_train()
+        stop = False
+        if env_steps >= self.next_eval or env_steps >= self.cfg.total_steps:
+            while self.next_eval <= env_steps:
+                self.next_eval += self.cfg.eval_every
+            t0 = time.perf_counter()
+            stats_eval = evaluate(
+                self.make_env, res.agent(), self.cfg.eval_episodes, selection_seed(self.cfg.seed)
+            )
+            ev = float(np.mean(stats_eval.returns))
+            if self.best is None or ev > self.best[0]:
+                self.best = (
+                    ev,
+                    env_steps,
+                    copy.deepcopy(res.net.state_dict()),
+                    copy.deepcopy(res.obs_norm),
+                )
+            self.eval_time += time.perf_counter() - t0
+            self.last_eval = ev
+            row["eval_return"] = ev
+            res.evals.append({"env_steps": env_steps, "return": ev})
+            if self.threshold is not None and ev >= self.threshold:
+                if res.env_steps_to_solve is None:
+                    res.env_steps_to_solve = env_steps
+                    res.train_seconds_to_solve = self.elapsed_train()
+                stop = bool(self.cfg.stop_at_threshold)
+        if self.logger is not None:
+            self.logger.log(env_steps, **row)
+        post = {"ret": f"{row.get('episode_return', float('nan')):.1f}"}
+        if self.last_eval is not None:
+            post["eval"] = f"{self.last_eval:.1f}"
+        self.bar.set_postfix(post, refresh=False)
+        return stop or env_steps >= self.cfg.total_steps
+
+    def close(self) -> None:
+        self.bar.close()
+        res = self.result
+        if getattr(self.cfg, "keep_best", False) and self.best is not None:
+            # Like SB3's EvalCallback best_model: keep the policy that evaluated best.
+            ev, steps, weights, norm = self.best
+            res.net.load_state_dict(weights)
+            if norm is not None and res.obs_norm is not None:
+                res.obs_norm.rms = norm.rms
+            res.best_eval = {"env_steps": steps, "return": ev}
+        self.result.wall_seconds = time.perf_counter() - self.start
+        self.result.train_seconds = self.elapsed_train()
