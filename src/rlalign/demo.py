@@ -57,8 +57,8 @@ class DemoConfig(Config):
 
 
 QUICK: dict[str, Any] = {
-    "pretrain_steps": 200,
-    "sft_steps": 150,
+    "pretrain_steps": 300,
+    "sft_steps": 300,
     "reward_steps": 30,
     "rl_steps": 6,
     "eval_steps": 3,
