@@ -125,3 +125,21 @@ def test_ensure_pad_adds_token_when_nothing_to_reuse(tokenizer):
         ensure_pad_and_template(bare)
     assert any("added" in str(w.message) for w in caught)
     assert bare.pad_token == PAD
+
+
+def test_a_saved_tokenizer_beside_a_qwen2_config_keeps_its_vocabulary(tmp_path):
+    """AutoTokenizer would build a Qwen2Tokenizer there and add <|endoftext|>."""
+    from transformers import Qwen2Config
+
+    from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
+
+    tok = train_tokenizer(["The capital of Valdoria is Orlen."] * 50, vocab_size=300)
+    tok.save_pretrained(tmp_path)
+    Qwen2Config(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=64,
+    ).save_pretrained(tmp_path)  # fmt: skip
+    loaded = load_tokenizer(tmp_path)
+    assert len(loaded) == len(tok)
+    assert loaded("Valdoria")["input_ids"] == tok("Valdoria")["input_ids"]
+    assert loaded.chat_template == tok.chat_template

@@ -174,10 +174,32 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
             "written by save_pretrained)"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        if _is_generic_fast_tokenizer(path):
+            # Ours (and any plain tokenizers-backed one): AutoTokenizer would pick the class of
+            # the model config beside it (e.g. Qwen2Tokenizer), which adds its own special
+            # tokens and so no longer matches the model's embedding.
+            from transformers import PreTrainedTokenizerFast
+
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the tokenizer in {path}: {exc}".splitlines()[0]) from exc
     return ensure_pad_and_template(tokenizer)
+
+
+def _is_generic_fast_tokenizer(path: Path) -> bool:
+    """Whether ``path`` holds a plain ``tokenizer.json`` saved as a generic fast tokenizer."""
+    import json
+
+    config = path / "tokenizer_config.json"
+    if not (path / "tokenizer.json").is_file() or not config.is_file():
+        return False
+    try:
+        name = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError):
+        return False
+    return name in ("PreTrainedTokenizerFast", "TokenizersBackend")
 
 
 def ensure_pad_and_template(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
