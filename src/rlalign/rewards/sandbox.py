@@ -66,7 +66,16 @@ class TimedRewardFunction:
         if not parent.poll(self.timeout + 30):
             self.close()
             raise RewardTimeout(f"importing took longer than {self.timeout + 30:.0f} s")
-        status, payload = parent.recv()
+        try:
+            status, payload = parent.recv()
+        except (EOFError, ConnectionResetError):
+            self.close()
+            raise RewardCrash(
+                "the reward worker process died while starting. If you call rlalign from "
+                "your own script, put the script's top-level code under "
+                "`if __name__ == '__main__':` -- reward functions run in a fresh Python "
+                "process, which imports the main script"
+            ) from None
         if status != "ready":
             self.close()
             raise RewardCrash(payload)
