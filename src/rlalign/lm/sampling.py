@@ -645,25 +645,65 @@ def sequence_logprobs(
     limit = context_length(model)
     if limit is not None and length > limit:
         raise UserError(f"sequence of {length} tokens exceeds the model's context of {limit}")
+    out = completion_logits(model, input_ids, attention_mask, start)
+    return token_logprobs(out.logits, input_ids[:, start:], temperature, chunk_rows)[0]
+
+
+def completion_logits(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    start: int,
+    *,
+    output_hidden_states: bool = False,
+) -> Any:
+    """One forward pass whose ``logits`` are those predicting tokens ``start .. L-1``.
+
+    Positions come from the attention mask (left padding behaves like no padding); the LM head
+    runs only on the positions needed (``logits_to_keep``) where the model supports it. The
+    returned output's ``logits`` are replaced by ``[B, L - start, V]``: element ``j`` predicts
+    token ``start + j``.
+    """
+    attention_mask = attention_mask.long()
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    keep = length - start + 1  # logits for positions start-1 .. L-1; the last one is unused
+    keep = input_ids.shape[1] - start + 1  # positions start-1 .. L-1; the last one is unused
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         use_cache=False,
+        output_hidden_states=output_hidden_states,
         **keep_logits(model, keep),
     )
-    logits = out.logits[:, -keep:-1, :]  # [B, L-start, V]: position p predicts token p+1
-    targets = input_ids[:, start:]
-    pieces = []
+    out.logits = out.logits[:, -keep:-1, :]
+    return out
+
+
+def token_logprobs(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_rows: int = 8,
+    *,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``log softmax(logits / T)`` at ``targets`` (and the entropy of each position), fp32.
+
+    Upcasts and normalises ``chunk_rows`` rows at a time, so no full-vocabulary fp32 tensor is
+    built for the whole batch. The entropy is computed without gradients (a metric).
+    """
+    logps, entropies = [], []
     for lo in range(0, logits.shape[0], chunk_rows):
         chunk = logits[lo : lo + chunk_rows].float()
         if temperature != 1.0:
             chunk = chunk / temperature
+        norm = chunk.logsumexp(dim=-1)
         picked = chunk.gather(-1, targets[lo : lo + chunk_rows].unsqueeze(-1)).squeeze(-1)
-        pieces.append(picked - chunk.logsumexp(dim=-1))
-    return torch.cat(pieces, dim=0)
+        logps.append(picked - norm)
+        if with_entropy:
+            with torch.no_grad():
+                entropies.append(norm - (torch.softmax(chunk, dim=-1) * chunk).sum(dim=-1))
+    return torch.cat(logps), torch.cat(entropies) if with_entropy else None
 
 
 # --------------------------------------------------------------------------- text in, text out

@@ -60,37 +60,20 @@ def completion_forward(
     ``input_ids`` are left-padded prompts followed by completions (the sampler's layout);
     positions come from the attention mask. Element ``j`` of each output belongs to token
     ``start + j``: it is computed from the model's output at position ``start + j - 1``.
-    Logits are upcast to fp32 a few rows at a time, so no full fp32 ``(B, T, V)`` tensor is
-    ever built.
+    The forward and the log-probs are :func:`rlalign.lm.sampling.completion_logits` and
+    :func:`~rlalign.lm.sampling.token_logprobs`, the same as the sampler's ``sequence_logprobs``.
     """
-    policy = unwrap_policy(model)
-    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-    keep = input_ids.shape[1] - start + 1
-    out = policy(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-        logits_to_keep=keep,
-        output_hidden_states=with_values,
+    from rlalign.lm.sampling import completion_logits, token_logprobs
+
+    out = completion_logits(
+        unwrap_policy(model), input_ids, attention_mask, start, output_hidden_states=with_values
     )
-    logits = out.logits[:, :-1, :]
-    targets = input_ids[:, start:]
-    logps, entropies = [], []
-    for lo in range(0, logits.shape[0], chunk_rows):
-        chunk = logits[lo : lo + chunk_rows].float()
-        if temperature != 1.0:
-            chunk = chunk / temperature
-        norm = chunk.logsumexp(dim=-1)
-        picked = chunk.gather(-1, targets[lo : lo + chunk_rows].unsqueeze(-1)).squeeze(-1)
-        logps.append(picked - norm)
-        if with_entropy:
-            with torch.no_grad():
-                probs = torch.softmax(chunk, dim=-1)
-                entropies.append(norm - (probs * chunk).sum(dim=-1))
-    result = {"logp": torch.cat(logps)}
-    if with_entropy:
-        result["entropy"] = torch.cat(entropies)
+    logp, entropy = token_logprobs(
+        out.logits, input_ids[:, start:], temperature, chunk_rows, with_entropy=with_entropy
+    )
+    result = {"logp": logp}
+    if entropy is not None:
+        result["entropy"] = entropy
     if with_values:
         if not isinstance(model, PolicyWithValueHead):
             raise ValueError("values need a PolicyWithValueHead")
