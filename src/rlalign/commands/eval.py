@@ -28,11 +28,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from rlalign.lm.models import load_model
-    from rlalign.lm.tokenizer import ensure_pad_and_template, load_tokenizer
+    from rlalign.lm.tokenizer import load_tokenizer
     from rlalign.report_card import eval_rows, evaluate_model, format_card
 
     rows = eval_rows(args.data, args.seed)
-    tokenizer = ensure_pad_and_template(load_tokenizer(args.model_dir))
+    tokenizer = load_tokenizer(args.model_dir)
     model = load_model(args.model_dir)
     card, completions = evaluate_model(
         model,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from rlalign.errors import UserError
+from rlalign.train.chat_data import pad_right
 from rlalign.train.config import TrainingConfig
 
 
@@ -61,16 +62,6 @@ def encode_scored(tokenizer: Any, prompt: str, response: str, max_length: int) -
     return ids[-max_length:]
 
 
-def _pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 def sequence_scores(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
@@ -95,7 +86,7 @@ class PairBatch:
 
 
 def collate_pairs(pairs: list[PairBatch], pad_id: int) -> dict[str, torch.Tensor]:
-    ids, mask = _pad([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    ids, mask = pad_right([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
     return {
         "input_ids": ids,
         "attention_mask": mask,
@@ -166,7 +157,7 @@ def load_backbone_as_reward_model(model_dir: str, tokenizer: Any, seed: int) -> 
 def run_reward(cfg: RewardConfig, *, resume: bool = False):
     """Train (or continue training) a reward model as configured."""
     from rlalign.data.formats import load_preferences
-    from rlalign.lm.tokenizer import ensure_pad_and_template, load_tokenizer
+    from rlalign.lm.tokenizer import load_tokenizer
     from rlalign.train.chat_data import ExampleBatches, split_examples
     from rlalign.train.dist import RankInfo
     from rlalign.train.run import prepare_run
@@ -174,7 +165,7 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
 
     rank = RankInfo.detect()
     pairs = load_preferences(cfg.data)
-    tokenizer = ensure_pad_and_template(load_tokenizer(cfg.tokenizer or cfg.model))
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = load_backbone_as_reward_model(cfg.model, tokenizer, cfg.seed)
     limit = getattr(model.config, "max_position_embeddings", None)
     max_length = min(cfg.max_length, limit) if limit else cfg.max_length
@@ -238,14 +229,14 @@ class RewardModel:
     ) -> None:
         from transformers import AutoModelForSequenceClassification
 
-        from rlalign.lm.tokenizer import ensure_pad_and_template, load_tokenizer
+        from rlalign.lm.tokenizer import load_tokenizer
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise UserError(
                 f"reward_model={str(path)!r}: no config.json there (a reward run's final/ dir)"
             )
-        self.tokenizer = ensure_pad_and_template(load_tokenizer(path))
+        self.tokenizer = load_tokenizer(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
         if self.model.config.num_labels != 1:
             raise UserError(
@@ -266,7 +257,7 @@ class RewardModel:
         ]
         out: list[float] = []
         for i in range(0, len(rows), self.batch_size):
-            ids, mask = _pad(rows[i : i + self.batch_size], self.tokenizer.pad_token_id)
+            ids, mask = pad_right(rows[i : i + self.batch_size], self.tokenizer.pad_token_id)
             out += sequence_scores(self.model, ids.to(self.device), mask.to(self.device)).tolist()
         return out
 

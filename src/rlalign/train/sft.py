@@ -43,7 +43,7 @@ def load_model_and_tokenizer(
 ) -> tuple[Any, Any]:
     """A model directory (with its tokenizer) or a preset (which needs ``tokenizer``)."""
     from rlalign.lm.models import resolve_model
-    from rlalign.lm.tokenizer import ensure_pad_and_template, load_tokenizer
+    from rlalign.lm.tokenizer import load_tokenizer
 
     if tokenizer_spec is None:
         if not Path(model_spec).is_dir():
@@ -52,7 +52,7 @@ def load_model_and_tokenizer(
                 "tokenizer=DIR, or model=DIR of a pretrained run (e.g. runs/pretrain/final)"
             )
         tokenizer_spec = model_spec
-    tokenizer = ensure_pad_and_template(load_tokenizer(tokenizer_spec))
+    tokenizer = load_tokenizer(tokenizer_spec)
     model = resolve_model(
         model_spec,
         len(tokenizer),
