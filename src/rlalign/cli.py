@@ -5,7 +5,8 @@ Each subcommand lives in ``rlalign.commands.<name>`` and exposes ``HELP`` (one l
 (torch, transformers) inside ``run`` so that ``rlalign --help`` stays fast.
 
 A :class:`rlalign.errors.UserError` raised anywhere becomes one line on stderr and exit status
-2; ``--debug`` shows the traceback instead.
+2; ``--debug`` shows the traceback instead. Under ``torchrun`` (``WORLD_SIZE > 1``) every
+process joins the default process group before its command runs, and errors name the rank.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def launched_distributed() -> bool:
+    """torchrun started several processes (checked without importing torch)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Hugging Face's per-file "Loading weights" bars would drown rlalign's own progress display;
     # transformers reads this when it is first imported (users can still set it to 0).
@@ -74,16 +80,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0
+    where = f"rlalign {args.command}"
     try:
+        if launched_distributed():  # under torchrun: join the process group first
+            from rlalign.train.dist import init_distributed
+
+            rank = init_distributed()
+            where += f" [rank {rank.rank}/{rank.world_size}]"
         return int(args._run(args) or 0)
     except UserError as exc:
         if args.debug:
             raise
-        print(f"rlalign {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{where}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"rlalign {args.command}: interrupted", file=sys.stderr)
+        print(f"{where}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if launched_distributed():
+            from rlalign.train.dist import shutdown_distributed
+
+            shutdown_distributed()
 
 
 if __name__ == "__main__":  # pragma: no cover

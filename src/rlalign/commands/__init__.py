@@ -15,9 +15,14 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def report_stage(result, output_dir: str, summary: str) -> int:
-    """Print how a training stage ended; the exit status (128 + signal when interrupted)."""
+    """Print how a training stage ended (rank 0 only under torchrun); the exit status (128 +
+    signal when interrupted)."""
     import sys
 
+    from rlalign.train.dist import RankInfo
+
+    if not RankInfo.detect().is_main:
+        return 128 + result.interrupted_by if result.interrupted_by is not None else 0
     if result.interrupted_by is not None:
         print(
             f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "

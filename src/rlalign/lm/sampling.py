@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -118,13 +118,15 @@ def sample_from_logits(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     want_raw: bool = False,
+    uniforms: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Draw one token per row from ``logits`` ``[N, V]``.
 
     The sampling distribution is: divide by ``temperature``; keep the ``top_k`` largest; keep
     the smallest set of most likely tokens whose probability reaches ``top_p`` (the first token
     is always kept); renormalise. ``temperature == 0`` is greedy (argmax; its sampling
-    distribution is a point mass, so ``logprobs`` is 0).
+    distribution is a point mass, so ``logprobs`` is 0). ``uniforms`` ``[N]`` in [0, 1): the
+    random numbers of the draws (default: drawn from ``generator``).
 
     Returns:
         ``(tokens [N] long, logprobs [N] fp32 under the sampling distribution,
@@ -152,7 +154,7 @@ def sample_from_logits(
                 before = probs.cumsum(dim=-1) - probs
                 scaled = scaled.masked_fill(before >= top_p, NEG_INF)
         logp_all = scaled.log_softmax(dim=-1)
-        choice = _draw(logp_all, generator)
+        choice = _draw(logp_all, generator, uniforms)
         logp = logp_all.gather(-1, choice).squeeze(-1)
         tokens = (index.gather(-1, choice) if index is not None else choice).squeeze(-1)
     if want_raw:
@@ -160,7 +162,9 @@ def sample_from_logits(
     return tokens, logp, raw
 
 
-def _draw(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _draw(
+    logp: torch.Tensor, generator: torch.Generator | None, uniforms: torch.Tensor | None = None
+) -> torch.Tensor:
     """One exact draw per row from ``exp(logp)`` ``[N, V]`` by inverting the CDF; ``[N, 1]``.
 
     One uniform number per row and a binary search: ~30x cheaper on CPU than
@@ -170,10 +174,9 @@ def _draw(logp: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
     the cumulative sum.
     """
     cdf = logp.exp().cumsum(dim=-1)
-    u = (
-        torch.rand((logp.shape[0], 1), generator=generator, device=logp.device, dtype=cdf.dtype)
-        * cdf[:, -1:]
-    )
+    if uniforms is None:
+        uniforms = torch.rand((logp.shape[0],), generator=generator, device=logp.device)
+    u = uniforms.to(logp.device, cdf.dtype).reshape(-1, 1) * cdf[:, -1:]
     choice = torch.searchsorted(cdf, u, right=True)
     # Rounding can make u equal to the total: fall back to the last token of positive
     # probability (where the CDF first reaches its total), never to an excluded one.
@@ -219,8 +222,23 @@ def _cache_kwarg(model: PreTrainedModel) -> str:
 def keep_logits(model: PreTrainedModel, n: int) -> dict[str, int]:
     """``{"logits_to_keep": n}`` when the model's forward supports it (every HF causal LM since
     transformers 4.45), else ``{}``: the LM head then runs on all positions (slower, correct)."""
-    params = inspect.signature(model.forward).parameters
+    params = inspect.signature(_innermost(model).forward).parameters
     return {"logits_to_keep": n} if "logits_to_keep" in params else {}
+
+
+def _innermost(model: Any) -> Any:
+    """The causal LM inside wrappers that pass keyword arguments through: DDP (``module``),
+    a value-head wrapper (``policy``), a PEFT model (``get_base_model()``)."""
+    for _ in range(8):
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            inner = getattr(model, "policy", None)
+        if not isinstance(inner, torch.nn.Module) and hasattr(model, "get_base_model"):
+            inner = model.get_base_model()
+        if not isinstance(inner, torch.nn.Module) or inner is model:
+            return model
+        model = inner
+    return model
 
 
 def _returned_cache(output: Any) -> Any:
@@ -422,6 +440,8 @@ def sample(
     return_raw_logprobs: bool = False,
     autocast_dtype: torch.dtype | None = None,
     attn_implementation: str | None = "auto",
+    uniforms: torch.Tensor | None = None,
+    all_done: Callable[[bool], bool] | None = None,
 ) -> SampleOutput:
     """Sample completions for a batch of left-padded prompts with the model's KV cache.
 
@@ -447,6 +467,12 @@ def sample(
         attn_implementation: attention used while sampling (restored afterwards). ``"auto"``
             picks ``eager`` on CPU (faster there than SDPA for one-token steps) and otherwise
             keeps the model's; ``None`` keeps the model's; or any name HF accepts.
+        uniforms: ``[B * num_samples, max_new_tokens]`` random numbers in [0, 1), one per
+            draw (row ``i`` uses ``uniforms[i, t]`` for its token ``t``) instead of the
+            ``generator``: a row's sample then depends only on its own numbers, not on which
+            other rows share the batch (how RL gives the same rollouts at any world size).
+        all_done: given whether this batch has finished, whether to stop; under FSDP every
+            rank must run the same number of forward passes, so RL passes "all ranks done".
 
     Returns:
         A :class:`SampleOutput`.
@@ -544,6 +570,7 @@ def sample(
                 top_p=top_p,
                 generator=generator,
                 want_raw=return_raw_logprobs,
+                uniforms=uniforms[:, t] if uniforms is not None else None,
             )
             tokens = tokens.masked_fill(done, pad_token_id)
             completion[:, t] = tokens
@@ -571,7 +598,10 @@ def sample(
                             finish[i] = "stop"
                             completion_len[i] = t + 1
                             done[i] = True
-            if bool(done.all()) or t + 1 == max_new_tokens:
+            finished = bool(done.all())
+            if all_done is not None:
+                finished = all_done(finished)
+            if finished or t + 1 == max_new_tokens:
                 break
 
             out = model(

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
 from rlalign.errors import UserError
@@ -118,27 +118,53 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --- model weights -------------------------------------------------------------------------
 
 
-def save_model_weights(model: nn.Module, directory: Path) -> None:
-    """``save_pretrained`` (safetensors) for HF models; ``model.safetensors`` otherwise."""
+def save_model_weights(
+    model: nn.Module, directory: Path, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
+    """``save_pretrained`` (safetensors) for HF models; ``model.safetensors`` otherwise.
+
+    ``state_dict``: the weights to write instead of the model's own (the unsharded weights
+    gathered from every rank under FSDP)."""
+    if state_dict is not None:
+        state_dict = _without_tied_copies(model, state_dict)
     if hasattr(model, "save_pretrained"):
         from transformers.utils import logging as hf_logging
 
         was_enabled = hf_logging.is_progress_bar_enabled()  # no "Writing model shards" bar per save
         hf_logging.disable_progress_bar()
         try:
-            model.save_pretrained(directory, safe_serialization=True)
+            kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+            model.save_pretrained(directory, safe_serialization=True, **kwargs)
         finally:
             if was_enabled:
                 hf_logging.enable_progress_bar()
+    elif state_dict is not None:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, directory / "model.safetensors")
     else:
         save_model(model, str(directory / "model.safetensors"))
 
 
-def load_model_weights(model: nn.Module, directory: Path) -> None:
-    """Load the safetensors weights of ``directory`` into ``model`` (exactly, in place).
+def _without_tied_copies(
+    model: nn.Module, state: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Drop the entries of weights tied to an earlier one (stored once, as ``save_pretrained``
+    does; :func:`read_model_weights` fills them back in)."""
+    first: dict[int, str] = {}
+    tied = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            tied.add(name)
+        else:
+            first[id(param)] = name
+    return {k: v for k, v in state.items() if k not in tied}
 
-    Weights missing from the files are accepted only when they are tied to a loaded one
-    (``save_pretrained`` stores tied embeddings once); anything else is an error.
+
+def read_model_weights(model: nn.Module, directory: Path) -> dict[str, torch.Tensor]:
+    """The safetensors weights of ``directory`` as a complete state dict of ``model``.
+
+    A weight missing from the files is accepted only when it is tied to a stored one
+    (``save_pretrained`` stores tied embeddings once): it is filled in from that one. Anything
+    else missing, or anything unexpected, is an error.
     """
     files = sorted(directory.glob("*.safetensors"))
     if not files:
@@ -146,17 +172,28 @@ def load_model_weights(model: nn.Module, directory: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(load_file(str(file)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded_ids = {
-        id(p) for name, p in model.named_parameters(remove_duplicate=False) if name in state
-    }
     params = dict(model.named_parameters(remove_duplicate=False))
-    untied = [k for k in missing if k not in params or id(params[k]) not in loaded_ids]
-    if untied or unexpected:
+    by_identity = {id(p): name for name, p in params.items() if name in state}
+    expected = set(model.state_dict().keys())
+    missing = []
+    for key in sorted(expected - set(state)):
+        twin = by_identity.get(id(params[key])) if key in params else None
+        if twin is None:
+            missing.append(key)
+        else:
+            state[key] = state[twin]
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
         raise UserError(
             f"{directory}: the checkpoint does not match the model "
-            f"(missing {untied[:3]}, unexpected {unexpected[:3]}); was the config changed?"
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was the config changed?"
         )
+    return state
+
+
+def load_model_weights(model: nn.Module, directory: Path) -> None:
+    """Load the safetensors weights of ``directory`` into ``model`` (exactly, in place)."""
+    model.load_state_dict(read_model_weights(model, directory))
 
 
 # --- whole checkpoints ---------------------------------------------------------------------
@@ -170,11 +207,14 @@ def save_checkpoint(
     *,
     save_extra: Callable[[Path], None] | None = None,
     keep: int | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step_<step>/`` atomically, then prune to the ``keep`` newest."""
+    """Write ``checkpoints/step_<step>/`` atomically, then prune to the ``keep`` newest.
+
+    ``model_state``: the weights to save instead of ``model``'s own (gathered under FSDP)."""
     final = checkpoint_root(output_dir) / f"step_{step}"
     with atomic_directory(final) as tmp:
-        save_model_weights(model, tmp)
+        save_model_weights(model, tmp, model_state)
         if save_extra is not None:
             save_extra(tmp)
         torch.save(state, tmp / STATE_FILE)

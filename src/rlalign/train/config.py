@@ -6,9 +6,12 @@ pretraining, ``beta`` for RL, ...); :class:`rlalign.train.loop.Trainer` reads on
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from rlalign.config import Config
+from rlalign.errors import UserError
 
 
 class TrainingConfig(Config):
@@ -32,6 +35,16 @@ class TrainingConfig(Config):
     per_device_train_batch_size: int = Field(8, gt=0)
     per_device_eval_batch_size: int | None = Field(None, gt=0)
     gradient_accumulation_steps: int = Field(1, gt=0)
+    global_batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="examples per optimizer step over all ranks; gradient accumulation fills "
+        "what per_device_train_batch_size x world size leaves (None: per-device batch x "
+        "gradient_accumulation_steps x world size)",
+    )
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="data parallelism under torchrun: ddp (replicas) or fsdp (FSDP2 shards)"
+    )
 
     logging_steps: int = Field(10, gt=0)
     eval_steps: int = Field(100, gt=0)
@@ -67,6 +80,28 @@ class TrainingConfig(Config):
         if value not in known:
             raise ValueError(f"expected one of {', '.join(sorted(known))}")
         return value
+
+    def accumulation_steps(self, world_size: int) -> int:
+        """Micro-batches per rank per optimizer step, so that every step sees the same global
+        batch at any world size."""
+        per_device = self.per_device_train_batch_size
+        if self.global_batch_size is None:
+            return self.gradient_accumulation_steps
+        share, rest = divmod(self.global_batch_size, world_size * per_device)
+        if rest or share == 0:
+            raise UserError(
+                f"global_batch_size={self.global_batch_size} is not a multiple of world size "
+                f"{world_size} x per_device_train_batch_size={per_device}; pick a "
+                f"global_batch_size divisible by {world_size * per_device} or change the "
+                "per-device batch"
+            )
+        if self.gradient_accumulation_steps not in (1, share):
+            raise UserError(
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} contradicts "
+                f"global_batch_size={self.global_batch_size} (which needs {share} at world size "
+                f"{world_size}); leave gradient_accumulation_steps unset"
+            )
+        return share
 
     @property
     def eval_batch_size(self) -> int:

@@ -163,3 +163,37 @@ def fixed_batches(blocks: dict[str, torch.Tensor], batch_size: int) -> list[dict
         {key: value[i : i + batch_size] for key, value in blocks.items()}
         for i in range(0, n, batch_size)
     ]
+
+
+class RankShard:
+    """This rank's share of a batch source that every rank reads alike.
+
+    Every rank draws the same global stream of micro-batches (same seed, same order); of each
+    run of ``world_size`` consecutive micro-batches, rank ``r`` keeps the ``r``-th. One
+    optimizer step of ``k`` micro-batches per rank therefore covers exactly the ``k x
+    world_size`` micro-batches a single process would take with ``k x world_size``
+    accumulation steps, so the update is the same at any world size, and the source's state
+    (a position in the global stream) resumes at any world size too.
+    """
+
+    def __init__(self, source: Any, rank: int, world_size: int) -> None:
+        self.source = source
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> RankShard:
+        return self
+
+    def __next__(self) -> Any:
+        mine = None
+        for r in range(self.world_size):
+            batch = next(self.source)
+            if r == self.rank:
+                mine = batch
+        return mine
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.source.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state)

@@ -28,6 +28,14 @@ One optimizer step, top to bottom::
 Checkpoints (see :mod:`rlalign.train.checkpoint`) are atomic and hold model, optimizer,
 scheduler, RNG states, data position and the metrics window, so ``fit(resume=True)`` continues
 exactly where the run stopped (on CPU, bit-identical weights).
+
+Under ``torchrun`` the same loop runs data-parallel (:mod:`rlalign.train.parallel`: DDP or
+FSDP2). Every rank reads the same global stream of micro-batches and keeps its share
+(:class:`~rlalign.train.data.RankShard`); ``num_items`` is summed over ranks and each rank's
+loss is multiplied by the world size before ``backward`` (DDP/FSDP average gradients), so a
+step equals the single-process step with the same global batch. Logged losses and metrics are
+reduced over ranks; only rank 0 writes files and shows progress; a stop signal seen by any rank
+stops every rank at the same step.
 """
 
 from __future__ import annotations
@@ -48,8 +56,10 @@ from tqdm.auto import tqdm
 from rlalign.errors import UserError
 from rlalign.metrics import MetricsLogger
 from rlalign.train import checkpoint as ckpt
+from rlalign.train import parallel
 from rlalign.train.config import TrainingConfig
-from rlalign.train.dist import RankInfo
+from rlalign.train.data import RankShard
+from rlalign.train.dist import RankInfo, all_ranks_true, all_reduce_sum, barrier
 from rlalign.train.schedule import WarmupCosine, warmup_cosine_schedule
 
 Batch = Any
@@ -84,12 +94,17 @@ class FitResult:
     eval_metrics: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, rank: RankInfo | None = None) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; under torchrun each rank takes the GPU of
+    its ``LOCAL_RANK`` (``cuda`` without an index means that one)."""
+    local = (rank or RankInfo.detect()).local_rank
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local)
     return device
 
 
@@ -234,14 +249,22 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.rank = rank or RankInfo.detect()
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, self.rank)
+        self.accumulation = cfg.accumulation_steps(self.rank.world_size)
         if cfg.bf16 is not None:
             self.bf16 = cfg.bf16
         else:  # default: bf16 where the GPU does it natively; CPU opts in (bf16=true)
             self.bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        self.model = model.to(self.device)  # fp32 master weights; autocast computes in bf16
+        # fp32 master weights; autocast computes in bf16. ``module`` is the model itself,
+        # ``model`` what trains (the same object, or its DDP wrapper; FSDP2 shards in place).
+        self.module = model.to(self.device)
+        self.model = parallel.wrap_for_training(
+            self.module, cfg.distributed, self.device, bf16=self.bf16
+        )
         self.loss_fn, self.count_fn, self.eval_fn = loss_fn, count_fn, eval_fn
         self.data = train_data
+        if self.rank.distributed:
+            self.data = RankShard(train_data, self.rank.rank, self.rank.world_size)
         self.save_extra = save_extra
         self.item_name = item_name
         self.log_extra = log_extra  # metrics that are not per micro-batch (e.g. RL rollouts)
@@ -280,7 +303,7 @@ class Trainer:
         attention = training_attention(cfg, self.device, self.bf16)
         self.model.train()
         with logger, bar, _StopSignals() as signals, attention_kernels(self.model, attention):
-            while self.step < cfg.max_steps and signals.received is None:
+            while self.step < cfg.max_steps and not self._stop_requested(signals):
                 loss, items, grad_norm, metrics = self.train_step()
                 self.step += 1
                 bar.update(1)
@@ -296,33 +319,52 @@ class Trainer:
                         row.update(self.log_extra())
                     logger.log(self.step, **row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['learning_rate']:.2e}")
-                if self.step % cfg.save_steps == 0 or last or signals.received is not None:
+                stopping = self._stop_requested(signals)
+                if self.step % cfg.save_steps == 0 or last or stopping:
                     result.last_checkpoint = self.save()
             result.step = self.step
-            result.interrupted_by = signals.received if self.step < cfg.max_steps else None
+            if self.step < cfg.max_steps:
+                result.interrupted_by = signals.received or signal.SIGTERM
         return result
+
+    def _stop_requested(self, signals: _StopSignals) -> bool:
+        """A stop signal reached this rank -- or, under torchrun, any rank (all stop together,
+        at the same step, so their checkpoints agree)."""
+        if not self.rank.distributed:
+            return signals.received is not None
+        return not all_ranks_true(signals.received is None, self.device)
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         """One optimizer step over ``gradient_accumulation_steps`` micro-batches."""
         cfg = self.cfg
-        micro = [next(self.data) for _ in range(cfg.gradient_accumulation_steps)]
-        # The normaliser of the whole step: every micro-batch divides by the same count.
-        # (Under DDP this count would also be summed across ranks.)
-        num_items = sum(torch.as_tensor(self.count_fn(b), dtype=torch.float64) for b in micro)
+        micro = [next(self.data) for _ in range(self.accumulation)]
+        # The normaliser of the whole step, all ranks together: every micro-batch divides by
+        # the same count.
+        num_items = sum(
+            torch.as_tensor(self.count_fn(b), dtype=torch.float64).to(self.device) for b in micro
+        )
+        num_items = all_reduce_sum(num_items)
         num_items_dev = num_items.to(self.device, torch.float32).clamp_min(1.0)
+        # DDP and FSDP average gradients over ranks; the step wants their sum.
+        scale = float(self.rank.world_size)
         total = torch.zeros((), device=self.device)
         metrics: dict[str, torch.Tensor] = {}
-        for batch in micro:
-            with self._autocast():
-                loss, extra = self.loss_fn(self.model, move_to(batch, self.device), num_items_dev)
-            loss.backward()
+        for i, batch in enumerate(micro):
+            with parallel.gradient_sync(self.model, i == len(micro) - 1):
+                with self._autocast():
+                    loss, extra = self.loss_fn(
+                        self.model, move_to(batch, self.device), num_items_dev
+                    )
+                (loss * scale if scale != 1.0 else loss).backward()
             total += loss.detach().float()
             for key, value in extra.items():
-                value = torch.as_tensor(value).detach().float()
+                value = torch.as_tensor(value, device=self.device).detach().float()
                 metrics[key] = metrics.get(key, 0.0) + value
+        total, metrics = self._reduce_over_ranks(total, metrics)
+        num_items = num_items.cpu()
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grad_norm = parallel.to_local(torch.nn.utils.clip_grad_norm_(params, max_norm))
         # The one host sync of a step: never apply an update computed from NaN/inf.
         if not bool(torch.isfinite(total) & torch.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
@@ -338,6 +380,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return total, num_items, grad_norm, metrics
 
+    def _reduce_over_ranks(
+        self, total: torch.Tensor, metrics: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum the loss and metrics of every rank (each is its share of the step's mean)."""
+        if not self.rank.distributed:
+            return total, metrics
+        keys = sorted(metrics)
+        packed = torch.stack([total, *(torch.as_tensor(metrics[k]).reshape(()) for k in keys)])
+        all_reduce_sum(packed)
+        return packed[0], {k: packed[i + 1] for i, k in enumerate(keys)}
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
@@ -346,8 +399,8 @@ class Trainer:
         assert self.eval_fn is not None
         self.model.eval()
         try:
-            with self._autocast():
-                return {k: float(v) for k, v in self.eval_fn(self.model).items()}
+            with self._autocast():  # every rank evaluates (FSDP needs all of them in forward)
+                return {k: float(v) for k, v in self.eval_fn(self.module).items()}
         finally:
             self.model.train()
 
@@ -368,10 +421,13 @@ class Trainer:
     # --- checkpoints ---------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything but the weights needed to continue exactly (weights_only-loadable)."""
+        """Everything but the weights needed to continue exactly (weights_only-loadable).
+
+        The optimizer state is keyed by parameter name and unsharded, so it loads at any world
+        size; collective under torchrun (call it on every rank; rank 0 gets the state)."""
         return {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": parallel.full_optimizer_state(self.model, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "data": self.data.state_dict(),
             "rng": ckpt.rng_state(),
@@ -379,17 +435,40 @@ class Trainer:
         }
 
     def save(self) -> Path | None:
-        """Write ``checkpoints/step_<step>/`` (rank 0) and prune to ``save_total_limit``."""
-        if not self.rank.is_main:
+        """Write ``checkpoints/step_<step>/`` (rank 0) and prune to ``save_total_limit``.
+
+        Collective under torchrun: every rank calls it (the state is gathered to rank 0)."""
+        model_state = parallel.full_model_state(self.model) if self.rank.distributed else None
+        state = self.state_dict()
+        path = None
+        if self.rank.is_main:
+            path = ckpt.save_checkpoint(
+                self.output_dir,
+                self.step,
+                self.module,
+                state,
+                save_extra=self.save_extra,
+                keep=self.cfg.save_total_limit,
+                model_state=model_state,
+            )
+        barrier()
+        return path
+
+    def full_state_of(self, part: nn.Module) -> dict[str, torch.Tensor] | None:
+        """The unsharded weights of ``part`` (the model or a submodule of it, e.g. the policy
+        inside a value-head wrapper) for saving; None in a single process (save ``part``
+        itself). Collective under torchrun; only rank 0 gets the weights."""
+        if not self.rank.distributed:
             return None
-        return ckpt.save_checkpoint(
-            self.output_dir,
-            self.step,
-            self.model,
-            self.state_dict(),
-            save_extra=self.save_extra,
-            keep=self.cfg.save_total_limit,
+        full = parallel.full_model_state(self.model)
+        if part is self.module:
+            return full
+        prefix = next(
+            (name + "." for name, m in self.module.named_modules() if m is part and name), None
         )
+        if prefix is None:
+            raise ValueError("the module to save is not part of the trained model")
+        return {k[len(prefix) :]: v for k, v in full.items() if k.startswith(prefix)}
 
     def _follow_configured_schedule(self) -> None:
         """After loading, the schedule is this config's (e.g. a larger ``max_steps``) again.
@@ -409,12 +488,17 @@ class Trainer:
         """Load the newest complete checkpoint, if any; returns its path."""
         if self.rank.is_main:
             ckpt.remove_stale_temporaries(self.output_dir)
+        barrier()
         path = ckpt.latest_checkpoint(self.output_dir)
         if path is None:
             return None
         state = ckpt.load_trainer_state(path)
-        ckpt.load_model_weights(self.model, path)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.rank.distributed:  # rank 0 reads the weights and broadcasts them
+            weights = ckpt.read_model_weights(self.module, path) if self.rank.is_main else {}
+            parallel.load_full_model_state(self.model, weights)
+        else:
+            ckpt.load_model_weights(self.module, path)
+        parallel.load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self._follow_configured_schedule()
         self.data.load_state_dict(state["data"])

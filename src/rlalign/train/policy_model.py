@@ -39,8 +39,23 @@ class PolicyWithValueHead(nn.Module):
     def config(self) -> Any:
         return self.policy.config
 
+    def forward(self, **kwargs: Any) -> Any:
+        """The policy's output, plus ``state_values`` ``[B, L]``: V of every position's state.
+
+        A real forward (rather than reading the two parts separately) so that DDP, which
+        synchronises the gradients of what its forward ran, sees the value head too."""
+        kwargs["output_hidden_states"] = True
+        out = self.policy(**kwargs)
+        hidden = out.hidden_states[-1]
+        out.state_values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        return out
+
 
 def unwrap_policy(model: nn.Module) -> nn.Module:
+    """The causal LM inside DDP and value-head wrappers (what samples and what is saved)."""
+    from rlalign.train.parallel import unwrap_model
+
+    model = unwrap_model(model)
     return model.policy if isinstance(model, PolicyWithValueHead) else model
 
 
@@ -64,10 +79,15 @@ def completion_forward(
     :func:`~rlalign.lm.sampling.token_logprobs`, the same as the sampler's ``sequence_logprobs``.
     """
     from rlalign.lm.sampling import completion_logits, token_logprobs
+    from rlalign.train.parallel import unwrap_model
 
-    out = completion_logits(
-        unwrap_policy(model), input_ids, attention_mask, start, output_hidden_states=with_values
-    )
+    core = unwrap_model(model)
+    if with_values and not isinstance(core, PolicyWithValueHead):
+        raise ValueError("values need a PolicyWithValueHead")
+    # Through the wrappers (DDP must run the forward) unless only the LM part is wanted.
+    if isinstance(core, PolicyWithValueHead) and not with_values:
+        model = core.policy
+    out = completion_logits(model, input_ids, attention_mask, start)
     logp, entropy = token_logprobs(
         out.logits, input_ids[:, start:], temperature, chunk_rows, with_entropy=with_entropy
     )
@@ -75,10 +95,5 @@ def completion_forward(
     if entropy is not None:
         result["entropy"] = entropy
     if with_values:
-        if not isinstance(model, PolicyWithValueHead):
-            raise ValueError("values need a PolicyWithValueHead")
-        hidden = out.hidden_states[-1][:, start - 1 : -1, :]
-        result["values"] = (
-            model.value_head(hidden.to(model.value_head.weight.dtype)).squeeze(-1).float()
-        )
+        result["values"] = out.state_values[:, start - 1 : -1].float()
     return result

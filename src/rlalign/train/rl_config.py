@@ -69,12 +69,15 @@ class RLConfig(TrainingConfig):
     @model_validator(mode="after")
     def _consistent(self) -> RLConfig:
         rollout = self.prompts_per_iteration * self.num_generations
-        step = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        step = self.global_batch_size or (
+            self.per_device_train_batch_size * self.gradient_accumulation_steps
+        )
         if rollout % step:
             raise ValueError(
                 f"prompts_per_iteration x num_generations = {rollout} completions per rollout "
-                f"must be a multiple of per_device_train_batch_size x "
-                f"gradient_accumulation_steps = {step}"
+                f"must be a multiple of the completions per optimizer step ({step}: "
+                "global_batch_size, or per_device_train_batch_size x "
+                "gradient_accumulation_steps)"
             )
         if self.algorithm in ("grpo", "rloo") and self.num_generations < 2:
             raise ValueError(f"algorithm={self.algorithm} needs num_generations >= 2")
@@ -93,7 +96,9 @@ class RLConfig(TrainingConfig):
     @property
     def optimizer_steps_per_rollout(self) -> int:
         rollout = self.prompts_per_iteration * self.num_generations
-        step = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        step = self.global_batch_size or (
+            self.per_device_train_batch_size * self.gradient_accumulation_steps
+        )
         return rollout // step * self.num_iterations
 
     @property

@@ -36,6 +36,7 @@ from rlalign.rl import (
     whiten,
 )
 from rlalign.train.data import BlockBatches
+from rlalign.train.dist import RankInfo, all_gather_objects, is_distributed
 from rlalign.train.policy_model import completion_forward, unwrap_policy
 from rlalign.train.rl_config import RLConfig
 
@@ -56,6 +57,69 @@ def sequence_advantages(scores: torch.Tensor, cfg: RLConfig) -> torch.Tensor:
     if cfg.algorithm == "rloo":
         return rloo_advantages(scores, cfg.num_generations)
     return scores - scores.mean()  # REINFORCE with the batch-mean baseline
+
+
+def check_rollout_split(cfg: RLConfig, world_size: int) -> None:
+    """Each rank samples whole groups, and a rollout splits into whole optimizer steps."""
+    if cfg.prompts_per_iteration % world_size:
+        raise UserError(
+            f"prompts_per_iteration={cfg.prompts_per_iteration} does not split over "
+            f"{world_size} ranks (each rank samples whole groups); use a multiple of "
+            f"{world_size}"
+        )
+    rollout = cfg.prompts_per_iteration * cfg.num_generations
+    step = cfg.per_device_train_batch_size * cfg.accumulation_steps(world_size) * world_size
+    if rollout % step:
+        raise UserError(
+            f"prompts_per_iteration x num_generations = {rollout} completions per rollout "
+            f"is not a multiple of the {step} completions of an optimizer step at world size "
+            f"{world_size}; change global_batch_size or prompts_per_iteration"
+        )
+
+
+def _pad_to(tensor: torch.Tensor, left: int, right: int, value: float) -> torch.Tensor:
+    return torch.nn.functional.pad(tensor, (left, right), value=value)
+
+
+def gather_rollouts(local: dict[str, Any], *, pad_id: int) -> dict[str, Any]:
+    """Every rank's part of a rollout, concatenated in rank order (= prompt order).
+
+    Parts differ in prompt width and completion length: each is re-padded to the widest (more
+    left padding on the prompt, more masked slots after the completion), which changes no
+    value. Tensors travel with ``all_gather``; texts and reward components as objects.
+    """
+    if not is_distributed():
+        return local
+    import torch.distributed as dist
+
+    start, total = local["prompt_length"], local["sequences"].shape[1]
+    sizes = torch.tensor([start, total - start])
+    dist.all_reduce(sizes, op=dist.ReduceOp.MAX)
+    width, length = int(sizes[0]), int(sizes[1])
+    left, right = width - start, length - (total - start)
+    padded = {
+        "sequences": _pad_to(local["sequences"], left, right, pad_id),
+        "attention_mask": _pad_to(local["attention_mask"], left, right, 0),
+    }
+    for key in ("completion_mask", "old_logp", "ref_logp", "old_values"):
+        padded[key] = _pad_to(local[key], 0, right, 0.0)
+    padded["scores"] = local["scores"]
+    world = dist.get_world_size()
+    batch: dict[str, Any] = {}
+    for key, value in padded.items():
+        parts = [torch.empty_like(value) for _ in range(world)]
+        dist.all_gather(parts, value.contiguous())
+        batch[key] = torch.cat(parts)
+    batch["prompt_length"] = width
+    objects = all_gather_objects(
+        {"texts": local["texts"], "components": local["components"], "s": local["sample_seconds"]}
+    )
+    batch["texts"] = [t for part in objects for t in part["texts"]]
+    batch["components"] = {
+        k: [v for part in objects for v in part["components"][k]] for k in local["components"]
+    }
+    batch["sample_seconds"] = max(part["s"] for part in objects)
+    return batch
 
 
 class RolloutSource:
@@ -89,6 +153,10 @@ class RolloutSource:
         self.position = 0
         self.pending_metrics: list[dict[str, float]] = []
         self.rollout_dtype = torch.bfloat16 if self._rollout_bf16() else None
+        self.rank = RankInfo.detect()
+        check_rollout_split(cfg, self.rank.world_size)
+        # Under FSDP every rank must run the same forward passes (each gathers the weights).
+        self._lockstep = self.rank.distributed and cfg.distributed == "fsdp"
         self._encoded = self._encode_all()
 
     def _rollout_bf16(self) -> bool:
@@ -178,12 +246,34 @@ class RolloutSource:
 
     @torch.no_grad()
     def _rollout(self) -> None:
+        """Sample, score and credit one rollout; under torchrun each rank samples and scores
+        its share of the prompts (whole groups), and every rank then holds the whole batch."""
+        cfg, rank = self.cfg, self.rank
+        policy = unwrap_policy(self.model)
+        was_training = policy.training
+        index = next(self.prompt_order)["input_ids"].tolist()
+        n = len(index) * cfg.num_generations
+        # One random number per draw for the whole batch, taken before the batch is split:
+        # a completion depends on its own numbers only, so the rollout is the same at any
+        # world size.
+        uniforms = torch.rand((n, cfg.max_completion_length), generator=self.generator)
+        share, rows_share = len(index) // rank.world_size, n // rank.world_size
+        mine = index[rank.rank * share : (rank.rank + 1) * share]
+        local = self._sample_and_score(
+            mine, uniforms[rank.rank * rows_share : (rank.rank + 1) * rows_share]
+        )
+        batch = gather_rollouts(local, pad_id=self.tokenizer.pad_token_id)
+        self._credit([self.prompts[i] for i in index], batch)
+        policy.train(was_training)
+
+    def _sample_and_score(self, index: list[int], uniforms: torch.Tensor) -> dict[str, Any]:
+        """This rank's part of a rollout: completions, scores, behaviour/reference log-probs and
+        (PPO) values of the prompts ``index``."""
         from rlalign.lm.sampling import sample
 
         cfg = self.cfg
         policy = unwrap_policy(self.model)
         device = next(policy.parameters()).device
-        index = next(self.prompt_order)["input_ids"].tolist()
         rows = [self.prompts[i] for i in index]
         pad = self.tokenizer.pad_token_id
         width = max(len(self._encoded[i]) for i in index)
@@ -194,7 +284,6 @@ class RolloutSource:
             input_ids[r, width - len(ids) :] = torch.tensor(ids)
             attention[r, width - len(ids) :] = 1
 
-        was_training = policy.training
         policy.eval()
         started = time.perf_counter()
         out = sample(
@@ -207,8 +296,9 @@ class RolloutSource:
             top_p=cfg.top_p,
             num_samples=cfg.num_generations,
             tokenizer=self.tokenizer,
-            generator=self.generator,
+            uniforms=uniforms,
             autocast_dtype=self.rollout_dtype,
+            all_done=self._all_ranks_done if self._lockstep else None,
         )
         sample_seconds = time.perf_counter() - started
         # clone: the sampler runs in inference mode, and its tensors must not reach autograd
@@ -234,7 +324,6 @@ class RolloutSource:
         scores_list, components = self.rewarder(
             [row["prompt"] for row in expanded], [t.strip() for t in texts], **fields
         )
-        scores = torch.tensor(scores_list, dtype=torch.float32)
 
         ref_logp = torch.zeros_like(old_logp)
         if self.ref_model is not None:
@@ -248,19 +337,48 @@ class RolloutSource:
                 )["logp"].cpu()
                 * completion_mask
             )
-        kl = kl_estimate(old_logp, ref_logp, kind="k1", mask=completion_mask)
-
-        token_rewards = last_token_rewards(scores, completion_mask)
         old_values = torch.zeros_like(old_logp)
         if cfg.algorithm == "ppo":
-            if self.ref_model is not None and cfg.beta:
-                token_rewards = token_rewards - cfg.beta * kl
             old_values = (
                 completion_forward(
                     self.model, sequences.to(device), full_mask.to(device), start, with_values=True
                 )["values"].cpu()
                 * completion_mask
             )
+        return {
+            "sequences": sequences,
+            "attention_mask": full_mask,
+            "completion_mask": completion_mask,
+            "old_logp": old_logp,
+            "ref_logp": ref_logp,
+            "old_values": old_values,
+            "prompt_length": start,
+            "scores": torch.tensor(scores_list, dtype=torch.float32),
+            "texts": texts,
+            "components": {k: [float(v) for v in vs] for k, vs in components.items()},
+            "sample_seconds": sample_seconds,
+        }
+
+    def _all_ranks_done(self, done: bool) -> bool:
+        from rlalign.train.dist import all_ranks_true
+
+        device = next(unwrap_policy(self.model).parameters()).device
+        return all_ranks_true(done, device)
+
+    def _credit(self, prompt_rows: list[dict[str, Any]], batch: dict[str, Any]) -> None:
+        """Per-token rewards, KL and advantages of the whole batch (identical on every rank),
+        then the training buffer, the metrics and the viewer's rollouts."""
+        cfg = self.cfg
+        completion_mask, old_logp = batch["completion_mask"], batch["old_logp"]
+        ref_logp, old_values, scores = batch["ref_logp"], batch["old_values"], batch["scores"]
+        components, texts = batch["components"], batch["texts"]
+        lengths = completion_mask.sum(dim=1)
+        kl = kl_estimate(old_logp, ref_logp, kind="k1", mask=completion_mask)
+
+        token_rewards = last_token_rewards(scores, completion_mask)
+        if cfg.algorithm == "ppo":
+            if self.ref_model is not None and cfg.beta:
+                token_rewards = token_rewards - cfg.beta * kl
             advantages, returns = gae(
                 token_rewards, old_values, cfg.gamma, cfg.lam, mask=completion_mask
             )
@@ -272,11 +390,12 @@ class RolloutSource:
                 last_token_rewards(seq_adv, completion_mask), cfg.gamma, completion_mask
             )
             returns = discounted_returns(token_rewards, cfg.gamma, completion_mask)
-        policy.train(was_training)
 
+        sequences = batch["sequences"]
+        start = batch["prompt_length"]
         self.buffer = {
             "sequences": sequences,
-            "attention_mask": full_mask,
+            "attention_mask": batch["attention_mask"],
             "completion_mask": completion_mask,
             "old_logp": old_logp,
             "ref_logp": ref_logp,
@@ -293,7 +412,8 @@ class RolloutSource:
             "reward_mean": float(scores.mean()),
             "reward_std": float(scores.std()) if len(scores) > 1 else 0.0,
             "completion_length": float(lengths.mean()),
-            "rollout_tokens_per_s": n_tokens / max(sample_seconds, 1e-9),
+            # all ranks sample at once: the batch's tokens over the slowest rank's time
+            "rollout_tokens_per_s": n_tokens / max(batch["sample_seconds"], 1e-9),
         }
         if self.ref_model is not None:
             metrics["kl_ref"] = float(kl.sum() / completion_mask.sum().clamp(min=1))
@@ -301,6 +421,7 @@ class RolloutSource:
             metrics[f"reward/{name}"] = sum(values) / max(len(values), 1)
         self.pending_metrics.append(metrics)
         if self.rollout_dir is not None and self.cfg.save_rollouts:
+            expanded = [row for row in prompt_rows for _ in range(cfg.num_generations)]
             self._save_rollouts(
                 expanded, texts, scores, components, token_rewards, kl, advantages, returns,
                 old_values, ref_logp,

@@ -20,7 +20,7 @@ from rlalign.errors import UserError
 from rlalign.io import atomic_write_text
 from rlalign.train.checkpoint import checkpoint_root, latest_checkpoint
 from rlalign.train.config import TrainingConfig
-from rlalign.train.dist import RankInfo
+from rlalign.train.dist import RankInfo, barrier
 
 
 def seed_everything(seed: int) -> None:
@@ -50,4 +50,5 @@ def prepare_run(cfg: TrainingConfig, *, resume: bool, rank: RankInfo) -> Path | 
         text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
         atomic_write_text(out / "config.yaml", text)
     seed_everything(cfg.seed)
+    barrier()  # under torchrun: no rank starts before rank 0 has set the directory up
     return found if resume else None

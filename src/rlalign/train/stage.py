@@ -14,6 +14,8 @@ from typing import Any
 
 from torch import nn
 
+from rlalign.train.dist import barrier
+
 
 @dataclass
 class StageResult:
@@ -25,14 +27,20 @@ class StageResult:
     eval_metrics: dict[str, float]
 
 
-def save_final(model: nn.Module, tokenizer: Any, output_dir: str | Path) -> Path:
-    """Write ``output_dir/final/`` atomically: safetensors weights, config and tokenizer."""
+def save_final(
+    model: nn.Module,
+    tokenizer: Any,
+    output_dir: str | Path,
+    state_dict: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``output_dir/final/`` atomically: safetensors weights, config and tokenizer
+    (``state_dict``: the weights to write instead of the model's own, e.g. gathered shards)."""
     from rlalign.io import atomic_directory
     from rlalign.train.checkpoint import save_model_weights
 
     final_dir = Path(output_dir) / "final"
     with atomic_directory(final_dir) as tmp:
-        save_model_weights(model, tmp)
+        save_model_weights(model, tmp, state_dict)
         tokenizer.save_pretrained(tmp)
     return final_dir
 
@@ -58,6 +66,10 @@ def train_and_save(
     )
     result = trainer.fit(resume=resume)
     final_dir = Path(cfg.output_dir) / "final"
-    if result.interrupted_by is None and trainer.rank.is_main:
-        save_final(final_model if final_model is not None else model, tokenizer, cfg.output_dir)
+    if result.interrupted_by is None:
+        part = final_model if final_model is not None else model
+        state = trainer.full_state_of(part)  # collective under torchrun
+        if trainer.rank.is_main:
+            save_final(part, tokenizer, cfg.output_dir, state)
+        barrier()
     return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)
