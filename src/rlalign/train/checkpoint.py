@@ -139,7 +139,9 @@ def save_model_weights(
             if was_enabled:
                 hf_logging.enable_progress_bar()
     elif state_dict is not None:
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, directory / "model.safetensors")
+        save_file(
+            {k: v.contiguous() for k, v in state_dict.items()}, directory / "model.safetensors"
+        )
     else:
         save_model(model, str(directory / "model.safetensors"))
 

@@ -172,9 +172,7 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
     distributed = is_distributed()
-    return get_optimizer_state_dict(
-        model, optimizer, options=_options(cpu_offload=distributed)
-    )
+    return get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=distributed))
 
 
 def load_full_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
