@@ -80,7 +80,14 @@ def stage_args(stage: str, tmp: Path, world_dir: Path, base: Path, word: Path, t
     if stage == "pretrain":
         corpus = tmp / "corpus.txt"
         corpus.write_text("\n".join(f"the cat {i % 7} sat on mat {i % 5}" for i in range(120)))
-        return ["pretrain", f"data={corpus}", "vocab_size=300", "block_size=16", "model=tiny", *common]
+        return [
+            "pretrain",
+            f"data={corpus}",
+            "vocab_size=300",
+            "block_size=16",
+            "model=tiny",
+            *common,
+        ]
     if stage == "sft":
         return ["sft", f"model={base}", f"data={world_dir / 'sft.jsonl'}", "eval_steps=2", *common]
     if stage == "reward":

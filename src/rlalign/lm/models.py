@@ -126,6 +126,27 @@ def _is_causal_lm_config(config: Any) -> bool:
     return True
 
 
+def _load_merged_adapter(path: Path, dtype: torch.dtype | str | None) -> PreTrainedModel:
+    """A LoRA adapter directory (``lora.save=adapter``): its base model with the adapter merged."""
+    import json
+
+    from peft import PeftModel
+
+    try:
+        base_dir = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (ValueError, KeyError) as exc:
+        raise UserError(
+            f"{path / 'adapter_config.json'}: unreadable adapter config ({exc})"
+        ) from None
+    if not base_dir or not Path(base_dir).is_dir():
+        raise UserError(
+            f"{path} holds a LoRA adapter whose base model {base_dir!r} is not a local directory; "
+            "fix base_model_name_or_path in adapter_config.json"
+        )
+    base = load_model(base_dir, dtype)
+    return PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
+
+
 def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> PreTrainedModel:
     """Load any local Hugging Face causal-LM directory (safetensors weights), in eval mode.
 
@@ -142,6 +163,8 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> PreT
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"model directory not found: {path}")
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        return _load_merged_adapter(path, dtype)
     if not (path / "config.json").is_file():
         raise UserError(
             f"{path} is not a Hugging Face model directory: no config.json "

@@ -215,7 +215,7 @@ def _nucleus(scaled: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Te
 
 def _cache_kwarg(model: PreTrainedModel) -> str:
     """Name of the KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
-    params = inspect.signature(model.forward).parameters
+    params = inspect.signature(_innermost(model).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 

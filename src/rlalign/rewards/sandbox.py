@@ -103,9 +103,10 @@ class TimedRewardFunction:
             self._conn.close()
             self._conn = None
         if self._proc is not None:
-            if self._proc.is_alive():
-                self._proc.kill()
-            self._proc.join(timeout=5)
+            if self._proc.pid is not None:  # a worker that failed to start has nothing to join
+                if self._proc.is_alive():
+                    self._proc.kill()
+                self._proc.join(timeout=5)
             self._proc = None
 
     def __del__(self) -> None:

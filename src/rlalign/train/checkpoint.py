@@ -125,9 +125,12 @@ def save_model_weights(
 
     ``state_dict``: the weights to write instead of the model's own (the unsharded weights
     gathered from every rank under FSDP)."""
+    from transformers import PreTrainedModel
+
     if state_dict is not None:
         state_dict = _without_tied_copies(model, state_dict)
-    if hasattr(model, "save_pretrained"):
+    # (A PEFT model's own save_pretrained writes the adapter alone; checkpoints hold it all.)
+    if isinstance(model, PreTrainedModel):
         from transformers.utils import logging as hf_logging
 
         was_enabled = hf_logging.is_progress_bar_enabled()  # no "Writing model shards" bar per save

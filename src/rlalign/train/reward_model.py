@@ -25,6 +25,7 @@ from pydantic import Field
 from rlalign.errors import UserError
 from rlalign.train.chat_data import pad_right
 from rlalign.train.config import TrainingConfig
+from rlalign.train.lora import LoraSettings
 
 
 class RewardConfig(TrainingConfig):
@@ -32,6 +33,9 @@ class RewardConfig(TrainingConfig):
 
     output_dir: str = "runs/reward"
     tokenizer: str | None = Field(None, description="tokenizer dir; default: the model's")
+    lora: LoraSettings | None = Field(
+        None, description="train LoRA adapters instead of every weight (peft)"
+    )
     max_length: int = Field(256, ge=2, description="tokens per prompt + response")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share of pairs")
     use_margin: bool = Field(True, description="subtract each pair's 'margin' in the loss")
@@ -160,6 +164,7 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     from rlalign.lm.tokenizer import load_tokenizer
     from rlalign.train.chat_data import ExampleBatches, split_examples
     from rlalign.train.dist import RankInfo
+    from rlalign.train.lora import apply_lora
     from rlalign.train.run import prepare_run
     from rlalign.train.stage import train_and_save
 
@@ -167,6 +172,7 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     pairs = load_preferences(cfg.data)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = load_backbone_as_reward_model(cfg.model, tokenizer, cfg.seed)
+    model = apply_lora(model, cfg.lora, task="seq_cls", seed=cfg.seed)
     limit = getattr(model.config, "max_position_embeddings", None)
     max_length = min(cfg.max_length, limit) if limit else cfg.max_length
     examples = [

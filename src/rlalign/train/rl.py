@@ -145,6 +145,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
     from rlalign.report_card import evaluate_model
     from rlalign.train.dist import RankInfo
     from rlalign.train.loop import resolve_device
+    from rlalign.train.lora import AdapterDisabled, apply_lora
     from rlalign.train.rollout import RolloutSource
     from rlalign.train.run import prepare_run
     from rlalign.train.sft import load_model_and_tokenizer
@@ -153,10 +154,14 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
     rank = RankInfo.detect()
     prompts = load_rl_prompts(cfg)  # validate inputs before touching output_dir
     policy, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
+    policy = apply_lora(policy, cfg.lora, task="causal_lm", seed=cfg.seed)
     rewarder = build_rewarder(cfg)
     try:
         ref_model = None
-        if cfg.beta > 0:
+        if cfg.beta > 0 and cfg.lora is not None:
+            # the base model is the policy with its adapters off: no second copy of the weights
+            ref_model = AdapterDisabled(policy)
+        elif cfg.beta > 0:
             ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
             ref_model.to(resolve_device(cfg.device))
         model = PolicyWithValueHead(policy) if cfg.algorithm == "ppo" else policy

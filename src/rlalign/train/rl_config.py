@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rlalign.train.config import TrainingConfig
+from rlalign.train.lora import LoraSettings
 
 
 class RLConfig(TrainingConfig):
@@ -18,6 +19,9 @@ class RLConfig(TrainingConfig):
     )
     world_seed: int = Field(0, description="seed of the built-in world (when data is not given)")
     tokenizer: str | None = Field(None, description="tokenizer dir; default: the model's")
+    lora: LoraSettings | None = Field(
+        None, description="train LoRA adapters instead of every weight (peft)"
+    )
 
     algorithm: Literal["ppo", "grpo", "rloo", "reinforce"] = "grpo"
     prompts_per_iteration: int = Field(16, gt=0, description="prompts sampled per rollout")

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from rlalign.errors import UserError
 from rlalign.train.config import TrainingConfig
+from rlalign.train.lora import LoraSettings
 from rlalign.train.stage import StageResult
 
 
@@ -22,6 +23,9 @@ class SFTConfig(TrainingConfig):
 
     output_dir: str = "runs/sft"
     tokenizer: str | None = Field(None, description="tokenizer dir; default: the model's")
+    lora: LoraSettings | None = Field(
+        None, description="train LoRA adapters instead of every weight (peft)"
+    )
     max_length: int = Field(256, ge=2, description="tokens per conversation (longer: truncated)")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="held-out share of conversations")
     replay_data: str | None = Field(
@@ -85,6 +89,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
     from rlalign.data.formats import load_sft
     from rlalign.train.chat_data import ExampleBatches, collate, encode_conversation, split_examples
     from rlalign.train.dist import RankInfo
+    from rlalign.train.lora import apply_lora
     from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
     from rlalign.train.run import prepare_run
     from rlalign.train.stage import train_and_save
@@ -92,6 +97,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
     rank = RankInfo.detect()
     conversations = load_sft(cfg.data)  # validate the input before touching output_dir
     model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
+    model = apply_lora(model, cfg.lora, task="causal_lm", seed=cfg.seed)
     limit = getattr(model.config, "max_position_embeddings", None)
     max_length = min(cfg.max_length, limit) if limit else cfg.max_length
     examples = [encode_conversation(tokenizer, c, max_length) for c in conversations]

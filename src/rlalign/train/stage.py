@@ -64,12 +64,27 @@ def train_and_save(
     trainer = Trainer(
         model, loss_fn, data, cfg, save_extra=tokenizer.save_pretrained, **trainer_kwargs
     )
+    from rlalign.train.lora import is_lora, save_lora_final, trainable_parameters
+
+    if trainer.rank.is_main and is_lora(model if final_model is None else final_model):
+        trainable, total = trainable_parameters(model)
+        print(
+            f"LoRA: trainable params: {trainable:,d} || all params: {total:,d} || "
+            f"trainable%: {100 * trainable / total:.4f}"
+        )
     result = trainer.fit(resume=resume)
     final_dir = Path(cfg.output_dir) / "final"
     if result.interrupted_by is None:
         part = final_model if final_model is not None else model
         state = trainer.full_state_of(part)  # collective under torchrun
         if trainer.rank.is_main:
-            save_final(part, tokenizer, cfg.output_dir, state)
+            if is_lora(part):
+                from rlalign.io import atomic_directory
+
+                with atomic_directory(final_dir) as tmp:
+                    save_lora_final(part, state or part.state_dict(), tmp, cfg.lora)
+                    tokenizer.save_pretrained(tmp)
+            else:
+                save_final(part, tokenizer, cfg.output_dir, state)
         barrier()
     return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)
