@@ -39,3 +39,28 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert (out / stage / "final" / "config.json").is_file()
         assert (out / stage / "metrics.jsonl").is_file()
     assert list((out / "rl" / "rollouts").glob("iter_*.jsonl"))
+
+
+@pytest.mark.slow
+def test_quick_demo_on_two_ranks(tmp_path):
+    """`torchrun --nproc_per_node 2 -m rlalign demo --quick`: every stage runs data-parallel on
+    2 CPU ranks (same global batches as one process), rank 0 writes one report, and it shows
+    what the single-process run shows: SFT teaches the answer format."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo2"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "rlalign", "demo", "--quick", "--out", str(out)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("report card on the held-out questions") == 1
+    report = json.loads((out / "report.json").read_text())
+    stages = report["stages"]
+    assert stages["sft"]["reward_mean"] > stages["pretrained"]["reward_mean"] + 0.3
+    assert stages["sft"]["arithmetic_accuracy"] > stages["pretrained"]["arithmetic_accuracy"]
+    config = (out / "sft" / "config.yaml").read_text()
+    assert "global_batch_size: 16" in config and "per_device_train_batch_size: 8" in config

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from rlalign.config import Config
+from rlalign.errors import UserError
 
 
 class DemoConfig(Config):
@@ -68,7 +69,28 @@ STAGES = ("pretrained", "sft", "rl")
 
 
 def _banner(index: int, total: int, text: str) -> None:
-    print(f"\n[{index}/{total}] {text}", flush=True)
+    _say(f"\n[{index}/{total}] {text}")
+
+
+def _say(text: str) -> None:
+    """Print on rank 0 only (every rank runs the demo under torchrun)."""
+    from rlalign.train.dist import RankInfo
+
+    if RankInfo.detect().is_main:
+        print(text, flush=True)
+
+
+def _batch(global_size: int, world_size: int) -> dict[str, int]:
+    """The same global batch at any world size: each rank takes ``global / world``."""
+    if global_size % world_size:
+        raise UserError(
+            f"the demo's batch of {global_size} does not split over {world_size} ranks; "
+            "run it on a number of processes that divides it (1, 2, 4, ...)"
+        )
+    return {
+        "per_device_train_batch_size": global_size // world_size,
+        "global_batch_size": global_size,
+    }
 
 
 def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
@@ -79,12 +101,15 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     from rlalign.lm.models import load_model
     from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
     from rlalign.report_card import eval_rows, evaluate_model, format_card
+    from rlalign.train.dist import RankInfo, barrier
     from rlalign.train.pretrain import PretrainConfig, run_pretrain
     from rlalign.train.reward_model import RewardConfig, run_reward
     from rlalign.train.rl import run_rl
     from rlalign.train.rl_config import RLConfig
     from rlalign.train.sft import SFTConfig, run_sft
 
+    rank = RankInfo.detect()
+    world_size = rank.world_size
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads is not None:
@@ -105,16 +130,19 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         1, total, "the built-in world: facts, unknown entities, arithmetic, harmful/benign requests"
     )
     world = World(WorldConfig(seed=cfg.seed))
-    counts = timed("world", lambda: world.export(out / "world"))
-    print("      " + ", ".join(f"{k} {v}" for k, v in counts.items() if "/" not in k))
+    if rank.is_main:
+        counts = timed("world", lambda: world.export(out / "world"))
+        _say("      " + ", ".join(f"{k} {v}" for k, v in counts.items() if "/" not in k))
 
     _banner(2, total, "tokenizer: byte-level BPE trained on the corpus and the chat data")
     texts = world.corpus() + [
         m["content"] for row in world.sft_conversations() for m in row["messages"]
     ]
     tokenizer = timed("tokenizer", lambda: train_tokenizer(texts, cfg.vocab_size))
-    tokenizer.save_pretrained(out / "tokenizer")
-    print(f"      {len(tokenizer)} tokens")
+    if rank.is_main:
+        tokenizer.save_pretrained(out / "tokenizer")
+    barrier()  # the world and the tokenizer are on disk before any rank reads them
+    _say(f"      {len(tokenizer)} tokens")
 
     _banner(
         3, total, f"pre-training a '{cfg.model}' causal LM on the corpus (next-token prediction)"
@@ -128,7 +156,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
                 tokenizer=str(out / "tokenizer"),
                 output_dir=str(out / "pretrain"),
                 max_steps=cfg.pretrain_steps,
-                per_device_train_batch_size=cfg.pretrain_batch_size,
+                **_batch(cfg.pretrain_batch_size, world_size),
                 block_size=cfg.block_size,
                 max_position_embeddings=256,
                 eval_steps=max(cfg.pretrain_steps // 2, 1),
@@ -138,7 +166,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
             )
         ),
     )
-    print(f"      held-out loss {pre.eval_metrics.get('eval_loss', float('nan')):.3f}")
+    _say(f"      held-out loss {pre.eval_metrics.get('eval_loss', float('nan')):.3f}")
 
     _banner(4, total, "supervised fine-tuning on the (imperfect) chat data")
     sft = timed(
@@ -152,6 +180,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
                 learning_rate=cfg.sft_learning_rate,
                 replay_data=str(out / "world" / "corpus.jsonl"),
                 replay_ratio=cfg.replay_ratio,
+                **_batch(SFTConfig.model_fields["per_device_train_batch_size"].default, world_size),
                 eval_steps=max(cfg.sft_steps // 2, 1),
                 save_steps=cfg.sft_steps,
                 logging_steps=max(cfg.sft_steps // 20, 1),
@@ -159,7 +188,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
             )
         ),
     )
-    print(f"      held-out loss {sft.eval_metrics.get('eval_loss', float('nan')):.3f}")
+    _say(f"      held-out loss {sft.eval_metrics.get('eval_loss', float('nan')):.3f}")
 
     _banner(5, total, "reward model (Bradley-Terry on preference pairs)")
     rm = timed(
@@ -170,6 +199,9 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
                 data=str(out / "world" / "preferences.jsonl"),
                 output_dir=str(out / "reward"),
                 max_steps=cfg.reward_steps,
+                **_batch(
+                    RewardConfig.model_fields["per_device_train_batch_size"].default, world_size
+                ),
                 eval_steps=max(cfg.reward_steps // 2, 1),
                 save_steps=cfg.reward_steps,
                 logging_steps=max(cfg.reward_steps // 20, 1),
@@ -178,7 +210,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         ),
     )
     rm_accuracy = rm.eval_metrics.get("eval_accuracy")
-    print(f"      held-out pairwise accuracy {rm_accuracy:.1%}" if rm_accuracy is not None else "")
+    _say(f"      held-out pairwise accuracy {rm_accuracy:.1%}" if rm_accuracy is not None else "")
 
     _banner(6, total, f"RL alignment ({cfg.algorithm}) with the verifiers and the reward model")
     rl_cfg = RLConfig(
@@ -191,7 +223,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         beta=cfg.beta,
         num_generations=cfg.num_generations,
         prompts_per_iteration=cfg.prompts_per_iteration,
-        per_device_train_batch_size=cfg.prompts_per_iteration * cfg.num_generations,
+        **_batch(cfg.prompts_per_iteration * cfg.num_generations, world_size),
         reward_funcs=["accuracy", "harmful_refusal", "benign_overrefusal", "helpfulness"],
         reward_weights=cfg.rl_reward_weights,
         reward_model=str(rm.final_dir) if cfg.reward_model_weight > 0 else None,
@@ -201,6 +233,9 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         **common,
     )
     rl = timed("rl", lambda: run_rl(rl_cfg))
+    if not rank.is_main:  # the report card and the report are rank 0's
+        barrier()
+        return {}
 
     _banner(7, total, "report card on the held-out questions")
     rows = eval_rows(out / "world")
@@ -224,6 +259,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     html_path = write_demo_report(out, report)
     print(f"\nreport: {out / 'report.json'}, {html_path}; total {report['seconds']['total']:.0f} s")
+    barrier()
     return report
 
 
