@@ -239,3 +239,19 @@ def test_bad_input(call, fragment):
     with pytest.raises(ValueError) as info:
         call()
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["ppo", "grpo"])
+def test_extreme_log_probs_on_masked_positions_give_finite_gradients(kind):
+    """Padding after a completion can carry any log-prob (here -200: exp(200) overflows fp32);
+    the loss and its gradient must ignore it, not turn it into inf x 0 = NaN."""
+    logp = torch.tensor([[-1.0, -0.5, -200.0], [-0.7, -200.0, -300.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    old = torch.tensor([[-1.1, -0.4, 0.0], [-0.6, 0.0, 0.0]])
+    ref = torch.tensor([[-0.9, -0.6, 0.0], [-0.8, 0.0, 0.0]])
+    loss, _ = policy_loss(
+        logp, old, torch.tensor([1.0, -1.0]), mask, kind=kind, ref_logp=ref, beta=0.1
+    )
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+    assert (logp.grad[mask == 0] == 0).all()

@@ -128,6 +128,7 @@ def test_gradient_accumulation_does_not_change_the_update(
     word_model_dir, word_task, tmp_path, loss_type
 ):
     common = dict(algorithm="grpo", loss_type=loss_type, max_steps=2, beta=0.1, learning_rate=0.001)
+    common.update(bf16="false", rollout_bf16="false")  # fp32 on any device (GPUs default to bf16)
     one, four = tmp_path / "ga1", tmp_path / "ga4"
     assert (
         main(rl_args(word_model_dir, word_task, one, per_device_train_batch_size=64, **common)) == 0

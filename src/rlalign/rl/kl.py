@@ -26,10 +26,16 @@ def kl_estimate(
     - ``k3`` :math:`= (r - 1) - \log r` -- unbiased, low variance, always >= 0 (GRPO's choice).
 
     Gradients flow through both arguments; detach ``ref_logp`` (and ``logp`` for a reward
-    penalty) as the use requires. Masked positions are 0.
+    penalty) as the use requires. Masked positions are 0, and so is their gradient: their
+    log-ratio is zeroed before ``exp`` (padding's log-probs can be anything; ``exp`` of a large
+    one is inf, and inf times the mask's 0 is a NaN gradient).
     """
     check_same_shape("ref_logp", ref_logp, "logp", logp)
     log_ratio = ref_logp - logp
+    valid = None
+    if mask is not None:
+        valid = check_mask(mask, "logp", logp)
+        log_ratio = torch.where(valid > 0, log_ratio, 0.0)
     if kind == "k1":
         kl = -log_ratio
     elif kind == "k2":
@@ -38,6 +44,6 @@ def kl_estimate(
         kl = torch.expm1(log_ratio) - log_ratio
     else:
         raise ValueError(f"kind must be 'k1', 'k2' or 'k3', got {kind!r}")
-    if mask is not None:
-        kl = kl * check_mask(mask, "logp", logp)
+    if valid is not None:
+        kl = kl * valid
     return kl

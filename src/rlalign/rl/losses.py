@@ -146,7 +146,10 @@ def policy_loss(
                 f"clip ranges must satisfy 0 <= clip_eps_low < 1 and clip_eps_high >= 0, "
                 f"got low={low}, high={high}"
             )
-        log_ratio = logp - old_logp.detach()
+        # Masked positions (padding after a completion) get log-ratio 0 *before* exp: their
+        # log-probs can be anything, and exp of a large one is inf, whose gradient times the
+        # mask's 0 is NaN.
+        log_ratio = torch.where(m > 0, logp - old_logp.detach(), 0.0)
         ratio = torch.exp(log_ratio)
         unclipped = ratio * advantages
         clipped = torch.clamp(ratio, 1.0 - low, 1.0 + high) * advantages
@@ -161,7 +164,7 @@ def policy_loss(
 
     if ref_logp is not None:
         check_same_shape("ref_logp", ref_logp, "logp", logp)
-        kl = kl_estimate(logp, ref_logp.detach(), kind=kl_kind)
+        kl = kl_estimate(logp, ref_logp.detach(), kind=kl_kind, mask=m)
         stats["ref_kl"] = (kl.detach() * m).sum() / n_valid
         if beta:
             per_token = per_token + beta * kl
