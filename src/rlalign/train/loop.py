@@ -146,13 +146,21 @@ def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
 def training_attention(cfg: TrainingConfig, device: torch.device, bf16: bool) -> str | None:
     """The attention implementation to train with; None keeps the model's own.
 
-    ``auto`` picks ``eager`` (plain matmuls) for bf16 autocast on CPU: there the matmuls run on
-    the AMX tile units while PyTorch's CPU flash-attention kernel does not, and a training step
-    of the ~25M preset at 256 tokens is ~1.6x faster (bench/bench_train.py ``--attn``).
+    ``auto`` picks ``eager`` (plain matmuls)
+
+    - for bf16 autocast on CPU: there the matmuls run on the AMX tile units while PyTorch's CPU
+      flash-attention kernel does not, and a training step of the ~25M preset at 256 tokens is
+      ~1.6x faster (bench/bench_train.py ``--attn``);
+    - on GPUs for stages whose batches are left-padded (RL: prompts of different lengths):
+      a pad position attends to nothing, and the CUDA SDPA kernels' backward turns such fully
+      masked rows into NaN gradients (seen on an H200, bf16, at RL step 2), where eager
+      attention's finite mask value does not.
     """
     if cfg.attn_implementation != "auto":
         return cfg.attn_implementation
-    return "eager" if device.type == "cpu" and bf16 else None
+    if device.type == "cpu":
+        return "eager" if bf16 else None
+    return "eager" if getattr(cfg, "left_padded_batches", False) else None
 
 
 @contextlib.contextmanager

@@ -106,6 +106,11 @@ class RLConfig(TrainingConfig):
         return rollout // step * self.num_iterations
 
     @property
+    def left_padded_batches(self) -> bool:
+        """Training batches are left-padded prompts + completions (see training_attention)."""
+        return True
+
+    @property
     def kl_in_reward(self) -> bool:
         """PPO puts -beta * KL in the per-token reward; the others put beta * KL in the loss."""
         return self.algorithm == "ppo"
