@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "rl": "rl",
     "eval": "eval",
     "show": "show",
+    "report": "report",
     "next-token": "next_token",
     "generate": "generate",
     "control": "control",
