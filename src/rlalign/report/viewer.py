@@ -82,11 +82,17 @@ function show(tok) {
     ["KL_t (k1)", fmt(num(tok, "kl"))], ["reward r_t", fmt(num(tok, "reward"))],
     [`return G_t (gamma=${gamma})`, fmt(num(tok, "ret"))], ["value V(s_t)", fmt(num(tok, "value"))],
     ["advantage A_t", fmt(num(tok, "advantage"))]];
-  document.getElementById("details").innerHTML =
-    `<b>token ${tok.dataset.t} of rollout ${r.dataset.index}</b><table>` +
-    rows.map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("") +
-    `</table><div>state s_t (prompt + tokens so far):</div><div class="state"></div>`;
-  document.querySelector("#details .state").textContent = state;
+  // built with textContent, never innerHTML: a token's text is model output, not markup
+  const head = document.createElement("b");
+  head.textContent = `token ${tok.dataset.t} of rollout ${r.dataset.index}`;
+  const table = document.createElement("table");
+  rows.forEach(([k, v]) => { const tr = table.insertRow(); tr.insertCell().textContent = k; tr.insertCell().textContent = v; });
+  const label = document.createElement("div");
+  label.textContent = "state s_t (prompt + tokens so far):";
+  const box = document.createElement("div");
+  box.className = "state";
+  box.textContent = state;
+  document.getElementById("details").replaceChildren(head, table, label, box);
 }
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("quantity").addEventListener("change", paint);
