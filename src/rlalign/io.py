@@ -132,8 +132,8 @@ def read_jsonl(path: str | Path, *, what: str = "data") -> list[tuple[int, dict[
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
+            try:  # without its newline, a line cut short reads "Unterminated string"
+                obj = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 raise UserError(
                     f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
