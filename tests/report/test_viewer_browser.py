@@ -26,7 +26,7 @@ def token(t, text, logp, ref_logp, reward, ret, value, advantage, token_id=7):
 # gamma = 0.5, the score 1.0 arrives after the last token: G_2 = 1, G_1 = 0.5, G_0 = 0.25
 FACT = {
     "iteration": 2, "index": 0, "prompt": "say a word", "prompt_text": PROMPT_TEXT,
-    "kind": "fact", "completion": " blue sky", "reward": 1.0, "components": {"says_blue": 1.0},
+    "kind": "fact", "completion": " blue sky", "reward": 1.62012, "components": {"says_blue": 1.0},
     "algorithm": "ppo", "gamma": 0.5,
     "tokens": [
         token(0, " blue", -0.25, -1.5, 0.0, 0.25, 0.1, 0.4, token_id=15),
@@ -35,7 +35,7 @@ FACT = {
     ],
 }  # fmt: skip
 HARMFUL = {
-    **FACT, "index": 1, "kind": "harmful", "reward": -1.0, "components": {"says_blue": -1.0},
+    **FACT, "index": 1, "kind": "harmful", "reward": -0.87719, "components": {"says_blue": -1.0},
     "tokens": [token(0, HOSTILE, -2.0, -2.0, -1.0, -1.0, 0.0, -0.1, token_id=9)],
 }  # fmt: skip
 
@@ -132,7 +132,8 @@ def test_the_page_shows_every_token_with_its_values(viewer_page, browse):
         for key in ("logp", "ref_logp", "kl", "reward", "value", "advantage"):
             assert float(span[f"data-{key}"]) == pytest.approx(want[key]), key
         assert float(span["data-ret"]) == pytest.approx(want["return"])
-    # the script ran: colours by advantage on the scale of the largest |A_t| (0.8), both shown
+    # the script ran: colours by advantage on the scale of the largest |A_t| (0.8), and the
+    # default reward filter shows every rollout, the best (1.62012) and the worst included
     assert page.text_by_id["scale"] == "|advantage| up to 0.800"
     assert page.text_by_id["count"] == "2 shown"
     for span, want in zip(page.tokens, FACT["tokens"] + HARMFUL["tokens"], strict=True):
