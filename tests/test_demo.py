@@ -39,6 +39,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert (out / stage / "final" / "config.json").is_file()
         assert (out / stage / "metrics.jsonl").is_file()
     assert list((out / "rl" / "rollouts").glob("iter_*.jsonl"))
+    for stage in ("pretrain", "sft", "reward", "rl"):  # each stage's own report, linked
+        assert (out / stage / "report.html").is_file()
+        assert f'href="{stage}/report.html"' in html
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from rlalign import __version__
-from rlalign.errors import UserError
+from rlalign.errors import UserError, is_disk_full
 
 # Subcommand name -> module under rlalign.commands. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "rl": "rl",
     "eval": "eval",
     "show": "show",
+    "report": "report",
     "next-token": "next_token",
     "generate": "generate",
     "control": "control",
@@ -93,6 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{where}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if args.debug or not is_disk_full(exc):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"rlalign {args.command}: error: {where}{exc.strerror}; free some space, then run "
+            "again (a training stage continues from its newest checkpoint with --resume)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print(f"{where}: interrupted", file=sys.stderr)
         return 130

@@ -309,7 +309,13 @@ def write_demo_report(out: Path, report: dict[str, Any]) -> Path:
             ("Time", f"<p>{seconds}</p>"),
             (
                 "Files",
-                "<p>world/, tokenizer/, pretrain/, sft/, reward/, rl/ (each with config.yaml, metrics.jsonl, final/); rl/rollouts/iter_K.jsonl holds per-token data of sampled responses.</p>",
+                "<p>world/, tokenizer/, pretrain/, sft/, reward/, rl/ (each with config.yaml, metrics.jsonl, final/); rl/rollouts/iter_K.jsonl holds per-token data of sampled responses.</p>"
+                + "<p>Each stage's own report: "
+                + ", ".join(
+                    f'<a href="{s}/report.html">{s}</a>'
+                    for s in ("pretrain", "sft", "reward", "rl")
+                )
+                + ".</p>",
             ),
         ],
     )

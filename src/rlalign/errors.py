@@ -7,6 +7,8 @@ traceback (``--debug`` shows one). Library callers get an ordinary exception the
 
 from __future__ import annotations
 
+import errno
+
 
 class UserError(Exception):
     """A problem with the user's input, reported as one clear line (what, where, how to fix)."""
@@ -16,3 +18,16 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """An invalid configuration file or ``key=value`` override."""
+
+
+class DiskFullError(UserError):
+    """The disk filled up while writing; nothing was half-replaced (see :mod:`rlalign.io`)."""
+
+    exit_code = 1  # the run failed for a reason outside its input, like a NaN loss
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # EDQUOT: disk quota exceeded
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS

@@ -4,6 +4,8 @@
   directory, fsync, then ``os.replace`` -- a crash leaves either the old file or the new one.
 - :func:`atomic_directory`: build a directory under a temporary name and rename it into place
   (checkpoints): a reader never sees a half-written checkpoint.
+- A full disk (ENOSPC/EDQUOT) during either becomes a one-line
+  :class:`~rlalign.errors.DiskFullError`; the partial copy is deleted, the old version stays.
 - :func:`read_jsonl`: JSON Lines with line-numbered :class:`rlalign.errors.UserError` s.
 """
 
@@ -18,7 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rlalign.errors import UserError
+from rlalign.errors import DiskFullError, UserError, is_disk_full
+
+# mkstemp/mkdtemp create 0600/0700 entries; a run's files get the permissions open()/mkdir()
+# would give them (read at import: os.umask can only be read by setting it)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -35,16 +42,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if is_disk_full(exc):
+            raise _disk_full(path, exc) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _disk_full(path: Path, exc: BaseException) -> DiskFullError:
+    return DiskFullError(
+        f"{path}: {getattr(exc, 'strerror', None) or 'no space left on device'} while writing "
+        "it; the partial copy was removed and any previous version is intact (free some space, "
+        "then run again)"
+    )
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -79,6 +97,7 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
+        tmp.chmod(0o777 & ~_UMASK)
         yield tmp
         fsync_tree(tmp)
         if final.exists():
@@ -90,8 +109,10 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise _disk_full(final, exc) from None
         raise
 
 
@@ -111,8 +132,8 @@ def read_jsonl(path: str | Path, *, what: str = "data") -> list[tuple[int, dict[
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
+            try:  # without its newline, a line cut short reads "Unterminated string"
+                obj = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
                 raise UserError(
                     f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"

@@ -2,7 +2,8 @@
 
 Rank-aware: only the process that owns the run directory (rank 0) writes; other ranks get a
 logger that does nothing. On resume, pass the step of the checkpoint: lines logged after it
-(by the run that died) are dropped, so ``metrics.jsonl`` holds each step exactly once.
+(by the run that died) are dropped, so ``metrics.jsonl`` holds each step exactly once, and
+TensorBoard is told to discard them as well (``purge_step``).
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.path.parent / "tensorboard"))
+            # on resume, TensorBoard drops the killed run's events after the checkpoint too
+            purge = resume_step + 1 if resume_step is not None else None
+            self._tb = SummaryWriter(
+                log_dir=str(self.path.parent / "tensorboard"), purge_step=purge
+            )
 
     def log(self, step: int, **values: Any) -> dict[str, Any]:
         row = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}

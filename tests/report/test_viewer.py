@@ -110,3 +110,14 @@ def test_iteration_choice_and_errors(run_dir, tmp_path, capsys):
     empty.mkdir()
     assert main(["show", str(empty)]) == 2
     assert "no rollouts/iter_K.jsonl files" in capsys.readouterr().err
+
+
+def test_value_is_left_blank_without_a_value_head(tmp_path):
+    (tmp_path / "rollouts").mkdir()
+    grpo = {**ROLLOUT, "algorithm": "grpo"}
+    (tmp_path / "rollouts" / "iter_1.jsonl").write_text(json.dumps(grpo) + "\n")
+    assert main(["show", str(tmp_path)]) == 0
+    parser = Spans()
+    parser.feed((tmp_path / "viewer_iter_1.html").read_text())
+    assert [s["data-value"] for s in parser.spans] == ["", ""]
+    assert float(parser.spans[0]["data-advantage"]) == 0.4

@@ -148,3 +148,21 @@ def test_inf_is_rejected_in_process():
     composer = RewardComposer([RewardTerm("inf", lambda p, c, **f: [math.inf] * len(c))])
     with pytest.raises(RewardError, match="returned inf for sample 0"):
         composer(["q"], ["a"])
+
+
+def test_a_worker_that_cannot_start_is_reported_and_closes_cleanly(user_file, monkeypatch):
+    """The OS refusing a new process (EAGAIN) is a named reward error, and close() after it
+    does not fail on the never-started process (it used to raise AssertionError)."""
+    from rlalign.rewards.sandbox import TimedRewardFunction
+
+    fn = TimedRewardFunction(f"{user_file}:length", 20.0)
+
+    def refuse(self):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(type(fn._ctx.Process(target=print)), "start", refuse)
+    composer = RewardComposer([RewardTerm("length", fn)])
+    with pytest.raises(RewardError, match=r"'length' failed: BlockingIOError.*temporarily"):
+        composer(["q"], ["a"])
+    composer.close()
+    assert fn._proc is None

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlalign.errors import UserError
+from rlalign.errors import DiskFullError, UserError
 from rlalign.metrics import read_metrics
 from rlalign.train import checkpoint as ckpt
 from rlalign.train.loop import NonFiniteLossError, Trainer
@@ -174,7 +174,7 @@ def test_crash_inside_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypa
         return real_save(obj, path, *args, **kwargs)
 
     monkeypatch.setattr(ckpt.torch, "save", failing_save)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match=r"checkpoint .*step_4: it was not kept.*step_2"):
         trainer.fit()
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2]
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]

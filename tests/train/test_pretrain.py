@@ -1,13 +1,11 @@
-"""``rlalign pretrain`` end to end: run layout, learning, kill -9 + resume, bad input."""
+"""``rlalign pretrain`` end to end: run layout, learning, bad input (kill -9 + resume:
+tests/stages/test_kill9.py)."""
 
 from __future__ import annotations
 
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlalign.cli import main
 from rlalign.metrics import read_metrics
-from rlalign.train.checkpoint import list_checkpoints, load_trainer_state
+from rlalign.train.checkpoint import list_checkpoints
 
 from .helpers import repetitive_corpus
 
@@ -77,49 +75,6 @@ def test_pretraining_drives_held_out_loss_far_below_uniform(tmp_path, corpus):
     eval_loss = read_metrics(run)[-1]["eval_loss"]
     # uniform guessing scores ln(vocab) (~5.6 here); this corpus is nearly deterministic
     assert eval_loss < 0.25 * math.log(vocab), (eval_loss, math.log(vocab))
-
-
-@pytest.mark.slow
-def test_sigkill_during_a_checkpoint_write_then_resume_is_exact(tmp_path, corpus):
-    args = [f"data={corpus}", "max_steps=10"]
-    ref = tmp_path / "ref"
-    assert pretrain(*args, f"output_dir={ref}") == 0
-
-    run, marker = tmp_path / "run", tmp_path / "hanging"
-    env = {**os.environ, "HANG_STEP": "8", "MARKER": str(marker)}
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("_killed_child.py")),
-            "pretrain",
-            *FAST,
-            *args,
-            f"output_dir={run}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 240
-    while not marker.exists():
-        assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, "the child never reached the step-8 checkpoint"
-        time.sleep(0.1)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-
-    # The half-written step_8 is invisible; step_4 is complete and loadable.
-    assert [s for s, _ in list_checkpoints(run)] == [4]
-    assert load_trainer_state(run / "checkpoints" / "step_4")["step"] == 4
-    AutoModelForCausalLM.from_pretrained(run / "checkpoints" / "step_4")
-    assert max(r["step"] for r in read_metrics(run)) == 8  # logged by the killed run
-
-    assert pretrain(*args, f"output_dir={run}", resume=True) == 0
-    for name, value in final_weights(ref).items():
-        assert torch.equal(final_weights(run)[name], value), name
-    steps = [r["step"] for r in read_metrics(run)]
-    assert steps == list(range(1, 11))  # every step exactly once
-    assert [r["loss"] for r in read_metrics(run)] == [r["loss"] for r in read_metrics(ref)]
 
 
 def test_continues_pretraining_from_a_model_directory_with_its_tokenizer(tmp_path, corpus):

@@ -26,9 +26,10 @@ def report_stage(result, output_dir: str, summary: str) -> int:
     if result.interrupted_by is not None:
         print(
             f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "
-            f"in {output_dir}/checkpoints; continue with --resume",
+            f"in {output_dir}/checkpoints; continue with --resume (report so far: "
+            f"{output_dir}/report.html)",
             file=sys.stderr,
         )
         return 128 + result.interrupted_by
-    print(summary)
+    print(f"{summary}\nreport: {output_dir}/report.html")
     return 0

@@ -15,6 +15,7 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; margin: 6px 0; }
+.plots img { width: 49%; }
 .better { color: #1a7f37; font-weight: 600; } .worse { color: #b42318; }
 pre { background: #f6f8fa; padding: 8px; overflow-x: auto; }
 """

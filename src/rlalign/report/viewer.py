@@ -82,11 +82,17 @@ function show(tok) {
     ["KL_t (k1)", fmt(num(tok, "kl"))], ["reward r_t", fmt(num(tok, "reward"))],
     [`return G_t (gamma=${gamma})`, fmt(num(tok, "ret"))], ["value V(s_t)", fmt(num(tok, "value"))],
     ["advantage A_t", fmt(num(tok, "advantage"))]];
-  document.getElementById("details").innerHTML =
-    `<b>token ${tok.dataset.t} of rollout ${r.dataset.index}</b><table>` +
-    rows.map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("") +
-    `</table><div>state s_t (prompt + tokens so far):</div><div class="state"></div>`;
-  document.querySelector("#details .state").textContent = state;
+  // built with textContent, never innerHTML: a token's text is model output, not markup
+  const head = document.createElement("b");
+  head.textContent = `token ${tok.dataset.t} of rollout ${r.dataset.index}`;
+  const table = document.createElement("table");
+  rows.forEach(([k, v]) => { const tr = table.insertRow(); tr.insertCell().textContent = k; tr.insertCell().textContent = v; });
+  const label = document.createElement("div");
+  label.textContent = "state s_t (prompt + tokens so far):";
+  const box = document.createElement("div");
+  box.className = "state";
+  box.textContent = state;
+  document.getElementById("details").replaceChildren(head, table, label, box);
 }
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("quantity").addEventListener("change", paint);
@@ -139,9 +145,13 @@ def _attr(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def _token_span(token: dict[str, Any], scale: float) -> str:
+def _token_span(token: dict[str, Any], scale: float, has_values: bool) -> str:
+    # V(s_t) exists for PPO only (the others save 0): shown as "-" rather than a false 0
     attrs = " ".join(
-        f'data-{"ret" if key == "return" else key}="{_attr(token.get(key))}"' for key in FIELDS
+        f'data-{"ret" if key == "return" else key}="{_attr(token.get(key))}"'
+        if key != "value" or has_values
+        else 'data-value=""'
+        for key in FIELDS
     )
     adv = token.get("advantage") or 0.0
     alpha = min(1.0, abs(adv) / scale) * 0.85 if scale > 0 else 0.0
@@ -158,10 +168,13 @@ def render_viewer(rows: list[dict[str, Any]], *, title: str, iteration: int) -> 
     )
     kinds = sorted({str(r.get("kind") or "-") for r in rows})
     rewards = [float(r.get("reward", 0.0)) for r in rows] or [0.0]
-    lo, hi = min(rewards), max(rewards)
+    # the filter's bounds are shown to 3 decimals: round outwards, or the best and the worst
+    # rollouts (e.g. a reward of 1.6201 against a bound of 1.620) start hidden
+    lo, hi = math.floor(min(rewards) * 1000) / 1000, math.ceil(max(rewards) * 1000) / 1000
     blocks = []
     for r in rows:
-        spans = "".join(_token_span(t, scale) for t in r.get("tokens", []))
+        has_values = r.get("algorithm", "ppo") == "ppo"
+        spans = "".join(_token_span(t, scale, has_values) for t in r.get("tokens", []))
         comps = ", ".join(f"{k} {v:+.2f}" for k, v in (r.get("components") or {}).items())
         blocks.append(
             f'<div class="rollout" data-kind="{html.escape(str(r.get("kind") or "-"))}" '

@@ -58,10 +58,16 @@ class TimedRewardFunction:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_worker, args=(self.spec, child), daemon=True)
-        self._proc.start()
-        child.close()
-        self._conn = parent
+        proc = self._ctx.Process(target=_worker, args=(self.spec, child), daemon=True)
+        try:
+            proc.start()
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        # only a started process is kept: close() joins it, and joining an unstarted one fails
+        self._proc, self._conn = proc, parent
         # importing user code can itself hang; it gets the same limit plus interpreter start-up
         if not parent.poll(self.timeout + 30):
             self.close()

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
-from rlalign.errors import UserError
+from rlalign.errors import DiskFullError, UserError
 from rlalign.io import atomic_directory
 
 STATE_FILE = "trainer_state.pt"
@@ -218,12 +218,20 @@ def save_checkpoint(
 
     ``model_state``: the weights to save instead of ``model``'s own (gathered under FSDP)."""
     final = checkpoint_root(output_dir) / f"step_{step}"
-    with atomic_directory(final) as tmp:
-        save_model_weights(model, tmp, model_state)
-        if save_extra is not None:
-            save_extra(tmp)
-        torch.save(state, tmp / STATE_FILE)
-    prune_checkpoints(output_dir, keep)
+    try:
+        with atomic_directory(final) as tmp:
+            save_model_weights(model, tmp, model_state)
+            if save_extra is not None:
+                save_extra(tmp)
+            torch.save(state, tmp / STATE_FILE)
+    except DiskFullError:
+        kept = latest_checkpoint(output_dir)
+        raise DiskFullError(
+            f"no space left on device while writing checkpoint {final}: it was not kept, the "
+            f"newest complete checkpoint is {kept or 'none'} (intact); free some space, then "
+            "continue with --resume"
+        ) from None
+    prune_checkpoints(output_dir, keep)  # only once the new checkpoint is complete
     return final
 
 
@@ -233,8 +241,23 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"{path}: not a valid rlalign checkpoint (refused to unpickle it: {first}); "
+            f"{path}: not a valid rlalign checkpoint ({_load_failure(exc)}); "
             "delete this checkpoint directory to resume from an older one"
         ) from None
+
+
+def _load_failure(exc: BaseException) -> str:
+    """What was wrong with a state file, in one line (torch's own message is a page long and
+    suggests ``weights_only=False``, which would run the payload)."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (
+            f"it asks to call or build the Python object {found.group(1)}, which a checkpoint "
+            "never holds; refused to unpickle it, nothing in it was run"
+        )
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [x.strip() for x in text.splitlines() if x.strip() and not x.startswith(boilerplate)]
+    first = lines[0].split(". ")[0] if lines else type(exc).__name__
+    return f"unreadable: {first}"

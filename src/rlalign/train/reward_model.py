@@ -130,16 +130,21 @@ def evaluate_pairs(
     return {"eval_accuracy": correct / max(total, 1), "eval_loss": loss / max(total, 1)}
 
 
-def load_backbone_as_reward_model(model_dir: str, tokenizer: Any, seed: int) -> Any:
-    """``AutoModelForSequenceClassification`` (one label) from a causal-LM directory."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
+def require_model_dir(model_dir: str) -> Path:
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise UserError(
             f"model={model_dir!r}: a reward model starts from a model directory with a "
             "config.json (an SFT or pretrained run's final/ directory)"
         )
+    return path
+
+
+def load_backbone_as_reward_model(model_dir: str, tokenizer: Any, seed: int) -> Any:
+    """``AutoModelForSequenceClassification`` (one label) from a causal-LM directory."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path = require_model_dir(model_dir)
     torch.manual_seed(seed)  # the new score head is initialised from the global RNG
     config = AutoConfig.from_pretrained(path, num_labels=1)
     config.pad_token_id = tokenizer.pad_token_id
@@ -170,6 +175,7 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
 
     rank = RankInfo.detect()
     pairs = load_preferences(cfg.data)
+    require_model_dir(cfg.model)  # before its tokenizer, whose error would not name model=
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = load_backbone_as_reward_model(cfg.model, tokenizer, cfg.seed)
     model = apply_lora(model, cfg.lora, task="seq_cls", seed=cfg.seed)

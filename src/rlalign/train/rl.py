@@ -165,9 +165,8 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
             ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
             ref_model.to(resolve_device(cfg.device))
         model = PolicyWithValueHead(policy) if cfg.algorithm == "ppo" else policy
-        prepare_run(cfg, resume=resume, rank=rank)
         out_dir = Path(cfg.output_dir)
-        source = RolloutSource(
+        source = RolloutSource(  # rejects prompts too long for the context: before any write
             cfg,
             model,
             ref_model,
@@ -176,6 +175,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
             rewarder,
             rollout_dir=out_dir / "rollouts" if rank.is_main else None,
         )
+        prepare_run(cfg, resume=resume, rank=rank)
         eval_rows = world_eval_rows(cfg)
         eval_fn = None
         if eval_rows:

@@ -3,7 +3,8 @@
 A stage (pretrain, SFT, reward model, RL) hands its model, loss, batch source and config to
 :func:`train_and_save`, which runs the shared :class:`~rlalign.train.loop.Trainer` and, when the
 run was not interrupted, writes ``output_dir/final/`` atomically: safetensors weights, config
-and tokenizer, loadable with ``from_pretrained``.
+and tokenizer, loadable with ``from_pretrained``; then the run's plots and ``report.html``
+(:mod:`rlalign.report.run_report`).
 """
 
 from __future__ import annotations
@@ -87,4 +88,8 @@ def train_and_save(
             else:
                 save_final(part, tokenizer, cfg.output_dir, state)
         barrier()
+    if trainer.rank.is_main:  # plots and report.html, also for a run stopped by a signal
+        from rlalign.report.run_report import write_run_report
+
+        write_run_report(cfg.output_dir)
     return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)

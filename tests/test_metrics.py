@@ -1,0 +1,26 @@
+"""metrics.jsonl and TensorBoard after a resume: each step once, the resumed run's values."""
+
+from __future__ import annotations
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rlalign.metrics import MetricsLogger, read_metrics
+
+
+def test_resume_drops_the_dead_runs_later_steps_in_both(tmp_path):
+    with MetricsLogger(tmp_path) as log:  # the run that was killed after step 5
+        for step in range(1, 6):
+            log.log(step, loss=float(step))
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "loss": 6.0')  # a line torn by the kill
+    with MetricsLogger(tmp_path, resume_step=3) as log:  # resumed from its step-3 checkpoint
+        for step in range(4, 7):
+            log.log(step, loss=10.0 * step)
+
+    assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)
+    ]  # fmt: skip
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert scalars == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]

@@ -1,0 +1,128 @@
+"""Faults met by real runs, through the CLI: a full disk while a checkpoint is written, and a
+checkpoint file carrying a pickle payload."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlalign.cli import main
+from rlalign.metrics import read_metrics
+from rlalign.train import checkpoint as ckpt
+
+from .helpers import repetitive_corpus
+
+FAST = ["model=tiny", "vocab_size=300", "block_size=32", "per_device_train_batch_size=4",
+        "warmup_steps=2", "logging_steps=1", "eval_steps=100", "save_steps=2",
+        "disable_tqdm=true", "max_steps=6"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return repetitive_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt", lines=120)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one_then_resumes_exactly(
+    tmp_path, corpus, monkeypatch, capsys
+):
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    assert main(["pretrain", *FAST, f"data={corpus}", f"output_dir={reference}"]) == 0
+
+    real_save = torch.save
+    before: dict[str, bytes] = {}
+
+    def disk_fills_up(obj, path, *args, **kwargs):
+        """The write of step_4's trainer state runs out of space halfway through."""
+        if ".step_4." in str(path):
+            before.update(tree(run / "checkpoints" / "step_2"))
+            Path(path).write_bytes(b"PK\x03\x04 half a file")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.torch, "save", disk_fills_up)
+    capsys.readouterr()
+    assert main(["pretrain", *FAST, f"data={corpus}", f"output_dir={run}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "no space left on device while writing checkpoint" in err
+    assert f"newest complete checkpoint is {run / 'checkpoints' / 'step_2'} (intact)" in err
+    assert "--resume" in err
+    # the previous checkpoint is byte for byte what it was; nothing half-written is left
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [2]
+    assert before and tree(run / "checkpoints" / "step_2") == before
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_2"]
+    assert not (run / "final").exists()
+
+    monkeypatch.setattr(ckpt.torch, "save", real_save)  # space freed
+    assert main(["pretrain", "--resume", *FAST, f"data={corpus}", f"output_dir={run}"]) == 0
+    want, got = [load_file(str(r / "final" / "model.safetensors")) for r in (reference, run)]
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_full_disk_anywhere_else_is_one_line_too(tmp_path, corpus, monkeypatch, capsys):
+    """metrics.jsonl is appended to, not written atomically: the CLI still reports one line."""
+    from rlalign import metrics
+
+    def no_space(self, step, **values):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+
+    monkeypatch.setattr(metrics.MetricsLogger, "log", no_space)
+    assert main(["pretrain", *FAST, f"data={corpus}", f"output_dir={tmp_path / 'run'}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{tmp_path / 'run' / 'metrics.jsonl'}: No space left on device; free some" in err
+
+
+class Payload:
+    """Unpickling this would run ``os.system('touch MARKER')``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_with_a_pickle_payload_is_refused_unexecuted(tmp_path, corpus, capsys):
+    run, marker = tmp_path / "run", tmp_path / "payload-ran"
+    args = [*FAST, f"data={corpus}", f"output_dir={run}"]
+    assert main(["pretrain", *args, "max_steps=2"]) == 0  # the last max_steps counts
+    state = run / "checkpoints" / "step_2" / ckpt.STATE_FILE
+    real = torch.load(state, weights_only=True)
+    torch.save({**real, "optimizer": Payload(marker)}, state)  # a tampered checkpoint
+    capsys.readouterr()
+
+    assert main(["pretrain", "--resume", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{state}: not a valid rlalign checkpoint" in err
+    assert "Python object posix.system" in err and "nothing in it was run" in err
+    assert "weights_only=False" not in err  # torch's own advice would run the payload
+    assert not marker.exists()
+    assert not (run / "checkpoints" / "step_4").exists()  # nothing trained on top of it
+
+
+def test_a_pickled_model_file_is_never_loaded(tmp_path, corpus, capsys):
+    """A model directory holding only a pickled ``pytorch_model.bin`` is refused as well."""
+    run, marker = tmp_path / "run", tmp_path / "payload-ran"
+    assert main(["pretrain", *FAST, "max_steps=1", f"data={corpus}", f"output_dir={run}"]) == 0
+    model_dir = run / "final"
+    (model_dir / "model.safetensors").unlink()
+    torch.save({"model.embed_tokens.weight": Payload(marker)}, model_dir / "pytorch_model.bin")
+    sft = tmp_path / "sft.jsonl"
+    sft.write_text('{"prompt": "hi", "completion": "hello"}\n')
+    capsys.readouterr()
+    code = main(["sft", f"model={model_dir}", f"data={sft}", f"output_dir={tmp_path / 'sft'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "rlalign never unpickles .bin files" in err, err
+    assert not marker.exists()
