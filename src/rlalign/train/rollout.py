@@ -435,7 +435,11 @@ class RolloutSource:
         start = int(buf["prompt_length"][0])
         token_returns = discounted_returns(rewards, cfg.gamma, buf["completion_mask"])
         lines = []
-        for j in range(min(cfg.save_rollouts, len(texts))):
+        # Spread over prompts (first completion of every prompt, then the second, ...), so the
+        # viewer shows every kind of prompt rather than one prompt's whole group.
+        groups, size = len(texts) // cfg.num_generations, cfg.num_generations
+        spread = [p * size + g for g in range(size) for p in range(groups)]
+        for j in spread[: cfg.save_rollouts]:
             length = int(buf["completion_mask"][j].sum())
             ids = buf["sequences"][j, start : start + length].tolist()
             prompt_ids = buf["sequences"][j, :start][
