@@ -94,6 +94,15 @@ def test_load_model_bad_directories(tmp_path):
     (t5 / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(UserError, match="not a causal"):
         load_model(t5)
+    # An encoder (BERT: transformers has a causal head for it, used only with is_decoder=True)
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(UserError, match="not a causal"):
+        load_model(bert)
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "is_decoder": True}))
+    with pytest.raises(UserError, match="no \\*\\.safetensors"):
+        load_model(bert)  # accepted as a causal LM; fails later, for want of weights
     # A causal LM config without safetensors weights (pickles are refused)
     llama = tmp_path / "llama"
     make_model("llama").config.save_pretrained(llama)

@@ -190,13 +190,35 @@ def test_a_checkpoint_written_at_two_ranks_resumes_at_one(make_args, tmp_path):
     assert [r["step"] for r in read_metrics(two)] == [1, 2, 3, 4]
 
 
-def test_a_global_batch_the_world_size_does_not_divide_fails_on_every_rank(make_args, tmp_path):
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("global_batch", "global_batch_size=6 is not a multiple"),
+        ("not_causal", "which is not a causal (decoder-only) language model"),
+        ("lora_targets", "lora.target_modules: c_attn not found"),
+    ],
+)
+def test_bad_input_fails_on_every_rank_without_a_traceback(make_args, tmp_path, case, message):
     out = tmp_path / "bad"
-    args = [a for a in make_args("sft", out) if not a.startswith("global_batch_size=")]
-    code, output = finish(launch([*args, "global_batch_size=6"]), timeout=120)
+    args = make_args("sft", out)
+    if case == "global_batch":
+        args = [a for a in args if not a.startswith("global_batch_size=")]
+        args.append("global_batch_size=6")
+    elif case == "not_causal":
+        from transformers import T5Config, T5Model
+
+        encoder_decoder = tmp_path / "t5"
+        T5Model(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, d_kv=8,
+                         vocab_size=50)).save_pretrained(encoder_decoder)  # fmt: skip
+        base = next(a for a in args if a.startswith("model=")).split("=", 1)[1]
+        args = [a for a in args if not a.startswith("model=")]
+        args += [f"model={encoder_decoder}", f"tokenizer={base}"]
+    else:
+        args.append("lora.target_modules=q_proj,c_attn")
+    code, output = finish(launch(args), timeout=120)
     assert code != 0
     for rank in (0, 1):
-        assert f"[rank {rank}/2]: error: global_batch_size=6 is not a multiple" in output
+        assert f"[rank {rank}/2]: error: " in output and message in output, output[-2000:]
     assert "rlalign/cli.py" not in output  # no traceback from rlalign (torchrun prints its own)
 
 

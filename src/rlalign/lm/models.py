@@ -117,11 +117,13 @@ def create_model(
 
 
 def _is_causal_lm_config(config: Any) -> bool:
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+    """A decoder-only LM: transformers has a causal-LM head for it and, for the encoder families
+    that also have one (BERT, RoBERTa, ...: masked LMs first), the config says ``is_decoder``."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
 
-    try:
-        MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-    except KeyError:
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return False
+    if type(config) in MODEL_FOR_MASKED_LM_MAPPING and not getattr(config, "is_decoder", False):
         return False
     return True
 
