@@ -49,12 +49,15 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 import matplotlib.pyplot as plt
+import torch
 
 from rlalign.cli import main as rlalign_main
 from rlalign.lm.inspect import format_table, load_model_and_tokenizer, next_token_distribution
 from rlalign.lm.models import count_parameters, create_model
 from rlalign.lm.tokenizer import train_tokenizer
 from rlalign.metrics import read_metrics
+
+torch.set_num_threads(1)  # a model this small trains fastest on one thread
 
 
 def rlalign_cli(command: str) -> None:
@@ -181,7 +184,9 @@ ax.bar(
 )
 ax.bar([i + 0.2 for i in x], p_after, width=0.4, label=f"after {PRETRAIN_STEPS} pre-training steps")
 ax.set_xticks(list(x), labels, rotation=30, fontsize=9)
-ax.set_ylabel(r"$P(t_i \mid t_{<i})$")
+ax.axhline(1 / len(tokenizer), color="gray", ls=":", label="uniform over the vocabulary")
+ax.set_yscale("log")
+ax.set_ylabel(r"$P(t_i \mid t_{<i})$ (log scale)")
 ax.set_title(f"Next token after {PROMPT!r}")
 ax.legend()
 fig.tight_layout()

@@ -250,7 +250,8 @@ accuracy = {
 print(accuracy)
 
 # %% [markdown]
-# SFT copies its data, errors included: about 70% of its sampled answers are right.
+# SFT imitates its data, errors included: since 30% of the SFT answers are wrong, no more than
+# about 70% of its sampled answers can be right.
 #
 # ## 5. RL with your reward
 #

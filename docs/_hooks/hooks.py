@@ -135,17 +135,18 @@ def _default(field) -> str:
     return f"`{field.default!r}`"
 
 
-def config_table(spec: str) -> str:
+def config_table(spec: str, parser: argparse.ArgumentParser) -> str:
     module, name = spec.split(":")
     cls = getattr(importlib.import_module(module), name)
     rows = [
         f"| `{key}` | `{_type_name(f.annotation)}` | {_default(f)} | {f.description or ''} |"
         for key, f in cls.model_fields.items()
     ]
+    takes_file = any("--config" in a.option_strings for a in parser._actions)
+    where = "in a YAML file given with `--config`, or " if takes_file else ""
     return "\n".join(
         [
-            f"Config keys (`{module}.{name}`): in a YAML file given with `--config`, or as "
-            "`key=value` on the command line.",
+            f"Config keys (`{module}.{name}`): {where}as `key=value` on the command line.",
             "",
             "| key | type | default | meaning |",
             "| --- | --- | --- | --- |",
@@ -179,5 +180,5 @@ def cli_reference() -> str:
             parts += [html.escape(help_line[0].upper() + help_line[1:]) + ".", ""]
         parts += ["```text", _help_text(sub).rstrip(), "```"]
         for spec in CONFIGS.get(name, []):
-            parts += ["", config_table(spec)]
+            parts += ["", config_table(spec, sub)]
     return "\n".join(parts) + "\n"
