@@ -13,7 +13,8 @@
 # %% [markdown]
 # # 1. Returns and the policy gradient
 #
-# The seed chapter defines reinforcement learning by what the agent maximises: the **return**
+# *RL Introduction*, the chapter rlalign grew from, defines reinforcement learning by what the
+# agent maximises: the **return**
 #
 # $$G_t = \sum_{k \ge 0} \gamma^k \, r_{t+k+1}, \qquad 0 \le \gamma \le 1,$$
 #
@@ -27,7 +28,7 @@
 # can be checked against the truth:
 #
 # 1. $G_t$ on a reward sequence, for several $\gamma$;
-# 2. $J(\theta)$ on a bandit and on a three-step MDP of the seed's car;
+# 2. $J(\theta)$ on a bandit and on a three-step MDP of the chapter's car;
 # 3. the REINFORCE estimate of $\nabla J$ against the exact gradient;
 # 4. a learning curve: REINFORCE and PPO climbing to the optimum $J^*$.
 #
@@ -53,11 +54,11 @@ torch.set_printoptions(precision=4)
 # %% [markdown]
 # ## 1. The return $G_t$
 #
-# In rlalign, `rewards[t]` is the reward received *after* action $t$, the seed's $r_{t+1}$. So
+# In rlalign, `rewards[t]` is the reward received *after* action $t$, the chapter's $r_{t+1}$. So
 # $G_t$ = `rewards[t]` + $\gamma$ $G_{t+1}$, computed backwards from the end of the episode by
 # `rlalign.rl.discounted_returns`.
 #
-# The seed's worked example: three actions followed by the rewards $r_1 = 1$, $r_2 = 0$,
+# The chapter's worked example: three actions followed by the rewards $r_1 = 1$, $r_2 = 0$,
 # $r_3 = 2$, with $\gamma = 0.5$:
 # $G_2 = 2$, $G_1 = 0 + 0.5 \cdot 2 = 1$, $G_0 = 1 + 0.5 \cdot 0 + 0.25 \cdot 2 = 1.5$.
 
@@ -114,7 +115,7 @@ print("J(uniform policy) =", arms.exact_objective(uniform).item(), "= mean of th
 print("J*                =", arms.optimal_objective(), "(always pull the best arm)")
 
 # %% [markdown]
-# **The junction** is three steps of the seed's car as a table. On a clear road, accelerating
+# **The junction** is three steps of the chapter's car as a table. On a clear road, accelerating
 # earns progress (+1) but a car may pull in ahead; accelerating into a car ahead is a
 # collision (-5); braking when a car is ahead costs a little (-0.5, abrupt braking) and clears
 # the road. $J^*$ comes from backward induction over the best time-dependent policy.

@@ -13,7 +13,8 @@
 # %% [markdown]
 # # 2. The self-driving car
 #
-# The seed introduces reinforcement learning with a self-driving car:
+# *RL Introduction*, the chapter rlalign grew from, introduces reinforcement learning with a
+# self-driving car:
 #
 # | | the car |
 # |---|---|
@@ -95,7 +96,7 @@ plt.axis("off")
 plt.show()
 
 # %% [markdown]
-# The **actions** are the seed's manoeuvres (`Discrete(6)`; `rlalign/DrivingContinuous-v0`
+# The **actions** are the chapter's manoeuvres (`Discrete(6)`; `rlalign/DrivingContinuous-v0`
 # takes `[acceleration, steering]` instead):
 
 # %%

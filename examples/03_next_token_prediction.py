@@ -13,8 +13,8 @@
 # %% [markdown]
 # # 3. Next-token prediction
 #
-# The seed: *LLMs are essentially next-token predictors.* Given the tokens so far, a language
-# model gives a probability to every token of its vocabulary,
+# The chapter rlalign grew from: *LLMs are essentially next-token predictors.* Given the
+# tokens so far, a language model gives a probability to every token of its vocabulary,
 #
 # $$P(t_i \mid t_1, t_2, \ldots, t_{i-1}),$$
 #
@@ -22,9 +22,9 @@
 # right continuation. Seen through RL, the same distribution is the **policy**: the state is
 # the text so far, the action is the next token.
 #
-# The seed's example is *"president of the USA is"*. rlalign's built-in world has an invented
+# The chapter's example is *"president of the USA is"*. rlalign's built-in world has an invented
 # country for it, Valdoria, so that what the model knows can be checked exactly. This notebook
-# pre-trains a tiny model (1.4M parameters) on the world's corpus and looks at
+# pre-trains a tiny model (about a million parameters) on the world's corpus and looks at
 # $P(t_i \mid \text{"The president of Valdoria is"})$ before and after training.
 #
 # At its normal settings it pre-trains for 500 steps: a few minutes on a laptop CPU.

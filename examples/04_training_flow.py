@@ -13,7 +13,7 @@
 # %% [markdown]
 # # 4. The training flow: SFT, the reward model, RL alignment
 #
-# The seed's training flow of a modern LLM:
+# The chapter's training flow of a modern LLM:
 #
 # 1. **Pre-training**: next-token prediction on a corpus (notebook 3);
 # 2. **Supervised fine-tuning**: learn to follow instructions in a chat format;
