@@ -109,7 +109,7 @@ def iter_commands(
 def _help_text(parser: argparse.ArgumentParser) -> str:
     # argparse wraps to the terminal's width: fix it, so the page is the same on every machine.
     before = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "100"
+    os.environ["COLUMNS"] = "80"
     try:
         return parser.format_help()
     finally:
