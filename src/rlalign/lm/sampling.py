@@ -452,7 +452,8 @@ def sample(
         max_new_tokens: most tokens to generate per sequence (clipped, with a warning, to the
             model's context).
         temperature: 0 = greedy; otherwise logits are divided by it.
-        top_k / top_p: restrict sampling to the k most likely tokens / the nucleus of mass p.
+        top_k: restrict sampling to the k most likely tokens.
+        top_p: restrict sampling to the nucleus: the most likely tokens of total mass p.
         num_samples: completions per prompt (the prompt is encoded once and its cache copied).
         eos_token_id: id(s) that end a sequence (default: tokenizer's / model's eos). Pass
             ``[]`` to never stop on eos.

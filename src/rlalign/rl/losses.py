@@ -104,7 +104,9 @@ def policy_loss(
             the whole batch's value when this call sees only a micro-batch.
         clip_eps: symmetric clip range; ``clip_eps_low`` / ``clip_eps_high`` override either
             side (DAPO's clip-higher uses a larger ``clip_eps_high``).
-        ref_logp, beta, kl_kind: the in-loss KL penalty.
+        ref_logp: ``(B, T)`` log-probs under the reference policy, for the in-loss KL penalty.
+        beta: weight of the KL penalty (0: none).
+        kl_kind: the KL estimator, ``k1``, ``k2`` or ``k3`` (see :func:`kl_estimate`).
 
     Returns:
         ``(loss, stats)`` where ``stats`` holds detached token means over valid actions:

@@ -95,7 +95,8 @@ def gae(
     Args:
         rewards: ``(..., T)``; ``rewards[..., t]`` follows action ``t``.
         values: ``(..., T)``; ``values[..., t] = V(s_t)``, the state in which action ``t`` was taken.
-        gamma, lam: in ``[0, 1]``.
+        gamma: discount factor in ``[0, 1]``.
+        lam: GAE's lambda in ``[0, 1]`` (0: the one-step TD error; 1: ``G_t - V(s_t)``).
         mask: optional ``(..., T)``; masked positions are skipped and get 0.
         last_value: ``V`` of the state after the last valid step, per row (shape ``(...)``);
             None means the sequence ended there (terminal, value 0).

@@ -1,0 +1,339 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. Bring your own model, reward and data
+#
+# The built-in world is a teaching device. Your own work brings three things of its own:
+#
+# 1. **a model**: any local Hugging Face causal LM directory (GPT-2, Llama, Qwen2, Mistral,
+#    ...) with its tokenizer;
+# 2. **data**: JSONL files in the ecosystem's formats (`prompt`/`completion` or `messages` for
+#    SFT; `prompt` plus any extra fields for RL);
+# 3. **a reward**: a Python function `fn(prompts, completions, **fields) -> list[float]` in a
+#    file of your own.
+#
+# This notebook builds all three from nothing: a tiny random **Qwen2** model made from a
+# `transformers` config (nothing is downloaded), a small task ("what comes after 41?") whose
+# SFT data is deliberately noisy, and a reward function that checks the answer. It then runs
+# them through `rlalign sft` and `rlalign rl` with YAML config files, exactly as you would on
+# a real model. It ends with the two ways to scale the same run up: **LoRA** adapters and
+# **torchrun**.
+#
+# At its normal settings it takes about a minute on a laptop CPU.
+
+# %% tags=["parameters"]
+import os
+from pathlib import Path
+
+# The test suite sets RLALIGN_TUTORIAL_QUICK=1 to run every notebook on tiny settings.
+QUICK = os.environ.get("RLALIGN_TUTORIAL_QUICK") == "1"
+OUT = Path(os.environ.get("RLALIGN_TUTORIAL_OUT", "runs/tutorials")) / "05_bring_your_own"
+SFT_STEPS = 5 if QUICK else 500
+RL_STEPS = 2 if QUICK else 60
+NUMBERS = range(30) if QUICK else range(100)  # the task's questions: "What comes after N?"
+
+# %%
+import json
+import random
+import shlex
+import textwrap
+import warnings
+
+# Without ipywidgets, tqdm warns that it cannot draw notebook progress bars; we use none.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+import matplotlib.pyplot as plt
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from rlalign.cli import main as rlalign_main
+from rlalign.lm.inspect import load_model_and_tokenizer
+from rlalign.lm.sampling import generate_text
+from rlalign.metrics import read_metrics
+from rlalign.rewards.loading import load_reward_function
+
+transformers.utils.logging.disable_progress_bar()  # no bars for saving and loading tiny models
+torch.set_num_threads(1)  # models this small train fastest on one thread
+
+
+def rlalign_cli(command: str) -> None:
+    """Run an `rlalign` command line in this kernel, exactly as it would run in a shell."""
+    status = rlalign_main(shlex.split(command))
+    if status != 0:
+        raise RuntimeError(f"`rlalign {command}` exited with status {status}")
+
+
+OUT.mkdir(parents=True, exist_ok=True)
+
+# %% [markdown]
+# ## 1. Your data
+#
+# The task: answer "What comes after N?" with N + 1. The SFT file uses the
+# `prompt`/`completion` format; like most real SFT data it is imperfect: 30% of its answers are
+# off by one. The RL prompt file carries an extra field, `answer`, which reaches the reward
+# function as a keyword argument.
+
+# %%
+rng = random.Random(0)
+
+
+def question(n: int) -> str:
+    return f"What comes after {n}?"
+
+
+with (OUT / "my_sft.jsonl").open("w") as f:
+    for _ in range(8 * len(NUMBERS)):
+        n = rng.choice(NUMBERS)
+        answer = n + 1 if rng.random() < 0.7 else n + rng.choice([0, 2])  # 30% wrong
+        f.write(json.dumps({"prompt": question(n), "completion": str(answer)}) + "\n")
+with (OUT / "my_prompts.jsonl").open("w") as f:
+    for n in NUMBERS:
+        f.write(json.dumps({"prompt": question(n), "answer": str(n + 1)}) + "\n")
+print((OUT / "my_sft.jsonl").read_text().splitlines()[:3])
+print((OUT / "my_prompts.jsonl").read_text().splitlines()[:3])
+
+# %% [markdown]
+# ## 2. Your reward function
+#
+# A reward function receives the prompts, the sampled completions and every extra field of
+# the prompt file (as lists), and returns one float per completion. rlalign runs it in a
+# separate process with a time limit (`reward_timeout`), and stops the run with a clear
+# message if it raises, hangs, or returns NaN or the wrong number of scores.
+
+# %%
+(OUT / "my_reward.py").write_text(
+    textwrap.dedent(
+        '''
+        """Rewards for the "what comes after N?" task."""
+
+
+        def correct(prompts, completions, answer, **fields):
+            """1 for the right number, 0 for anything else."""
+            return [1.0 if c.strip() == a else 0.0 for c, a in zip(completions, answer)]
+        '''
+    )
+)
+reward_fn = load_reward_function(f"{OUT / 'my_reward.py'}:correct")  # what `rlalign rl` does
+print(reward_fn(["What comes after 4?"] * 2, ["5", "6"], answer=["5", "5"]))
+
+# %% [markdown]
+# ## 3. Your model
+#
+# Any local directory that `AutoModelForCausalLM` and `AutoTokenizer` load will do. Here we
+# make one: a byte-level BPE tokenizer trained with Hugging Face `tokenizers` on our data, with
+# a single GPT-2-style special token and no chat template, and a Qwen2 model with random
+# weights built from a `transformers` config, both saved with `save_pretrained`.
+
+# %%
+bpe = Tokenizer(models.BPE())
+bpe.pre_tokenizer = pre_tokenizers.Sequence(  # digits one by one, as Llama and Qwen tokenizers do
+    [
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ]
+)
+bpe.decoder = decoders.ByteLevel()
+texts = [json.loads(line)["prompt"] for line in (OUT / "my_prompts.jsonl").open()]
+texts += [str(n) for n in range(NUMBERS.stop + 2)] + ["<|user|>\n", "<|assistant|>\n"]
+bpe.train_from_iterator(
+    texts,
+    trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    ),
+)
+tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+
+config = Qwen2Config(
+    vocab_size=len(tokenizer),
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    tie_word_embeddings=True,
+    eos_token_id=tokenizer.eos_token_id,
+)
+torch.manual_seed(0)
+model = Qwen2ForCausalLM(config)
+model.save_pretrained(OUT / "my_model")
+tokenizer.save_pretrained(OUT / "my_model")
+print(
+    f"Qwen2 with {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {len(tokenizer)}"
+)
+
+# %% [markdown]
+# This tokenizer has no pad token and no chat template. rlalign fills both in when it loads
+# it (pad = eos; a plain `<|role|>` chat layout whose assistant turns end with eos) and says
+# so with a warning, rather than failing:
+
+# %%
+_, tok = load_model_and_tokenizer(OUT / "my_model")
+print(
+    repr(
+        tok.apply_chat_template(
+            [{"role": "user", "content": question(4)}, {"role": "assistant", "content": "5"}],
+            tokenize=False,
+        )
+    )
+)
+
+# %% [markdown]
+# ## 4. Supervised fine-tuning, from a config file
+#
+# Every stage reads a YAML file of the keys Hugging Face users know, and `key=value` overrides
+# on the command line win over it. An unknown key fails at once with a did-you-mean.
+
+# %%
+(OUT / "sft.yaml").write_text(
+    textwrap.dedent(
+        f"""
+        model: {OUT / "my_model"}
+        data: {OUT / "my_sft.jsonl"}
+        output_dir: {OUT / "sft"}
+        max_steps: {SFT_STEPS}
+        learning_rate: 3.0e-3
+        warmup_steps: 10
+        per_device_train_batch_size: 32
+        max_length: 32
+        eval_steps: {SFT_STEPS}
+        save_steps: {SFT_STEPS}
+        logging_steps: 10
+        seed: 0
+        """
+    )
+)
+rlalign_cli(f"sft --config {OUT / 'sft.yaml'} overwrite_output_dir=true disable_tqdm=true")
+
+
+# %% [markdown]
+# How often is a sampled answer right? We sample four answers per question at temperature 1
+# and score them with our own reward function.
+
+
+# %%
+def sampled_accuracy(model_dir: Path) -> float:
+    model, tok = load_model_and_tokenizer(model_dir)
+    prompts = [question(n) for n in NUMBERS]
+    samples = generate_text(
+        model,
+        tok,
+        prompts,
+        chat=True,
+        temperature=1.0,
+        max_new_tokens=6,
+        num_samples=4,
+        generator=torch.Generator().manual_seed(0),
+    )
+    answers = [str(n + 1) for n in NUMBERS for _ in range(4)]
+    return sum(reward_fn(prompts, [s.completion for s in samples], answer=answers)) / len(samples)
+
+
+accuracy = {
+    "untrained": sampled_accuracy(OUT / "my_model"),
+    "SFT": sampled_accuracy(OUT / "sft" / "final"),
+}
+print(accuracy)
+
+# %% [markdown]
+# SFT imitates its data, errors included: since 30% of the SFT answers are wrong, no more than
+# about 70% of its sampled answers can be right.
+#
+# ## 5. RL with your reward
+#
+# `reward_funcs` names the function as `path/to/file.py:function` (or `package.module:function`).
+# GRPO samples 8 answers per question, and each answer's advantage is its reward minus its
+# group's mean. That pushes up the right answers and down the wrong ones.
+
+# %%
+(OUT / "rl.yaml").write_text(
+    textwrap.dedent(
+        f"""
+        model: {OUT / "sft" / "final"}
+        data: {OUT / "my_prompts.jsonl"}
+        output_dir: {OUT / "rl"}
+        reward_funcs: ["{OUT / "my_reward.py"}:correct"]
+        algorithm: grpo
+        num_generations: 8
+        prompts_per_iteration: 16
+        per_device_train_batch_size: 128
+        max_completion_length: 6
+        learning_rate: 1.0e-3
+        beta: 0.01
+        max_steps: {RL_STEPS}
+        save_steps: {RL_STEPS}
+        seed: 0
+        """
+    )
+)
+rlalign_cli(f"rl --config {OUT / 'rl.yaml'} overwrite_output_dir=true disable_tqdm=true")
+accuracy["SFT + RL"] = sampled_accuracy(OUT / "rl" / "final")
+print(accuracy)
+
+# %%
+rows = [r for r in read_metrics(OUT / "rl") if "reward_mean" in r]
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+axes[0].plot([r["step"] for r in rows], [r["reward_mean"] for r in rows])
+axes[0].set_xlabel("RL step")
+axes[0].set_ylabel("mean reward of the sampled answers")
+axes[0].set_title("GRPO with my_reward.py:correct")
+bars = axes[1].bar(list(accuracy), list(accuracy.values()), color=["#bbbbbb", "#8da0cb", "#fc8d62"])
+axes[1].bar_label(bars, [f"{v:.0%}" for v in accuracy.values()])
+axes[1].set_ylim(0, 1.1)
+axes[1].set_title("share of right answers (4 samples per question, T = 1)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 6. Scaling the same run: LoRA and torchrun
+#
+# These two are being added to rlalign (the `lora` config section, and the `distributed` key
+# under `torchrun`). The cells below show the commands; they are not run in this notebook yet.
+#
+# **LoRA.** Add a `lora` section to the same config: only the low-rank adapters of the named
+# modules train, through `peft`. In RL the reference model is the base with the adapters
+# disabled, so no second copy of the weights is held.
+#
+# ```yaml
+# # sft.yaml, plus:
+# lora:
+#   r: 8
+#   alpha: 16
+#   dropout: 0.05
+#   target_modules: [q_proj, k_proj, v_proj, o_proj]
+# ```
+#
+# or, without editing the file:
+#
+# ```bash
+# rlalign sft --config sft.yaml lora.r=8 lora.alpha=16 lora.dropout=0.05 \
+#     "lora.target_modules=[q_proj,k_proj,v_proj,o_proj]"
+# rlalign rl  --config rl.yaml  lora.r=8 lora.alpha=16 "lora.target_modules=[q_proj,v_proj]"
+# ```
+#
+# **Several processes.** `torchrun` starts one process per device (or per CPU core group);
+# `distributed: ddp` replicates the model and averages gradients, `distributed: fsdp` shards
+# parameters, gradients and optimizer state (FSDP2) for models that do not fit one device.
+# The global batch stays what the config says, so the result is the same at any scale:
+#
+# ```bash
+# torchrun --nproc_per_node 2 -m rlalign sft --config sft.yaml distributed=ddp
+# torchrun --nproc_per_node 2 -m rlalign rl  --config rl.yaml  distributed=fsdp
+# ```
+#
+# Several machines, and a Slurm batch script, are in the documentation's
+# multi-node guide.
