@@ -18,12 +18,12 @@ def plot_series(
     percent: bool = False,
 ) -> Path | None:
     """Plot ``keys`` against ``step`` (rows lacking a key are skipped); None if nothing to plot."""
-    import matplotlib
+    # A bare Figure, not pyplot: no backend switch and no global figure state, so a library
+    # call never changes how the user's own notebook or script draws (and no display needed).
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # no display; safe in any thread and on headless machines
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    fig = Figure(figsize=(6.4, 3.6), dpi=100)
+    ax = fig.subplots()
     drawn = 0
     for key in keys:
         points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), int | float)]
@@ -41,7 +41,6 @@ def plot_series(
         )
         drawn += 1
     if not drawn:
-        plt.close(fig)
         return None
     ax.set_title(title)
     ax.set_xlabel("step")
@@ -53,5 +52,4 @@ def plot_series(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
