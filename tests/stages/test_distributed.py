@@ -126,12 +126,15 @@ def make_args(tmp_path, world_dir, base_model_dir, word_model_dir, word_task):
         ("sft", "fsdp"),
         ("grpo", "ddp"),
         ("grpo", "fsdp"),
+        ("sft-lora", "fsdp"),
     ],
 )
 def test_two_ranks_give_the_single_process_weights(make_args, tmp_path, stage, strategy):
     single, double = tmp_path / "single", tmp_path / "double"
-    assert main(make_args(stage, single)) == 0
-    output = run_torchrun(make_args(stage, double, f"distributed={strategy}"))
+    extra = ["lora.r=4"] if stage.endswith("-lora") else []
+    stage = stage.removesuffix("-lora")
+    assert main(make_args(stage, single, *extra)) == 0
+    output = run_torchrun(make_args(stage, double, f"distributed={strategy}", *extra))
     assert_same_weights(single, double)
     # only rank 0 wrote the run and printed the summary
     assert output.count(str(double / "final")) == 1

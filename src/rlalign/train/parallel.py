@@ -55,17 +55,21 @@ def _block_classes(model: nn.Module) -> set[type]:
 
 
 def _inner_language_models(model: nn.Module) -> list[nn.Module]:
-    """The outermost Hugging Face models strictly inside ``model`` (none when ``model`` is one:
-    a causal LM's own backbone shares tied weights with its head and stays in its unit)."""
+    """The outermost Hugging Face (or PEFT) models strictly inside ``model`` (none when
+    ``model`` is one: a causal LM's own backbone shares tied weights with its head and stays in
+    its unit)."""
     from transformers import PreTrainedModel
 
-    if isinstance(model, PreTrainedModel):
+    def is_language_model(module: nn.Module) -> bool:  # a HF model, or a PEFT model around one
+        return isinstance(module, PreTrainedModel) or hasattr(module, "peft_config")
+
+    if is_language_model(model):
         return []
     found: list[nn.Module] = []
 
     def visit(module: nn.Module) -> None:
         for child in module.children():
-            if isinstance(child, PreTrainedModel):
+            if is_language_model(child):
                 found.append(child)
             else:
                 visit(child)
