@@ -49,8 +49,17 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     return proc.returncode, out + err
 
 
+# A rare abort of one gloo rank under heavy CPU load ("terminate called without an active
+# exception", SIGABRT), seen twice in ~60 FSDP launches on the shared 2-core machine and not
+# reproducible on an idle one; noted on the scale-out issue. One retry keeps it from failing
+# unrelated work; any other failure, or the same abort twice, fails the test.
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def run_torchrun(args: list[str], **kwargs) -> str:
     code, output = finish(launch(args, **kwargs))
+    if code != 0 and GLOO_ABORT in output:
+        code, output = finish(launch([*args, "overwrite_output_dir=true"], **kwargs))
     assert code == 0, output
     return output
 
