@@ -92,8 +92,23 @@ OBS_FIELDS: tuple[str, ...] = (
     "ahead_time_to_collision",  # gap / closing speed to the car ahead, / 10 s (1 = not closing)
     "signal_brake_needed",  # v^2 / (2 d) to stop at the line, / stop_decel (0 once passed)
     "crosswalk_brake_needed",  # the same for the crosswalk (0 once passed)
+    # The same gaps on a scale that resolves the last few metres, where safety is decided:
+    # g / (g + NEAR_SCALE) (0 = touching or alongside, 0.5 = 10 m, 1 = nothing in range).
+    "ahead_gap_near",
+    "behind_gap_near",
+    "left_ahead_gap_near",
+    "left_behind_gap_near",
+    "right_ahead_gap_near",
+    "right_behind_gap_near",
+    "ahead_headway",  # gap / own speed (time headway, s) / 4 s, capped at 1 (1 = nothing ahead)
+    # Constant deceleration that stops the closing on the car ahead MIN_GAP metres behind it,
+    # closing^2 / (2 (gap - MIN_GAP)), / stop_decel, capped at 2 (0 = not closing).
+    "ahead_brake_needed",
 )
 OBS_INDEX: dict[str, int] = {name: i for i, name in enumerate(OBS_FIELDS)}
+NEAR_SCALE = 10.0  # metres: the gap that the *_gap_near fields map to 0.5
+HEADWAY_SCALE = 4.0  # seconds
+MIN_GAP = 2.0  # metres kept to a stopped car in ahead_brake_needed
 
 _INF = np.inf
 
@@ -123,7 +138,7 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
         low = np.full(len(OBS_FIELDS), -1.0, dtype=np.float32)
         high = np.full(len(OBS_FIELDS), 1.0, dtype=np.float32)
         low[OBS_INDEX["lane_offset"]], high[OBS_INDEX["lane_offset"]] = -2.0, 2.0
-        for name in ("signal_brake_needed", "crosswalk_brake_needed"):
+        for name in ("signal_brake_needed", "crosswalk_brake_needed", "ahead_brake_needed"):
             low[OBS_INDEX[name]], high[OBS_INDEX[name]] = 0.0, 2.0
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self._obs_low, self._obs_high = low.astype(np.float64), high.astype(np.float64)
@@ -420,6 +435,9 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
         obs[2] = (y_e - le * c.lane_width) / c.lane_width
         obs[3] = float(le < c.n_lanes - 1)
         obs[4] = float(le > 0)
+        # Bumper-to-bumper gaps ahead/behind in own, left, right lane (inf = none in range).
+        ga = np.full(3, _INF)
+        gb = np.full(3, _INF)
         if self._n > 1:
             lanes3 = np.array([le, le + 1, le - 1])
             occ = self._occupancy()[1:]  # traffic only
@@ -432,6 +450,7 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
             ia, ib = g_a.argmin(1), g_b.argmin(1)
             r3 = np.arange(3)
             ga, gb = g_a[r3, ia], g_b[r3, ib]
+            ga[ga >= R], gb[gb >= R] = _INF, _INF
             block = np.empty((3, 4))
             block[:, 0] = np.maximum(np.minimum(ga / R, 1.0), 0.0)  # 0 = alongside
             block[:, 1] = np.where(ga < R, dv[ia], 0.0)
@@ -457,11 +476,24 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
             obs[23], obs[24] = 0.0, 1.0
         obs[25] = max(c.road_length - x_e, 0.0) / c.road_length
         obs[26] = self.steps / c.max_steps
-        gap_ahead, closing = obs[5] * R, -obs[6] * c.v_max
-        obs[27] = min(gap_ahead / closing, 10.0) / 10.0 if (obs[5] < 1.0 and closing > 0) else 1.0
+        gap_ahead, closing = float(ga[0]), -float(obs[6]) * c.v_max
+        obs[27] = min(gap_ahead / closing, 10.0) / 10.0 if (gap_ahead < R and closing > 0) else 1.0
         v2 = v_e * v_e / (2.0 * c.stop_decel)
         obs[28] = min(v2 / max(d_sig, 0.1), 2.0) if d_sig >= 0 else 0.0
         obs[29] = min(v2 / max(d_cw, 0.1), 2.0) if front < self._cw_far else 0.0
+        # Near-range gaps: ahead/behind for own, left, right lane (no lane = nothing there).
+        gaps = np.stack([ga, gb], axis=1).reshape(-1)  # own ahead, own behind, left ahead, ...
+        g = np.minimum(np.maximum(gaps, 0.0), R)
+        obs[30:36] = np.where(gaps < R, g / (g + NEAR_SCALE), 1.0)
+        if gap_ahead < R:
+            obs[36] = min(max(gap_ahead, 0.0) / max(v_e, 0.1) / HEADWAY_SCALE, 1.0)
+            if closing > 0:
+                room = max(gap_ahead - MIN_GAP, 0.1)
+                obs[37] = min(closing * closing / (2.0 * room) / c.stop_decel, 2.0)
+            else:
+                obs[37] = 0.0
+        else:
+            obs[36], obs[37] = 1.0, 0.0
         return np.minimum(np.maximum(obs, self._obs_low), self._obs_high).astype(np.float32)
 
     @staticmethod
