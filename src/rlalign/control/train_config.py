@@ -38,6 +38,10 @@ class CommonConfig(Config):
         False, description="end with the policy of the best evaluation during training"
     )
     torch_threads: int = Field(1, ge=1, description="small MLPs are fastest on one thread")
+    save_every: int | None = Field(
+        100_000, ge=1, description="environment steps between checkpoints (None: only the last)"
+    )
+    keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept")
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

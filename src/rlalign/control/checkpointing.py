@@ -1,0 +1,105 @@
+"""Checkpoints of a control run, taken between rollouts, and the stop signals that ask for one.
+
+A checkpoint is written with the shared atomic helpers of :mod:`rlalign.train.checkpoint`
+(temporary directory, fsync, rename), as ``RUN_DIR/checkpoints/step_<env steps>/``:
+
+- ``model.safetensors``: the actor-critic (policy and value net);
+- ``best/model.safetensors``: the best evaluated policy so far, when ``keep_best`` tracks one;
+- ``trainer_state.pt``: optimizer, observation/reward normalisation statistics, the states of
+  every generator (torch, numpy, python, the sampling generator, each env's own), every env's
+  simulator state and current observation, the loop counters and the monitor (evaluations,
+  recent episodes, the metrics step). Tensors and plain containers only: it is read back with
+  ``torch.load(weights_only=True)``, so a file carrying a pickle payload is refused.
+
+Because it is taken at a rollout boundary and holds everything the next rollout reads, a run
+resumed from it continues exactly as if it had not stopped (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from rlalign.errors import UserError
+from rlalign.train import checkpoint as ckpt
+
+FORMAT = "rlalign-control-checkpoint"
+BEST_DIR = "best"
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT set :attr:`received` instead of killing the process;
+    the trainer checks it after each update, writes a checkpoint and stops."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        with contextlib.suppress(ValueError):  # only the main thread may install handlers
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def save(
+    run_dir: str | Path,
+    step: int,
+    net: nn.Module,
+    state: dict[str, Any],
+    best: nn.Module | None,
+    keep: int | None,
+) -> Path:
+    """Write ``checkpoints/step_<step>/`` atomically and prune to the ``keep`` newest."""
+
+    def extra(tmp: Path) -> None:
+        if best is not None:
+            (tmp / BEST_DIR).mkdir()
+            ckpt.save_model_weights(best, tmp / BEST_DIR)
+
+    return ckpt.save_checkpoint(
+        run_dir, step, net, {"format": FORMAT, **state}, save_extra=extra, keep=keep
+    )
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (half-written ones left by a kill are deleted first)."""
+    ckpt.remove_stale_temporaries(run_dir)
+    return ckpt.latest_checkpoint(run_dir)
+
+
+def load(path: Path, net: nn.Module, algo: str, env_id: str) -> dict[str, Any]:
+    """Load the weights of ``path`` into ``net`` and return its trainer state."""
+    state = ckpt.load_trainer_state(path)
+    if state.get("format") != FORMAT:
+        raise UserError(f"{path}: not a checkpoint of 'rlalign control train'")
+    if state.get("algo") != algo or state.get("env_id") != env_id:
+        raise UserError(
+            f"{path}: this checkpoint is of {state.get('algo')} on {state.get('env_id')!r}, not "
+            f"{algo} on {env_id!r}; resume with the command line that started the run"
+        )
+    ckpt.load_model_weights(net, path)
+    return state
+
+
+def load_best(path: Path, net: nn.Module) -> bool:
+    """Load ``best/`` of a checkpoint into ``net``; False when the checkpoint has none."""
+    if not (path / BEST_DIR).is_dir():
+        return False
+    ckpt.load_model_weights(net, path / BEST_DIR)
+    return True
+
+
+def has_checkpoints(run_dir: str | Path) -> bool:
+    return bool(ckpt.list_checkpoints(run_dir))
