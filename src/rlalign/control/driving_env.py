@@ -425,19 +425,14 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
 
     # ------------------------------------------------------------------ observation
     def _observe(self) -> np.ndarray:
+        # Scalars are Python floats: on a vector this small, numpy's per-call overhead dominates.
         c = self.cfg
         R = c.sensor_range
-        obs = np.ones(len(OBS_FIELDS), dtype=np.float64)
         x_e, y_e, v_e = float(self.x[0]), float(self.y[0]), float(self.v[0])
         le = int(self.lane[0])
-        obs[0] = v_e / c.v_max
-        obs[1] = le / max(c.n_lanes - 1, 1)
-        obs[2] = (y_e - le * c.lane_width) / c.lane_width
-        obs[3] = float(le < c.n_lanes - 1)
-        obs[4] = float(le > 0)
-        # Bumper-to-bumper gaps ahead/behind in own, left, right lane (inf = none in range).
-        ga = np.full(3, _INF)
-        gb = np.full(3, _INF)
+        # Bumper-to-bumper gaps and relative speeds ahead/behind in own, left, right lane.
+        ga, gb = [_INF] * 3, [_INF] * 3
+        dva, dvb = [0.0] * 3, [0.0] * 3
         if self._n > 1:
             lanes3 = np.array([le, le + 1, le - 1])
             occ = self._occupancy()[1:]  # traffic only
@@ -449,51 +444,55 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
             g_b = np.where(m & (dx < 0), -dx - c.car_length, _INF)
             ia, ib = g_a.argmin(1), g_b.argmin(1)
             r3 = np.arange(3)
-            ga, gb = g_a[r3, ia], g_b[r3, ib]
-            ga[ga >= R], gb[gb >= R] = _INF, _INF
-            block = np.empty((3, 4))
-            block[:, 0] = np.maximum(np.minimum(ga / R, 1.0), 0.0)  # 0 = alongside
-            block[:, 1] = np.where(ga < R, dv[ia], 0.0)
-            block[:, 2] = np.maximum(np.minimum(gb / R, 1.0), 0.0)
-            block[:, 3] = np.where(gb < R, dv[ib], 0.0)
-            obs[5:17] = block.reshape(-1)
-        else:
-            obs[5:17] = np.tile([1.0, 0.0, 1.0, 0.0], 3)
+            ga, gb = g_a[r3, ia].tolist(), g_b[r3, ib].tolist()
+            dva, dvb = dv[ia].tolist(), dv[ib].tolist()
+        o = [
+            v_e / c.v_max,
+            le / max(c.n_lanes - 1, 1),
+            (y_e - le * c.lane_width) / c.lane_width,
+            float(le < c.n_lanes - 1),
+            float(le > 0),
+        ]
+        for k in range(3):  # 0 = alongside; 1 and relative speed 0 = nothing within range
+            ahead, behind = ga[k] < R, gb[k] < R
+            o += [
+                min(max(ga[k] / R, 0.0), 1.0) if ahead else 1.0,
+                dva[k] if ahead else 0.0,
+                min(max(gb[k] / R, 0.0), 1.0) if behind else 1.0,
+                dvb[k] if behind else 0.0,
+            ]
         front = x_e + c.car_length / 2
         phase, left = self.signal_phase()
         d_sig = c.signal_position - front
-        obs[17] = min(d_sig / R, 1.0) if d_sig >= 0 else 1.0
-        obs[18:21] = 0.0
-        obs[18 + phase] = 1.0
-        obs[21] = left / c.cycle
+        o.append(min(d_sig / R, 1.0) if d_sig >= 0 else 1.0)
+        o += [float(phase == 0), float(phase == 1), float(phase == 2), left / c.cycle]
         d_cw = self._cw_near - front
-        obs[22] = min(d_cw / R, 1.0) if front < self._cw_far else 1.0
+        o.append(min(d_cw / R, 1.0) if front < self._cw_far else 1.0)
         if self.ped_active.any():
-            obs[23] = 1.0
             road_w = c.n_lanes * c.lane_width
-            obs[24] = min(float(np.abs(self.ped_y[self.ped_active] - y_e).min()) / road_w, 1.0)
+            nearest = float(np.abs(self.ped_y[self.ped_active] - y_e).min())
+            o += [1.0, min(nearest / road_w, 1.0)]
         else:
-            obs[23], obs[24] = 0.0, 1.0
-        obs[25] = max(c.road_length - x_e, 0.0) / c.road_length
-        obs[26] = self.steps / c.max_steps
-        gap_ahead, closing = float(ga[0]), -float(obs[6]) * c.v_max
-        obs[27] = min(gap_ahead / closing, 10.0) / 10.0 if (gap_ahead < R and closing > 0) else 1.0
+            o += [0.0, 1.0]
+        o.append(max(c.road_length - x_e, 0.0) / c.road_length)
+        o.append(self.steps / c.max_steps)
+        gap, closing = ga[0], -dva[0] * c.v_max if ga[0] < R else 0.0
+        o.append(min(gap / closing, 10.0) / 10.0 if (gap < R and closing > 0) else 1.0)
         v2 = v_e * v_e / (2.0 * c.stop_decel)
-        obs[28] = min(v2 / max(d_sig, 0.1), 2.0) if d_sig >= 0 else 0.0
-        obs[29] = min(v2 / max(d_cw, 0.1), 2.0) if front < self._cw_far else 0.0
-        # Near-range gaps: ahead/behind for own, left, right lane (no lane = nothing there).
-        gaps = np.stack([ga, gb], axis=1).reshape(-1)  # own ahead, own behind, left ahead, ...
-        g = np.minimum(np.maximum(gaps, 0.0), R)
-        obs[30:36] = np.where(gaps < R, g / (g + NEAR_SCALE), 1.0)
-        if gap_ahead < R:
-            obs[36] = min(max(gap_ahead, 0.0) / max(v_e, 0.1) / HEADWAY_SCALE, 1.0)
-            if closing > 0:
-                room = max(gap_ahead - MIN_GAP, 0.1)
-                obs[37] = min(closing * closing / (2.0 * room) / c.stop_decel, 2.0)
-            else:
-                obs[37] = 0.0
+        o.append(min(v2 / max(d_sig, 0.1), 2.0) if d_sig >= 0 else 0.0)
+        o.append(min(v2 / max(d_cw, 0.1), 2.0) if front < self._cw_far else 0.0)
+        # Near-range gaps: own ahead, own behind, left ahead, left behind, right ahead, behind.
+        for g in (ga[0], gb[0], ga[1], gb[1], ga[2], gb[2]):
+            o.append(max(g, 0.0) / (max(g, 0.0) + NEAR_SCALE) if g < R else 1.0)
+        if gap < R:
+            o.append(min(max(gap, 0.0) / max(v_e, 0.1) / HEADWAY_SCALE, 1.0))
+            room = max(gap - MIN_GAP, 0.1)
+            o.append(
+                min(closing * closing / (2.0 * room) / c.stop_decel, 2.0) if closing > 0 else 0.0
+            )
         else:
-            obs[36], obs[37] = 1.0, 0.0
+            o += [1.0, 0.0]
+        obs = np.array(o)
         return np.minimum(np.maximum(obs, self._obs_low), self._obs_high).astype(np.float32)
 
     @staticmethod
