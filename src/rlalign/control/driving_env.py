@@ -104,6 +104,15 @@ OBS_FIELDS: tuple[str, ...] = (
     # Constant deceleration that stops the closing on the car ahead MIN_GAP metres behind it,
     # closing^2 / (2 (gap - MIN_GAP)), / stop_decel, capped at 2 (0 = not closing).
     "ahead_brake_needed",
+    # Seconds to reach the stop line at the current speed, / cycle length, capped at 1 (1 once
+    # passed or standing): against signal_time_left, whether the light changes first.
+    "signal_time_to_line",
+    # Pedestrians: which way they walk, and where they will be when the car gets there.
+    "pedestrian_approach_speed",  # nearest crossing pedestrian: lateral speed towards the ego
+    #   car's line / pedestrian_speed_max (+ approaching, - walking away, 0 = nobody crossing)
+    "pedestrian_lateral_on_arrival",  # min over crossing pedestrians of |y_ped - y_ego| when the
+    #   ego's front reaches the crosswalk at its current speed (at most 10 s ahead), / road
+    #   width; 1 = nobody crossing or crosswalk passed
 )
 OBS_INDEX: dict[str, int] = {name: i for i, name in enumerate(OBS_FIELDS)}
 NEAR_SCALE = 10.0  # metres: the gap that the *_gap_near fields map to 0.5
@@ -468,10 +477,20 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
         o += [float(phase == 0), float(phase == 1), float(phase == 2), left / c.cycle]
         d_cw = self._cw_near - front
         o.append(min(d_cw / R, 1.0) if front < self._cw_far else 1.0)
+        road_w = c.n_lanes * c.lane_width
+        ped_approach, ped_on_arrival = 0.0, 1.0
         if self.ped_active.any():
-            road_w = c.n_lanes * c.lane_width
-            nearest = float(np.abs(self.ped_y[self.ped_active] - y_e).min())
-            o += [1.0, min(nearest / road_w, 1.0)]
+            rel = self.ped_y[self.ped_active] - y_e
+            k = int(np.abs(rel).argmin())
+            o += [1.0, min(abs(float(rel[k])) / road_w, 1.0)]
+            toward = -float(np.sign(rel[k])) * float(self.ped_v[self.ped_active][k])
+            ped_approach = toward / c.pedestrian_speed_max
+            if front < self._cw_far:
+                t_arrive = min(max(d_cw, 0.0) / max(v_e, 0.5), 10.0)
+                kerb_r, kerb_l = self._road_right - 1.0, self._road_left + 1.0
+                later = self.ped_y[self.ped_active] + self.ped_v[self.ped_active] * t_arrive
+                later = np.minimum(np.maximum(later, kerb_r), kerb_l)
+                ped_on_arrival = min(float(np.abs(later - y_e).min()) / road_w, 1.0)
         else:
             o += [0.0, 1.0]
         o.append(max(c.road_length - x_e, 0.0) / c.road_length)
@@ -492,6 +511,8 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
             )
         else:
             o += [1.0, 0.0]
+        o.append(min(d_sig / v_e / c.cycle, 1.0) if (d_sig >= 0 and v_e > 0.1) else 1.0)
+        o += [ped_approach, ped_on_arrival]
         obs = np.array(o)
         return np.minimum(np.maximum(obs, self._obs_low), self._obs_high).astype(np.float32)
 
