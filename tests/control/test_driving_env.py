@@ -251,6 +251,11 @@ def test_observation_fields_match_a_hand_built_state() -> None:
     assert obs[ix["signal_time_to_line"]] == pytest.approx(d_sig / 10.0 / c.cycle)
     assert obs[ix["pedestrian_approach_speed"]] == 0.0  # nobody crossing
     assert obs[ix["pedestrian_lateral_on_arrival"]] == 1.0
+    assert obs[ix["light_stop_brake_needed"]] == 0.0  # green: no stop needed
+    assert obs[ix["pedestrian_stop_brake_needed"]] == 0.0
+    env.signal_offset = c.green + c.yellow + 1.0 - env.t  # red
+    red = env._observe()
+    assert red[ix["light_stop_brake_needed"]] == red[ix["signal_brake_needed"]] > 0
 
 
 def test_pedestrian_direction_and_position_on_arrival() -> None:
@@ -267,6 +272,8 @@ def test_pedestrian_direction_and_position_on_arrival() -> None:
     # The front reaches the crosswalk (near edge 2 m before its centre) in 48 / 10 = 4.8 s.
     t = (50.0 - c.crosswalk_width / 2) / 10.0
     assert obs[ix["pedestrian_lateral_on_arrival"]] == pytest.approx(abs(7.0 - 1.2 * t) / road_w)
+    need = 10.0**2 / (2 * c.stop_decel) / (50.0 - c.crosswalk_width / 2)
+    assert obs[ix["pedestrian_stop_brake_needed"]] == pytest.approx(need)
     env.ped_v[0] = 1.2  # walking away: negative, and off the road by the time the car arrives
     obs = env._observe()
     assert obs[ix["pedestrian_approach_speed"]] == pytest.approx(-1.2 / c.pedestrian_speed_max)

@@ -113,6 +113,10 @@ OBS_FIELDS: tuple[str, ...] = (
     "pedestrian_lateral_on_arrival",  # min over crossing pedestrians of |y_ped - y_ego| when the
     #   ego's front reaches the crosswalk at its current speed (at most 10 s ahead), / road
     #   width; 1 = nobody crossing or crosswalk passed
+    # The braking needed to stop, only where the rules say stop: signal_brake_needed while the
+    # light is yellow or red (0 on green), crosswalk_brake_needed while a pedestrian crosses.
+    "light_stop_brake_needed",
+    "pedestrian_stop_brake_needed",
 )
 OBS_INDEX: dict[str, int] = {name: i for i, name in enumerate(OBS_FIELDS)}
 NEAR_SCALE = 10.0  # metres: the gap that the *_gap_near fields map to 0.5
@@ -147,7 +151,7 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
         low = np.full(len(OBS_FIELDS), -1.0, dtype=np.float32)
         high = np.full(len(OBS_FIELDS), 1.0, dtype=np.float32)
         low[OBS_INDEX["lane_offset"]], high[OBS_INDEX["lane_offset"]] = -2.0, 2.0
-        for name in ("signal_brake_needed", "crosswalk_brake_needed", "ahead_brake_needed"):
+        for name in (n for n in OBS_FIELDS if n.endswith("brake_needed")):
             low[OBS_INDEX[name]], high[OBS_INDEX[name]] = 0.0, 2.0
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self._obs_low, self._obs_high = low.astype(np.float64), high.astype(np.float64)
@@ -513,6 +517,8 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
             o += [1.0, 0.0]
         o.append(min(d_sig / v_e / c.cycle, 1.0) if (d_sig >= 0 and v_e > 0.1) else 1.0)
         o += [ped_approach, ped_on_arrival]
+        o.append(o[OBS_INDEX["signal_brake_needed"]] if phase != 0 else 0.0)
+        o.append(o[OBS_INDEX["crosswalk_brake_needed"]] if self.ped_active.any() else 0.0)
         obs = np.array(o)
         return np.minimum(np.maximum(obs, self._obs_low), self._obs_high).astype(np.float32)
 
