@@ -1,10 +1,11 @@
 """Checkpoints of a control run, taken between rollouts, and the stop signals that ask for one.
 
-A checkpoint is written with the shared atomic helpers of :mod:`rlalign.train.checkpoint`
-(temporary directory, fsync, rename), as ``RUN_DIR/checkpoints/step_<env steps>/``:
+A checkpoint is written with the shared atomic helpers (:func:`rlalign.io.atomic_directory`:
+temporary directory, fsync, rename; the naming, listing, pruning and safe loading of
+:mod:`rlalign.train.checkpoint`), as ``RUN_DIR/checkpoints/step_<env steps>/``:
 
 - ``model.safetensors``: the actor-critic (policy and value net);
-- ``best/model.safetensors``: the best evaluated policy so far, when ``keep_best`` tracks one;
+- ``best.safetensors``: the best evaluated policy so far, when ``keep_best`` tracks one;
 - ``trainer_state.pt``: optimizer, observation/reward normalisation statistics, the states of
   every generator (torch, numpy, python, the sampling generator, each env's own), every env's
   simulator state and current observation, the loop counters and the monitor (evaluations,
@@ -22,13 +23,17 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from rlalign.errors import UserError
+from rlalign.io import atomic_directory
 from rlalign.train import checkpoint as ckpt
 
 FORMAT = "rlalign-control-checkpoint"
-BEST_DIR = "best"
+WEIGHTS = "model.safetensors"
+BEST_WEIGHTS = "best.safetensors"
 
 
 class StopSignals:
@@ -62,15 +67,15 @@ def save(
     keep: int | None,
 ) -> Path:
     """Write ``checkpoints/step_<step>/`` atomically and prune to the ``keep`` newest."""
-
-    def extra(tmp: Path) -> None:
+    final = ckpt.checkpoint_root(run_dir) / f"step_{step}"
+    with atomic_directory(final) as tmp:
+        save_model(net, str(tmp / WEIGHTS))
         if best is not None:
-            (tmp / BEST_DIR).mkdir()
-            ckpt.save_model_weights(best, tmp / BEST_DIR)
-
-    return ckpt.save_checkpoint(
-        run_dir, step, net, {"format": FORMAT, **state}, save_extra=extra, keep=keep
-    )
+            save_model(best, str(tmp / BEST_WEIGHTS))
+        # Last: a directory without its state file is never taken for a checkpoint.
+        torch.save({"format": FORMAT, **state}, tmp / ckpt.STATE_FILE)
+    ckpt.prune_checkpoints(run_dir, keep)
+    return final
 
 
 def latest(run_dir: str | Path) -> Path | None:
@@ -89,16 +94,26 @@ def load(path: Path, net: nn.Module, algo: str, env_id: str) -> dict[str, Any]:
             f"{path}: this checkpoint is of {state.get('algo')} on {state.get('env_id')!r}, not "
             f"{algo} on {env_id!r}; resume with the command line that started the run"
         )
-    ckpt.load_model_weights(net, path)
+    _load_weights(net, path / WEIGHTS)
     return state
 
 
 def load_best(path: Path, net: nn.Module) -> bool:
-    """Load ``best/`` of a checkpoint into ``net``; False when the checkpoint has none."""
-    if not (path / BEST_DIR).is_dir():
+    """Load the best evaluated policy of a checkpoint into ``net``; False when it has none."""
+    if not (path / BEST_WEIGHTS).is_file():
         return False
-    ckpt.load_model_weights(net, path / BEST_DIR)
+    _load_weights(net, path / BEST_WEIGHTS)
     return True
+
+
+def _load_weights(net: nn.Module, file: Path) -> None:
+    try:
+        load_model(net, str(file))
+    except (RuntimeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{file}: does not hold this run's network ({first}); was the config changed?"
+        ) from None
 
 
 def has_checkpoints(run_dir: str | Path) -> bool:
