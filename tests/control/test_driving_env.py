@@ -251,11 +251,24 @@ def test_observation_fields_match_a_hand_built_state() -> None:
     assert obs[ix["signal_time_to_line"]] == pytest.approx(d_sig / 10.0 / c.cycle)
     assert obs[ix["pedestrian_approach_speed"]] == 0.0  # nobody crossing
     assert obs[ix["pedestrian_lateral_on_arrival"]] == 1.0
+    # Clearance after one more step at current speeds: 25 m closing at 5 m/s; 5 m behind in the
+    # left lane closing at 2 m/s; nobody on the right.
+    assert obs[ix["ahead_clearance_next_step"]] == pytest.approx(22.5 / 32.5)
+    assert obs[ix["left_change_clearance"]] == pytest.approx(4.0 / 14.0)
+    assert obs[ix["right_change_clearance"]] == 1.0
     assert obs[ix["light_stop_brake_needed"]] == 0.0  # green: no stop needed
     assert obs[ix["pedestrian_stop_brake_needed"]] == 0.0
     env.signal_offset = c.green + c.yellow + 1.0 - env.t  # red
     red = env._observe()
     assert red[ix["light_stop_brake_needed"]] == red[ix["signal_brake_needed"]] > 0
+
+
+def test_changing_into_a_missing_lane_has_no_clearance() -> None:
+    env = _scenario(n_vehicles=0)
+    _place(env, 0, 100.0, 0, 10.0)  # rightmost lane
+    obs = env._observe()
+    assert obs[OBS_INDEX["right_change_clearance"]] == 0.0  # off the road
+    assert obs[OBS_INDEX["left_change_clearance"]] == 1.0
 
 
 def test_pedestrian_direction_and_position_on_arrival() -> None:

@@ -117,6 +117,12 @@ OBS_FIELDS: tuple[str, ...] = (
     # light is yellow or red (0 on green), crosswalk_brake_needed while a pedestrian crosses.
     "light_stop_brake_needed",
     "pedestrian_stop_brake_needed",
+    # Clearance one step from now if the car moved into the left / right lane (or stayed), at
+    # everyone's current speed: min of the gaps ahead and behind there, g / (g + NEAR_SCALE);
+    # 0 = a collision (or, for a missing lane, leaving the road), 1 = nobody within range.
+    "left_change_clearance",
+    "right_change_clearance",
+    "ahead_clearance_next_step",
 )
 OBS_INDEX: dict[str, int] = {name: i for i, name in enumerate(OBS_FIELDS)}
 NEAR_SCALE = 10.0  # metres: the gap that the *_gap_near fields map to 0.5
@@ -519,6 +525,17 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
         o += [ped_approach, ped_on_arrival]
         o.append(o[OBS_INDEX["signal_brake_needed"]] if phase != 0 else 0.0)
         o.append(o[OBS_INDEX["crosswalk_brake_needed"]] if self.ped_active.any() else 0.0)
+        dt, vmax = c.dt, c.v_max
+        for k, exists in ((1, le < c.n_lanes - 1), (2, le > 0), (0, True)):
+            if not exists:
+                o.append(0.0)
+                continue
+            g = _INF
+            if ga[k] < R:
+                g = ga[k] + dva[k] * vmax * dt
+            if gb[k] < R and k != 0:  # behind matters for a lane change only
+                g = min(g, gb[k] - dvb[k] * vmax * dt)
+            o.append(max(g, 0.0) / (max(g, 0.0) + NEAR_SCALE) if g < R else 1.0)
         obs = np.array(o)
         return np.minimum(np.maximum(obs, self._obs_low), self._obs_high).astype(np.float32)
 
