@@ -34,11 +34,25 @@ _COLUMNS = (
 VIEWER_FRAMES = 10
 
 
-def _plots(run_dir: Path, rows: list[dict[str, Any]]) -> list[tuple[Path, str]]:
+def _plots(
+    run_dir: Path, rows: list[dict[str, Any]], result: dict[str, Any]
+) -> list[tuple[Path, str]]:
     plots = run_dir / "plots"
+    rule = (result.get("baselines") or {}).get("rule_based")
+    if rule is not None and rows:
+        # The rule-based driver's final-evaluation return, drawn as a level line for reference.
+        rows = [*rows]
+        rows[0] = {**rows[0], "rule_based_return": rule["return"]}
+        rows[-1] = {**rows[-1], "rule_based_return": rule["return"]}
     out = []
     for name, keys, title, ylabel, percent in (
-        ("return", ["episode_return", "eval_return"], "Episode return", "return", False),
+        (
+            "return",
+            ["episode_return", "eval_return", "rule_based_return"],
+            "Episode return",
+            "return",
+            False,
+        ),
         (
             "episode_length",
             ["episode_length", "eval_episode_length"],
@@ -48,7 +62,11 @@ def _plots(run_dir: Path, rows: list[dict[str, Any]]) -> list[tuple[Path, str]]:
         ),
         ("collisions", ["collision_rate", "eval_collision_rate"], "Collisions", "rate", True),
     ):
-        labels = {keys[0]: "training episodes (last 20)", keys[1]: "evaluation during training"}
+        labels = {
+            keys[0]: "training episodes (last 20)",
+            keys[1]: "evaluation during training",
+            "rule_based_return": "rule-based driver (final evaluation)",
+        }
         if name == "collisions":
             labels[keys[0]] = "training episodes (last 100)"
         path = plot_series(
@@ -126,7 +144,10 @@ def write_run_report(run_dir: str | Path) -> Path:
     result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
     rows = read_metrics(run_dir)
     sections = [
-        ("Training curves", "\n".join(image_tag(p, alt) for p, alt in _plots(run_dir, rows))),
+        (
+            "Training curves",
+            "\n".join(image_tag(p, alt) for p, alt in _plots(run_dir, rows, result)),
+        ),
         ("Final evaluation", _table(result)),
     ]
     if "collision_rate" in result:
