@@ -198,3 +198,66 @@ def test_an_env_snapshot_continues_exactly(env_id: str) -> None:
         return np.concatenate(out)
 
     np.testing.assert_array_equal(future(env), future(copy))
+
+
+class _NaNRewardEnv(gym.Env):
+    """CartPole-shaped env whose reward becomes NaN at its 300th step."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+    calls = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.uniform(-1, 1, 3).astype(np.float32), {}
+
+    def step(self, action):
+        type(self).calls += 1
+        r = float("nan") if type(self).calls == 300 else 1.0
+        obs = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return obs, r, bool(self.np_random.random() < 0.05), False, {}
+
+
+if "rlalign_test/NaNReward-v0" not in gym.registry:
+    gym.register("rlalign_test/NaNReward-v0", entry_point=_NaNRewardEnv)
+
+
+def test_a_nan_reward_stops_the_run_naming_the_step(tmp_path, capsys) -> None:
+    _NaNRewardEnv.calls = 0
+    out = tmp_path / "nan"
+    rc = main(["control", "train", "--env", "rlalign_test/NaNReward-v0", "--steps", "1024",
+               "--out", str(out), "--no-progress", "n_envs=2", "n_steps=64", "save_every=128",
+               "eval_every=100000"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and "reward nan" in err and "environment step 3" in err, err
+    assert "last good checkpoint" in err and "step_256" in err and "Traceback" not in err
+    w = weights(out / "checkpoints" / "step_256" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    import errno
+
+    from rlalign.control import checkpointing
+
+    real = checkpointing.save_model
+
+    def full_disk(model, filename, *args, **kwargs):
+        if f".step_{3 * UPDATE}." in str(filename):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(model, filename, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing, "save_model", full_disk)
+    out = tmp_path / "full"
+    rc = main(train_args(out))
+    err = capsys.readouterr().err
+    assert rc == 2 and "No space left on device" in err and "--resume" in err, err
+    root = out / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == [f"step_{UPDATE}", f"step_{2 * UPDATE}"]
+    monkeypatch.setattr(checkpointing, "save_model", real)
+    assert main([*train_args(out), "--resume"]) == 0  # continues from the previous one
+    assert json.loads((out / "result.json").read_text())["resumed_from"].endswith(
+        f"step_{2 * UPDATE}"
+    )

@@ -68,12 +68,19 @@ def save(
 ) -> Path:
     """Write ``checkpoints/step_<step>/`` atomically and prune to the ``keep`` newest."""
     final = ckpt.checkpoint_root(run_dir) / f"step_{step}"
-    with atomic_directory(final) as tmp:
-        save_model(net, str(tmp / WEIGHTS))
-        if best is not None:
-            save_model(best, str(tmp / BEST_WEIGHTS))
-        # Last: a directory without its state file is never taken for a checkpoint.
-        torch.save({"format": FORMAT, **state}, tmp / ckpt.STATE_FILE)
+    try:
+        with atomic_directory(final) as tmp:
+            save_model(net, str(tmp / WEIGHTS))
+            if best is not None:
+                save_model(best, str(tmp / BEST_WEIGHTS))
+            # Last: a directory without its state file is never taken for a checkpoint.
+            torch.save({"format": FORMAT, **state}, tmp / ckpt.STATE_FILE)
+    except (OSError, RuntimeError) as exc:  # a full disk (torch.save raises RuntimeError)
+        why = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise UserError(
+            f"{final}: could not write the checkpoint ({why}); the previous checkpoints are "
+            "intact: free space, then continue with --resume"
+        ) from None
     ckpt.prune_checkpoints(run_dir, keep)
     return final
 

@@ -34,6 +34,7 @@ from rlalign.control.vec import EnvBatch
 from rlalign.metrics import MetricsLogger
 from rlalign.rl import gae, policy_loss, value_loss, whiten
 from rlalign.train.checkpoint import rng_state, set_rng_state
+from rlalign.train.loop import NonFiniteLossError
 
 
 def train_ppo(
@@ -214,6 +215,13 @@ class _PPO:
                     val_b[t] = net.value(x)
                 step = self.envs.step(net.to_env_actions(a))
                 r, term, trunc = step.rewards, step.terminated, step.truncated
+                if not np.all(np.isfinite(r)):
+                    i = int(np.flatnonzero(~np.isfinite(r))[0])
+                    raise NonFiniteLossError(
+                        f"env {i} returned reward {r[i]} at environment step "
+                        f"{self.env_steps + (t + 1) * n}; stopped before learning from it; "
+                        f"last good checkpoint: {self._last_checkpoint()}"
+                    )
                 done = term | trunc
                 self.ep_ret += r
                 self.ep_len += 1
@@ -240,7 +248,16 @@ class _PPO:
                 rew_b.T, val_b.T, cfg.gamma, cfg.gae_lambda, last_value=last_value, dones=done_b.T
             )
             # ---- 3. optimise
-            stats = _optimise(cfg, net, self.optimizer, obs_b, act_b, logp_b, val_b, adv.T, ret.T)
+            try:
+                stats = _optimise(
+                    cfg, net, self.optimizer, obs_b, act_b, logp_b, val_b, adv.T, ret.T
+                )
+            except FloatingPointError as exc:
+                raise NonFiniteLossError(
+                    f"{exc} in update {self.update} (environment step {self.env_steps}); "
+                    f"stopped before applying it; last good checkpoint: {self._last_checkpoint()} "
+                    "(try a lower learning_rate or max_grad_norm)"
+                ) from None
             stats["learning_rate"] = self.optimizer.param_groups[0]["lr"]
             self.finished = monitor.update(self.env_steps, stats) or (
                 self.update >= self.num_updates
@@ -251,6 +268,10 @@ class _PPO:
                 self.result.interrupted_by = signals.received
                 return
         self.save()  # a resumed, already finished run: nothing new, keeps the final checkpoint
+
+    def _last_checkpoint(self) -> str:
+        found = checkpointing.latest(self.run_dir) if self.run_dir is not None else None
+        return str(found) if found is not None else "none"
 
     def _save_due(self) -> bool:
         every = self.cfg.save_every
@@ -286,7 +307,10 @@ def _optimise(cfg, net, optimizer, obs_b, act_b, logp_b, val_b, adv_b, ret_b) ->
             loss = pg + cfg.vf_coef * vl - cfg.ent_coef * ent
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
+            # Never apply an update computed from NaN/inf (the weights stay the last good ones).
+            if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+                raise FloatingPointError(f"loss {float(loss):.4g} / gradient norm is not finite")
             optimizer.step()
             for k, v in (
                 ("policy_loss", pg),

@@ -86,18 +86,21 @@ ENV_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "reinforce": dict(total_steps=100_000, n_envs=8, learning_rate=2e-3, gamma=0.99),
     },
     "rlalign/Driving-v0": {
+        # Chosen over 3 training seeds each (README): gamma 0.95 (a 10 s horizon) learned faster
+        # than 0.99, a 64x64 net as well as 128x128 at 77% of the CPU time, a small entropy
+        # bonus; 1.5M steps fit in about 5 minutes of one core and beat the rule-based driver.
         "ppo": dict(
-            total_steps=5_000_000,
+            total_steps=1_500_000,
             n_envs=16,
             n_steps=128,
             n_epochs=10,
             minibatch_size=512,
             learning_rate=1e-3,
-            gamma=0.99,
+            gamma=0.95,
             gae_lambda=0.95,
-            ent_coef=0.01,
-            hidden_sizes=[128, 128],
-            eval_every=50_000,
+            ent_coef=0.003,
+            hidden_sizes=[64, 64],
+            eval_every=100_000,
             eval_episodes=50,
             final_eval_episodes=200,
             keep_best=True,
