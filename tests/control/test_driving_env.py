@@ -242,6 +242,56 @@ def test_observation_fields_match_a_hand_built_state() -> None:
     assert obs[ix["signal_green"]] == 1.0 and obs[ix["signal_red"]] == 0.0
     assert obs[ix["signal_brake_needed"]] == pytest.approx(100.0 / (2 * c.stop_decel) / d_sig)
     assert obs[ix["distance_to_go"]] == pytest.approx((c.road_length - 100.0) / c.road_length)
+    # Near-range gaps g / (g + 10 m), headway and the braking needed behind the car ahead.
+    assert obs[ix["ahead_gap_near"]] == pytest.approx(25.0 / 35.0)
+    assert obs[ix["left_behind_gap_near"]] == pytest.approx(5.0 / 15.0)
+    assert obs[ix["behind_gap_near"]] == 1.0 and obs[ix["right_ahead_gap_near"]] == 1.0
+    assert obs[ix["ahead_headway"]] == pytest.approx(25.0 / 10.0 / 4.0)
+    assert obs[ix["ahead_brake_needed"]] == pytest.approx(5.0**2 / (2 * 23.0) / c.stop_decel)
+    assert obs[ix["signal_time_to_line"]] == pytest.approx(d_sig / 10.0 / c.cycle)
+    assert obs[ix["pedestrian_approach_speed"]] == 0.0  # nobody crossing
+    assert obs[ix["pedestrian_lateral_on_arrival"]] == 1.0
+    # Clearance after one more step at current speeds: 25 m closing at 5 m/s; 5 m behind in the
+    # left lane closing at 2 m/s; nobody on the right.
+    assert obs[ix["ahead_clearance_next_step"]] == pytest.approx(22.5 / 32.5)
+    assert obs[ix["left_change_clearance"]] == pytest.approx(4.0 / 14.0)
+    assert obs[ix["right_change_clearance"]] == 1.0
+    assert obs[ix["light_stop_brake_needed"]] == 0.0  # green: no stop needed
+    assert obs[ix["pedestrian_stop_brake_needed"]] == 0.0
+    env.signal_offset = c.green + c.yellow + 1.0 - env.t  # red
+    red = env._observe()
+    assert red[ix["light_stop_brake_needed"]] == red[ix["signal_brake_needed"]] > 0
+
+
+def test_changing_into_a_missing_lane_has_no_clearance() -> None:
+    env = _scenario(n_vehicles=0)
+    _place(env, 0, 100.0, 0, 10.0)  # rightmost lane
+    obs = env._observe()
+    assert obs[OBS_INDEX["right_change_clearance"]] == 0.0  # off the road
+    assert obs[OBS_INDEX["left_change_clearance"]] == 1.0
+
+
+def test_pedestrian_direction_and_position_on_arrival() -> None:
+    env = _scenario(n_vehicles=0, n_pedestrians=2)
+    c = env.cfg
+    road_w = c.n_lanes * c.lane_width
+    ix = OBS_INDEX
+    _place(env, 0, c.crosswalk_position - 52.5, 0, 10.0)  # front 50 m before the crosswalk
+    env.ped_active[:] = [True, False]
+    env.ped_y[0], env.ped_v[0] = 7.0, -1.2  # two lanes to the left, walking towards the ego
+    obs = env._observe()
+    assert obs[ix["pedestrian_lateral"]] == pytest.approx(7.0 / road_w)
+    assert obs[ix["pedestrian_approach_speed"]] == pytest.approx(1.2 / c.pedestrian_speed_max)
+    # The front reaches the crosswalk (near edge 2 m before its centre) in 48 / 10 = 4.8 s.
+    t = (50.0 - c.crosswalk_width / 2) / 10.0
+    assert obs[ix["pedestrian_lateral_on_arrival"]] == pytest.approx(abs(7.0 - 1.2 * t) / road_w)
+    need = 10.0**2 / (2 * c.stop_decel) / (50.0 - c.crosswalk_width / 2)
+    assert obs[ix["pedestrian_stop_brake_needed"]] == pytest.approx(need)
+    env.ped_v[0] = 1.2  # walking away: negative, and off the road by the time the car arrives
+    obs = env._observe()
+    assert obs[ix["pedestrian_approach_speed"]] == pytest.approx(-1.2 / c.pedestrian_speed_max)
+    kerb = (c.n_lanes - 1) * c.lane_width + c.lane_width / 2 + 1.0
+    assert obs[ix["pedestrian_lateral_on_arrival"]] == pytest.approx(kerb / road_w)
 
 
 def test_traffic_never_collides_and_obeys_red_lights() -> None:

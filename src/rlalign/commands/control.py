@@ -34,6 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--config", type=Path, default=None, help="YAML config file")
     train.add_argument("--no-baselines", action="store_true", help="skip baseline evaluation")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--no-report", action="store_true", help="skip DIR/report.html (plots, episode viewer)"
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest checkpoint (same command line)",
+    )
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     ev = sub.add_parser("eval", help="evaluate a saved policy (or a baseline)")
@@ -44,9 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--policy", default="learned", help="learned or a baseline (driving envs)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    rd = sub.add_parser("render", help="render one episode as an animated GIF")
+    rd = sub.add_parser(
+        "render",
+        help="render one episode as an animated GIF and/or a strip of frames",
+        description="Play one seeded episode and draw it, each frame captioned with the step t, "
+        "the action taken, the reward r_t and the return G_t (the run's gamma).",
+    )
     rd.add_argument("dir", nargs="?", type=Path, help="run directory of 'control train'")
-    rd.add_argument("--out", required=True, type=Path, help="output .gif")
+    rd.add_argument("--out", type=Path, default=None, help="output .gif (animated)")
+    rd.add_argument(
+        "--strip", type=Path, default=None, metavar="PNG", help="output .png: a strip of frames"
+    )
+    rd.add_argument("--frames", type=int, default=10, help="frames in the strip (evenly spaced)")
     rd.add_argument("--seed", type=int, default=0)
     rd.add_argument("--env", default=None, help="env id (default: the policy's own)")
     rd.add_argument(
@@ -59,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compare",
         default=None,
         metavar="POLICY",
-        help="also play POLICY (e.g. rule_based) on the same seed, drawn below",
+        help="also play POLICY (e.g. rule_based) on the same seed: below in the GIF, beside in "
+        "the strip",
     )
 
 
@@ -95,7 +113,21 @@ def _train(args: argparse.Namespace) -> int:
         args.out,
         progress=not args.no_progress,
         baselines=not args.no_baselines,
+        resume=args.resume,
+        report=not args.no_report,
     )
+    if "interrupted_by" in result:
+        import signal
+        import sys
+
+        name = signal.Signals(result["interrupted_by"]).name
+        print(
+            f"rlalign control train: stopped by {name} after {result['env_steps']} environment "
+            f"steps; checkpoint saved in {result['checkpoint']}; continue with the same command "
+            "and --resume",
+            file=sys.stderr,
+        )
+        return 128 + int(result["interrupted_by"])
     _print_summary(result)
     print(f"saved {args.out}/policy.safetensors, {args.out}/result.json")
     return 0
@@ -141,28 +173,43 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from rlalign.control.render import save_gif
-    from rlalign.control.runs import record_episode
+    from rlalign.control.episode import record_episode
+    from rlalign.control.render import (
+        evenly_spaced,
+        save_gif,
+        save_png,
+        side_by_side,
+        stack_frames,
+        strip,
+    )
     from rlalign.errors import UserError
 
-    if args.out.suffix.lower() != ".gif":
+    if args.out is None and args.strip is None:
+        raise UserError("give --out EPISODE.gif and/or --strip FRAMES.png")
+    if args.out is not None and args.out.suffix.lower() != ".gif":
         raise UserError(f"--out {args.out}: expected a .gif file name")
+    if args.strip is not None and args.strip.suffix.lower() != ".png":
+        raise UserError(f"--strip {args.strip}: expected a .png file name")
     policy = None if args.policy == "learned" else args.policy
     if policy is None and args.dir is None:
         raise UserError("give a run directory (or --policy BASELINE --env ENV)")
     if args.fps <= 0:
         raise UserError(f"--fps must be > 0, got {args.fps}")
-    frames, summary = record_episode(args.dir, args.seed, env_id=args.env, baseline=policy)
-    summaries = [summary]
+    if args.frames < 1:
+        raise UserError(f"--frames must be >= 1, got {args.frames}")
+    episodes = [record_episode(args.dir, args.seed, env_id=args.env, baseline=policy)]
     if args.compare is not None:
-        from rlalign.control.render import stack_frames
-
         other = None if args.compare == "learned" else args.compare
-        frames2, summary2 = record_episode(args.dir, args.seed, env_id=args.env, baseline=other)
-        frames = stack_frames(frames, frames2)
-        summaries.append(summary2)
-    save_gif(frames, args.out, fps=args.fps)
-    print(f"wrote {args.out} ({len(frames)} frames)")
-    for s in summaries:
-        print("  " + json.dumps(s))
+        episodes.append(record_episode(args.dir, args.seed, env_id=args.env, baseline=other))
+    columns = [ep.captioned() for ep in episodes]
+    if args.out is not None:
+        frames = columns[0] if len(columns) == 1 else stack_frames(columns[0], columns[1])
+        save_gif(frames, args.out, fps=args.fps)
+        print(f"wrote {args.out} ({len(frames)} frames)")
+    if args.strip is not None:
+        frames = columns[0] if len(columns) == 1 else side_by_side(columns[0], columns[1])
+        save_png(strip(frames, evenly_spaced(len(frames), args.frames)), args.strip)
+        print(f"wrote {args.strip}")
+    for ep in episodes:
+        print("  " + json.dumps(ep.summary))
     return 0

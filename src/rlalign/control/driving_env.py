@@ -92,8 +92,42 @@ OBS_FIELDS: tuple[str, ...] = (
     "ahead_time_to_collision",  # gap / closing speed to the car ahead, / 10 s (1 = not closing)
     "signal_brake_needed",  # v^2 / (2 d) to stop at the line, / stop_decel (0 once passed)
     "crosswalk_brake_needed",  # the same for the crosswalk (0 once passed)
+    # The same gaps on a scale that resolves the last few metres, where safety is decided:
+    # g / (g + NEAR_SCALE) (0 = touching or alongside, 0.5 = 10 m, 1 = nothing in range).
+    "ahead_gap_near",
+    "behind_gap_near",
+    "left_ahead_gap_near",
+    "left_behind_gap_near",
+    "right_ahead_gap_near",
+    "right_behind_gap_near",
+    "ahead_headway",  # gap / own speed (time headway, s) / 4 s, capped at 1 (1 = nothing ahead)
+    # Constant deceleration that stops the closing on the car ahead MIN_GAP metres behind it,
+    # closing^2 / (2 (gap - MIN_GAP)), / stop_decel, capped at 2 (0 = not closing).
+    "ahead_brake_needed",
+    # Seconds to reach the stop line at the current speed, / cycle length, capped at 1 (1 once
+    # passed or standing): against signal_time_left, whether the light changes first.
+    "signal_time_to_line",
+    # Pedestrians: which way they walk, and where they will be when the car gets there.
+    "pedestrian_approach_speed",  # nearest crossing pedestrian: lateral speed towards the ego
+    #   car's line / pedestrian_speed_max (+ approaching, - walking away, 0 = nobody crossing)
+    "pedestrian_lateral_on_arrival",  # min over crossing pedestrians of |y_ped - y_ego| when the
+    #   ego's front reaches the crosswalk at its current speed (at most 10 s ahead), / road
+    #   width; 1 = nobody crossing or crosswalk passed
+    # The braking needed to stop, only where the rules say stop: signal_brake_needed while the
+    # light is yellow or red (0 on green), crosswalk_brake_needed while a pedestrian crosses.
+    "light_stop_brake_needed",
+    "pedestrian_stop_brake_needed",
+    # Clearance one step from now if the car moved into the left / right lane (or stayed), at
+    # everyone's current speed: min of the gaps ahead and behind there, g / (g + NEAR_SCALE);
+    # 0 = a collision (or, for a missing lane, leaving the road), 1 = nobody within range.
+    "left_change_clearance",
+    "right_change_clearance",
+    "ahead_clearance_next_step",
 )
 OBS_INDEX: dict[str, int] = {name: i for i, name in enumerate(OBS_FIELDS)}
+NEAR_SCALE = 10.0  # metres: the gap that the *_gap_near fields map to 0.5
+HEADWAY_SCALE = 4.0  # seconds
+MIN_GAP = 2.0  # metres kept to a stopped car in ahead_brake_needed
 
 _INF = np.inf
 
@@ -123,7 +157,7 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
         low = np.full(len(OBS_FIELDS), -1.0, dtype=np.float32)
         high = np.full(len(OBS_FIELDS), 1.0, dtype=np.float32)
         low[OBS_INDEX["lane_offset"]], high[OBS_INDEX["lane_offset"]] = -2.0, 2.0
-        for name in ("signal_brake_needed", "crosswalk_brake_needed"):
+        for name in (n for n in OBS_FIELDS if n.endswith("brake_needed")):
             low[OBS_INDEX[name]], high[OBS_INDEX[name]] = 0.0, 2.0
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self._obs_low, self._obs_high = low.astype(np.float64), high.astype(np.float64)
@@ -410,16 +444,14 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
 
     # ------------------------------------------------------------------ observation
     def _observe(self) -> np.ndarray:
+        # Scalars are Python floats: on a vector this small, numpy's per-call overhead dominates.
         c = self.cfg
         R = c.sensor_range
-        obs = np.ones(len(OBS_FIELDS), dtype=np.float64)
         x_e, y_e, v_e = float(self.x[0]), float(self.y[0]), float(self.v[0])
         le = int(self.lane[0])
-        obs[0] = v_e / c.v_max
-        obs[1] = le / max(c.n_lanes - 1, 1)
-        obs[2] = (y_e - le * c.lane_width) / c.lane_width
-        obs[3] = float(le < c.n_lanes - 1)
-        obs[4] = float(le > 0)
+        # Bumper-to-bumper gaps and relative speeds ahead/behind in own, left, right lane.
+        ga, gb = [_INF] * 3, [_INF] * 3
+        dva, dvb = [0.0] * 3, [0.0] * 3
         if self._n > 1:
             lanes3 = np.array([le, le + 1, le - 1])
             occ = self._occupancy()[1:]  # traffic only
@@ -431,37 +463,80 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
             g_b = np.where(m & (dx < 0), -dx - c.car_length, _INF)
             ia, ib = g_a.argmin(1), g_b.argmin(1)
             r3 = np.arange(3)
-            ga, gb = g_a[r3, ia], g_b[r3, ib]
-            block = np.empty((3, 4))
-            block[:, 0] = np.maximum(np.minimum(ga / R, 1.0), 0.0)  # 0 = alongside
-            block[:, 1] = np.where(ga < R, dv[ia], 0.0)
-            block[:, 2] = np.maximum(np.minimum(gb / R, 1.0), 0.0)
-            block[:, 3] = np.where(gb < R, dv[ib], 0.0)
-            obs[5:17] = block.reshape(-1)
-        else:
-            obs[5:17] = np.tile([1.0, 0.0, 1.0, 0.0], 3)
+            ga, gb = g_a[r3, ia].tolist(), g_b[r3, ib].tolist()
+            dva, dvb = dv[ia].tolist(), dv[ib].tolist()
+        o = [
+            v_e / c.v_max,
+            le / max(c.n_lanes - 1, 1),
+            (y_e - le * c.lane_width) / c.lane_width,
+            float(le < c.n_lanes - 1),
+            float(le > 0),
+        ]
+        for k in range(3):  # 0 = alongside; 1 and relative speed 0 = nothing within range
+            ahead, behind = ga[k] < R, gb[k] < R
+            o += [
+                min(max(ga[k] / R, 0.0), 1.0) if ahead else 1.0,
+                dva[k] if ahead else 0.0,
+                min(max(gb[k] / R, 0.0), 1.0) if behind else 1.0,
+                dvb[k] if behind else 0.0,
+            ]
         front = x_e + c.car_length / 2
         phase, left = self.signal_phase()
         d_sig = c.signal_position - front
-        obs[17] = min(d_sig / R, 1.0) if d_sig >= 0 else 1.0
-        obs[18:21] = 0.0
-        obs[18 + phase] = 1.0
-        obs[21] = left / c.cycle
+        o.append(min(d_sig / R, 1.0) if d_sig >= 0 else 1.0)
+        o += [float(phase == 0), float(phase == 1), float(phase == 2), left / c.cycle]
         d_cw = self._cw_near - front
-        obs[22] = min(d_cw / R, 1.0) if front < self._cw_far else 1.0
+        o.append(min(d_cw / R, 1.0) if front < self._cw_far else 1.0)
+        road_w = c.n_lanes * c.lane_width
+        ped_approach, ped_on_arrival = 0.0, 1.0
         if self.ped_active.any():
-            obs[23] = 1.0
-            road_w = c.n_lanes * c.lane_width
-            obs[24] = min(float(np.abs(self.ped_y[self.ped_active] - y_e).min()) / road_w, 1.0)
+            rel = self.ped_y[self.ped_active] - y_e
+            k = int(np.abs(rel).argmin())
+            o += [1.0, min(abs(float(rel[k])) / road_w, 1.0)]
+            toward = -float(np.sign(rel[k])) * float(self.ped_v[self.ped_active][k])
+            ped_approach = toward / c.pedestrian_speed_max
+            if front < self._cw_far:
+                t_arrive = min(max(d_cw, 0.0) / max(v_e, 0.5), 10.0)
+                kerb_r, kerb_l = self._road_right - 1.0, self._road_left + 1.0
+                later = self.ped_y[self.ped_active] + self.ped_v[self.ped_active] * t_arrive
+                later = np.minimum(np.maximum(later, kerb_r), kerb_l)
+                ped_on_arrival = min(float(np.abs(later - y_e).min()) / road_w, 1.0)
         else:
-            obs[23], obs[24] = 0.0, 1.0
-        obs[25] = max(c.road_length - x_e, 0.0) / c.road_length
-        obs[26] = self.steps / c.max_steps
-        gap_ahead, closing = obs[5] * R, -obs[6] * c.v_max
-        obs[27] = min(gap_ahead / closing, 10.0) / 10.0 if (obs[5] < 1.0 and closing > 0) else 1.0
+            o += [0.0, 1.0]
+        o.append(max(c.road_length - x_e, 0.0) / c.road_length)
+        o.append(self.steps / c.max_steps)
+        gap, closing = ga[0], -dva[0] * c.v_max if ga[0] < R else 0.0
+        o.append(min(gap / closing, 10.0) / 10.0 if (gap < R and closing > 0) else 1.0)
         v2 = v_e * v_e / (2.0 * c.stop_decel)
-        obs[28] = min(v2 / max(d_sig, 0.1), 2.0) if d_sig >= 0 else 0.0
-        obs[29] = min(v2 / max(d_cw, 0.1), 2.0) if front < self._cw_far else 0.0
+        o.append(min(v2 / max(d_sig, 0.1), 2.0) if d_sig >= 0 else 0.0)
+        o.append(min(v2 / max(d_cw, 0.1), 2.0) if front < self._cw_far else 0.0)
+        # Near-range gaps: own ahead, own behind, left ahead, left behind, right ahead, behind.
+        for g in (ga[0], gb[0], ga[1], gb[1], ga[2], gb[2]):
+            o.append(max(g, 0.0) / (max(g, 0.0) + NEAR_SCALE) if g < R else 1.0)
+        if gap < R:
+            o.append(min(max(gap, 0.0) / max(v_e, 0.1) / HEADWAY_SCALE, 1.0))
+            room = max(gap - MIN_GAP, 0.1)
+            o.append(
+                min(closing * closing / (2.0 * room) / c.stop_decel, 2.0) if closing > 0 else 0.0
+            )
+        else:
+            o += [1.0, 0.0]
+        o.append(min(d_sig / v_e / c.cycle, 1.0) if (d_sig >= 0 and v_e > 0.1) else 1.0)
+        o += [ped_approach, ped_on_arrival]
+        o.append(o[OBS_INDEX["signal_brake_needed"]] if phase != 0 else 0.0)
+        o.append(o[OBS_INDEX["crosswalk_brake_needed"]] if self.ped_active.any() else 0.0)
+        dt, vmax = c.dt, c.v_max
+        for k, exists in ((1, le < c.n_lanes - 1), (2, le > 0), (0, True)):
+            if not exists:
+                o.append(0.0)
+                continue
+            g = _INF
+            if ga[k] < R:
+                g = ga[k] + dva[k] * vmax * dt
+            if gb[k] < R and k != 0:  # behind matters for a lane change only
+                g = min(g, gb[k] - dvb[k] * vmax * dt)
+            o.append(max(g, 0.0) / (max(g, 0.0) + NEAR_SCALE) if g < R else 1.0)
+        obs = np.array(o)
         return np.minimum(np.maximum(obs, self._obs_low), self._obs_high).astype(np.float32)
 
     @staticmethod

@@ -8,6 +8,7 @@ r_t`` (not its mean: the sign of a reward carries meaning), as in Engstrom et al
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 class RunningMeanStd:
@@ -52,6 +53,14 @@ class ObsNormalizer:
         out = (obs - self.rms.mean) / np.sqrt(self.rms.var + self.eps)
         return np.clip(out, -self.clip, self.clip).astype(np.float32)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            k: torch.from_numpy(np.array(v, dtype=np.float64)) for k, v in self.rms.state().items()
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.rms.load({k: v.numpy() for k, v in state.items()})
+
 
 class RewardScaler:
     """Scale rewards by the running std of the discounted return of each parallel env."""
@@ -69,3 +78,14 @@ class RewardScaler:
         self.ret[dones] = 0.0
         scaled = rewards / np.sqrt(self.rms.var + self.eps)
         return np.clip(scaled, -self.clip, self.clip)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {
+            k: torch.from_numpy(np.array(v, dtype=np.float64)) for k, v in self.rms.state().items()
+        }
+        state["ret"] = torch.from_numpy(self.ret.copy())
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.rms.load({k: v.numpy() for k, v in state.items() if k != "ret"})
+        self.ret = state["ret"].numpy().copy()

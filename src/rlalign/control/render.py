@@ -147,3 +147,54 @@ def stack_frames(top: Sequence[np.ndarray], bottom: Sequence[np.ndarray]) -> lis
         sep = np.full((4, a.shape[1], 3), 255, dtype=np.uint8)
         out.append(np.concatenate([a, sep, b], axis=0))
     return out
+
+
+CAPTION_H = 16
+
+
+def caption(frame: np.ndarray, text: str) -> np.ndarray:
+    """``frame`` with a dark bar beneath it holding one line of ``text``."""
+    img = Image.new("RGB", (frame.shape[1], frame.shape[0] + CAPTION_H), (25, 25, 25))
+    img.paste(Image.fromarray(np.asarray(frame, dtype=np.uint8)), (0, 0))
+    ImageDraw.Draw(img).text((4, frame.shape[0] + 2), text, fill=(235, 235, 235))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def side_by_side(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Two episodes next to each other (the shorter one holds its last frame)."""
+    n = max(len(left), len(right))
+    out = []
+    for k in range(n):
+        a = left[min(k, len(left) - 1)]
+        b = right[min(k, len(right) - 1)]
+        h = max(a.shape[0], b.shape[0])
+        pad = [np.pad(f, ((0, h - f.shape[0]), (0, 0), (0, 0))) for f in (a, b)]
+        sep = np.full((h, 4, 3), 255, dtype=np.uint8)
+        out.append(np.concatenate([pad[0], sep, pad[1]], axis=1))
+    return out
+
+
+def strip(frames: Sequence[np.ndarray], steps: Sequence[int]) -> np.ndarray:
+    """The frames at ``steps`` (indices into ``frames``, clamped to the last) one under another."""
+    if not frames:
+        raise ValueError("strip: no frames")
+    rows = [np.asarray(frames[min(k, len(frames) - 1)], dtype=np.uint8) for k in steps]
+    sep = np.full((3, rows[0].shape[1], 3), 255, dtype=np.uint8)
+    out = [rows[0]]
+    for row in rows[1:]:
+        out += [sep, row]
+    return np.concatenate(out, axis=0)
+
+
+def evenly_spaced(n_frames: int, k: int) -> list[int]:
+    """``k`` frame indices spread evenly from the first frame to the last (all if fewer)."""
+    if k >= n_frames:
+        return list(range(n_frames))
+    return sorted({round(i * (n_frames - 1) / max(k - 1, 1)) for i in range(k)})
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path, optimize=True)
+    return path

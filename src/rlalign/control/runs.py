@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rlalign import __version__
 from rlalign.config import dump_config
 from rlalign.control.baselines import BASELINES, make_baseline
+from rlalign.control.checkpointing import has_checkpoints
 from rlalign.control.envs import check_env_id, env_factory, is_driving
 from rlalign.control.evaluate import BatchPolicy, evaluate
 from rlalign.control.policy_io import Agent, load_policy, save_policy
@@ -22,6 +21,7 @@ from rlalign.control.train_config import PPOConfig, ReinforceConfig
 from rlalign.control.training import eval_seed, torch_threads
 from rlalign.errors import UserError
 from rlalign.io import atomic_write_json
+from rlalign.train.checkpoint import checkpoint_root
 
 
 def train_run(
@@ -31,23 +31,47 @@ def train_run(
     out_dir: str | Path,
     progress: bool = True,
     baselines: bool = True,
+    resume: bool = False,
+    report: bool = True,
 ) -> dict[str, Any]:
-    """Train, save the policy, evaluate it (and the baselines for the driving envs)."""
+    """Train, save the policy, evaluate it (and the baselines for the driving envs).
+
+    With ``resume``, continue from the newest checkpoint in ``out_dir``. A run stopped by
+    SIGTERM/SIGINT returns ``{"interrupted_by": signal, "env_steps": ..., "checkpoint": ...}``
+    after writing its checkpoint, without evaluating.
+    """
     spec = check_env_id(env_id)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory")
+    if algo not in ("ppo", "reinforce"):
+        raise UserError(f"unknown algorithm {algo!r}; choose 'ppo' or 'reinforce'")
+    if resume:
+        if algo != "ppo":
+            raise UserError("--resume: checkpoints are written by --algo ppo only")
+        _check_same_config(cfg, out / "config.yaml")
+    elif has_checkpoints(out):
+        raise UserError(
+            f"{out} already holds checkpoints of a training run; pass --resume to continue it, "
+            f"or choose another --out (or delete {out / 'checkpoints'} to start over)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
     if algo == "ppo":
         from rlalign.control.ppo import train_ppo
 
-        res = train_ppo(env_id, cfg, run_dir=out, progress=progress)
-    elif algo == "reinforce":
+        res = train_ppo(env_id, cfg, run_dir=out, progress=progress, resume=resume)
+    else:
         from rlalign.control.reinforce import train_reinforce
 
         res = train_reinforce(env_id, cfg, run_dir=out, progress=progress)
-    else:
-        raise UserError(f"unknown algorithm {algo!r}; choose 'ppo' or 'reinforce'")
+    if res.interrupted_by is not None:
+        return {
+            "interrupted_by": res.interrupted_by,
+            "env_steps": res.env_steps,
+            "checkpoint": str(checkpoint_root(out) / f"step_{res.env_steps}"),
+        }
     meta = {"env_id": env_id, "env_kwargs": dict(cfg.env_kwargs), "algo": algo, "seed": cfg.seed}
     save_policy(out, res.net, res.obs_norm, meta, res.reward_scaler)
     agent = res.agent(meta)
@@ -71,6 +95,7 @@ def train_run(
         "train_seconds": res.train_seconds,
         "evals": res.evals,
         "kept_best_eval": res.best_eval,
+        "resumed_from": res.resumed_from,
         "rlalign_version": __version__,
     }
     if is_driving(env_id):
@@ -91,9 +116,34 @@ def train_run(
                 ).summary()
                 for name in BASELINES
             }
-    result["wall_seconds"] = time.perf_counter() - t0
+    # Wall time of the whole run: the training before a resume counts too.
+    result["wall_seconds"] = time.perf_counter() - t0 + res.wall_seconds_before
     atomic_write_json(out / "result.json", result)
+    if report:
+        from rlalign.control.report import write_run_report
+
+        write_run_report(out)
     return result
+
+
+def _check_same_config(cfg: PPOConfig | ReinforceConfig, path: Path) -> None:
+    """A resumed run must use the config it started with (``total_steps`` may grow)."""
+    if not path.exists():
+        return
+    import yaml
+
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    now = cfg.model_dump(mode="json")
+    changed = sorted(
+        k for k in set(saved) | set(now) if k != "total_steps" and saved.get(k) != now.get(k)
+    )
+    if changed:
+        first = changed[0]
+        raise UserError(
+            f"{path}: --resume with a different config ({', '.join(changed)}; e.g. {first}="
+            f"{saved.get(first)!r} in the run, {now.get(first)!r} now); repeat the command line "
+            "that started the run"
+        )
 
 
 def resolve_policy(
@@ -171,43 +221,3 @@ def eval_policy(
     with torch_threads(1):
         stats = evaluate(env_factory(env_id, env_kwargs), policy, episodes, seed)
     return {"env_id": env_id, "policy": label, "seed": seed, **stats.summary()}
-
-
-def record_episode(
-    policy_dir: str | Path | None,
-    seed: int,
-    env_id: str | None = None,
-    baseline: str | None = None,
-    max_frames: int = 1000,
-) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Play one episode, returning its rendered frames and a summary."""
-    env_id, env_kwargs, policy, label = resolve_policy(policy_dir, env_id, baseline, seed)
-    env = env_factory(env_id, env_kwargs, render_mode="rgb_array")()
-    obs, _ = env.reset(seed=seed)
-    frames = [_frame(env, label)]
-    ret, info, steps = 0.0, {}, 0
-    while steps < max_frames:
-        action = policy(obs[None])[0]
-        obs, r, term, trunc, info = env.step(action)
-        ret += float(r)
-        steps += 1
-        frames.append(_frame(env, label))
-        if term or trunc:
-            break
-    env.close()
-    summary = {"env_id": env_id, "policy": label, "seed": seed, "return": ret, "steps": steps}
-    for key in ("collision", "arrived", "travel_time"):
-        if key in info:
-            summary[key] = info[key]
-    return frames, summary
-
-
-def _frame(env: Any, label: str) -> np.ndarray:
-    if hasattr(env.unwrapped, "obs_fields"):
-        from rlalign.control.render import render_frame
-
-        return render_frame(env.unwrapped, title=label)
-    frame = env.render()
-    if frame is None:
-        raise UserError("this env does not render rgb_array frames")
-    return np.asarray(frame)

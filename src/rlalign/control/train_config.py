@@ -38,6 +38,10 @@ class CommonConfig(Config):
         False, description="end with the policy of the best evaluation during training"
     )
     torch_threads: int = Field(1, ge=1, description="small MLPs are fastest on one thread")
+    save_every: int | None = Field(
+        100_000, ge=1, description="environment steps between checkpoints (None: only the last)"
+    )
+    keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept")
     env_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -82,18 +86,22 @@ ENV_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "reinforce": dict(total_steps=100_000, n_envs=8, learning_rate=2e-3, gamma=0.99),
     },
     "rlalign/Driving-v0": {
+        # Chosen over 3 training seeds each (README): gamma 0.95 (a 10 s horizon) learned faster
+        # than 0.99; a 64x64 net and 5 epochs cost 60% of the CPU time of 128x128 and 10
+        # epochs, so 2M steps fit in about 5 minutes of one core, which did better than 1.5M
+        # steps with 10 epochs.
         "ppo": dict(
-            total_steps=5_000_000,
+            total_steps=2_000_000,
             n_envs=16,
             n_steps=128,
-            n_epochs=10,
+            n_epochs=5,
             minibatch_size=512,
             learning_rate=1e-3,
-            gamma=0.99,
+            gamma=0.95,
             gae_lambda=0.95,
-            ent_coef=0.01,
-            hidden_sizes=[128, 128],
-            eval_every=50_000,
+            ent_coef=0.003,
+            hidden_sizes=[64, 64],
+            eval_every=100_000,
             eval_episodes=50,
             final_eval_episodes=200,
             keep_best=True,
