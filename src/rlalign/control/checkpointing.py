@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from rlalign.errors import UserError
+from rlalign.errors import DiskFullError, UserError
 from rlalign.io import atomic_directory
 from rlalign.train import checkpoint as ckpt
 
@@ -75,9 +75,10 @@ def save(
                 save_model(best, str(tmp / BEST_WEIGHTS))
             # Last: a directory without its state file is never taken for a checkpoint.
             torch.save({"format": FORMAT, **state}, tmp / ckpt.STATE_FILE)
-    except (OSError, RuntimeError) as exc:  # a full disk (torch.save raises RuntimeError)
+    except (OSError, RuntimeError, DiskFullError) as exc:  # torch.save raises RuntimeError
         why = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise UserError(
+        # Exit 1 like the language-model stages: the run failed for a reason outside its input.
+        raise DiskFullError(
             f"{final}: could not write the checkpoint ({why}); the previous checkpoints are "
             "intact: free space, then continue with --resume"
         ) from None

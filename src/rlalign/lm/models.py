@@ -123,9 +123,8 @@ def _is_causal_lm_config(config: Any) -> bool:
 
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         return False
-    if type(config) in MODEL_FOR_MASKED_LM_MAPPING and not getattr(config, "is_decoder", False):
-        return False
-    return True
+    encoder_family = type(config) in MODEL_FOR_MASKED_LM_MAPPING
+    return not encoder_family or bool(getattr(config, "is_decoder", False))
 
 
 def _load_merged_adapter(path: Path, dtype: torch.dtype | str | None) -> PreTrainedModel:
