@@ -203,7 +203,9 @@ def _tiny_model_dir(path: Path) -> None:
     from rlalign.lm.tokenizer import train_tokenizer
 
     world = World(WorldConfig())
-    texts = world.corpus() + [m["content"] for r in world.sft_conversations() for m in r["messages"]]
+    texts = world.corpus() + [
+        m["content"] for r in world.sft_conversations() for m in r["messages"]
+    ]
     tokenizer = train_tokenizer(texts, 1024)
     model = create_model("tiny", len(tokenizer), seed=0, max_position_embeddings=256,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

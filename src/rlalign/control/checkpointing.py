@@ -18,8 +18,6 @@ resumed from it continues exactly as if it had not stopped (bit for bit on CPU).
 
 from __future__ import annotations
 
-import contextlib
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -30,32 +28,11 @@ from torch import nn
 from rlalign.errors import DiskFullError, UserError
 from rlalign.io import atomic_directory
 from rlalign.train import checkpoint as ckpt
+from rlalign.train.loop import StopSignals  # noqa: F401  (the car's trainer stops the same way)
 
 FORMAT = "rlalign-control-checkpoint"
 WEIGHTS = "model.safetensors"
 BEST_WEIGHTS = "best.safetensors"
-
-
-class StopSignals:
-    """While active, SIGTERM and SIGINT set :attr:`received` instead of killing the process;
-    the trainer checks it after each update, writes a checkpoint and stops."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        with contextlib.suppress(ValueError):  # only the main thread may install handlers
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def save(

@@ -182,14 +182,14 @@ def attention_kernels(model: nn.Module, name: str | None) -> Iterator[None]:
         model.set_attn_implementation(before)
 
 
-class _StopSignals:
+class StopSignals:
     """While active, SIGTERM/SIGINT set a flag instead of killing the process."""
 
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopSignals:
+    def __enter__(self) -> StopSignals:
         with contextlib.suppress(ValueError):  # signals can only be caught in the main thread
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -310,7 +310,7 @@ class Trainer:
         )
         attention = training_attention(cfg, self.device, self.bf16)
         self.model.train()
-        with logger, bar, _StopSignals() as signals, attention_kernels(self.model, attention):
+        with logger, bar, StopSignals() as signals, attention_kernels(self.model, attention):
             while self.step < cfg.max_steps and not self._stop_requested(signals):
                 loss, items, grad_norm, metrics = self.train_step()
                 self.step += 1
@@ -335,7 +335,7 @@ class Trainer:
                 result.interrupted_by = signals.received or signal.SIGTERM
         return result
 
-    def _stop_requested(self, signals: _StopSignals) -> bool:
+    def _stop_requested(self, signals: StopSignals) -> bool:
         """A stop signal reached this rank -- or, under torchrun, any rank (all stop together,
         at the same step, so their checkpoints agree)."""
         if not self.rank.distributed:
