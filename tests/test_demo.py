@@ -54,11 +54,17 @@ def test_quick_demo_on_two_ranks(tmp_path):
     import sys
 
     out = tmp_path / "demo2"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "rlalign", "demo", "--quick", "--out", str(out)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    for _attempt in range(2):  # one retry on the rare gloo abort (see test_distributed.py)
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+             "-m", "rlalign", "demo", "--quick", "--out", str(out)],
+            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+            timeout=900,
+        )  # fmt: skip
+        if proc.returncode == 0 or "terminate called without an active exception" not in (
+            proc.stdout + proc.stderr
+        ):
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("report card on the held-out questions") == 1
     report = json.loads((out / "report.json").read_text())
