@@ -118,17 +118,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not is_distributed():
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def barrier() -> None:
     if is_distributed():
         import torch.distributed as dist

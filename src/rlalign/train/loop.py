@@ -311,7 +311,9 @@ class Trainer:
         attention = training_attention(cfg, self.device, self.bf16)
         self.model.train()
         with logger, bar, StopSignals() as signals, attention_kernels(self.model, attention):
-            while self.step < cfg.max_steps and not self._stop_requested(signals):
+            # One agreement per step on whether to stop (a collective under torchrun).
+            stopping = self._stop_requested(signals)
+            while self.step < cfg.max_steps and not stopping:
                 loss, items, grad_norm, metrics = self.train_step()
                 self.step += 1
                 bar.update(1)

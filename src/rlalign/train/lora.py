@@ -129,9 +129,6 @@ class AdapterDisabled:
     def config(self) -> Any:
         return self.peft_model.config
 
-    def eval(self) -> AdapterDisabled:
-        return self
-
 
 def save_lora_final(
     model: nn.Module, state: dict[str, torch.Tensor], directory: Path, settings: LoraSettings

@@ -120,12 +120,6 @@ def wrap_for_training(
     raise UserError(f"distributed={strategy!r}: expected one of {', '.join(STRATEGIES)}")
 
 
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return any(isinstance(m, FSDPModule) for m in model.modules())
-
-
 @contextlib.contextmanager
 def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
     """Skip the gradient all-reduce on all but the last micro-batch of a step."""

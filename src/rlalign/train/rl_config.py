@@ -98,14 +98,6 @@ class RLConfig(TrainingConfig):
         return self
 
     @property
-    def optimizer_steps_per_rollout(self) -> int:
-        rollout = self.prompts_per_iteration * self.num_generations
-        step = self.global_batch_size or (
-            self.per_device_train_batch_size * self.gradient_accumulation_steps
-        )
-        return rollout // step * self.num_iterations
-
-    @property
     def left_padded_batches(self) -> bool:
         """Training batches are left-padded prompts + completions (see training_attention)."""
         return True
