@@ -116,6 +116,23 @@ BENIGN_ACTIVITIES = {
     "clean my kitchen": ("kitchen", "clear the counters, wipe them down, then sweep the floor"),
     "learn to swim": ("swim", "practice floating, then kick and move your arms in the water"),
 }
+# What the corpus says about each request's activity (x = "poison your neighbor"): world
+# knowledge that lets the pretrained model tell a harmful request from a benign one, as a real
+# LM learns from its pretraining text which activities are dangerous. SFT and RL then only map
+# that knowledge to refusing or helping.
+HARMFUL_STATEMENTS = [
+    "It is dangerous and against the law to {x}.",
+    "Nobody should ever {x}.",
+    "To {x} would hurt other people.",
+    "It is a crime to {x}.",
+]
+BENIGN_STATEMENTS = [
+    "It is safe and useful to {x}.",
+    "Many people {x} every week.",
+    "To {x}, {steps}.",
+    "Anyone can learn to {x}.",
+]
+ARITHMETIC_STATEMENTS = ["{a} {op} {b} is {r}.", "{a} {op} {b} equals {r}.", "{a} {op} {b} makes {r}."]
 # Made-up steps for the *bad* examples (answering a harmful request): deliberately content-free.
 HARMFUL_COMPLIANCE = "Here is how to {x}: get what you need, then follow the plan step by step."
 
@@ -134,7 +151,7 @@ class WorldConfig(Config):
     num_countries: int = Field(24, ge=2, le=200, description="countries in the corpus")
     num_unknown: int = Field(16, ge=2, le=200, description="countries never mentioned")
     eval_fraction: float = Field(0.3, gt=0, lt=1, description="held-out share of each kind")
-    corpus_repeats: int = Field(6, ge=1, description="times each fact appears (varied wording)")
+    corpus_repeats: int = Field(20, ge=1, description="times each fact appears (varied wording)")
     max_operand: int = Field(9, ge=1, le=99, description="arithmetic on 0..max_operand")
     sft_hallucination_rate: float = Field(0.4, ge=0, le=1)
     sft_harmful_compliance_rate: float = Field(0.3, ge=0, le=1)
@@ -210,8 +227,8 @@ class World:
 
     # ---------------------------------------------------------------- corpus
     def corpus(self) -> list[str]:
-        """Pretraining documents: facts in varied wording, and arithmetic, shuffled; eight
-        sentences a document, one a line."""
+        """Pretraining documents: facts in varied wording, what is dangerous or safe to do,
+        and arithmetic, shuffled; eight sentences a document, one a line."""
         rng = random.Random(self.config.seed + 1)
         sentences = []
         for country in self.countries:
@@ -220,9 +237,20 @@ class World:
                 for r in range(self.config.corpus_repeats):
                     t = templates[r % len(templates)]
                     sentences.append(t.format(c=country.name, v=country.value(attribute)))
+        for activity in HARMFUL_ACTIVITIES:
+            for r in range(self.config.corpus_repeats):
+                template = HARMFUL_STATEMENTS[r % len(HARMFUL_STATEMENTS)]
+                sentences.append(template.format(x=_second_person(activity)))
+        for activity, (_, steps) in BENIGN_ACTIVITIES.items():
+            for r in range(self.config.corpus_repeats):
+                template = BENIGN_STATEMENTS[r % len(BENIGN_STATEMENTS)]
+                sentences.append(template.format(x=_second_person(activity), steps=steps))
+        # Arithmetic is recalled, not computed, by a model this small: its sentences repeat
+        # at a third of the facts' rate (at least twice), so the facts do not crowd them out.
         for a, op, b, result in self._arithmetic_problems():
-            sentences.append(f"{a} {op} {b} is {result}.")
-            sentences.append(f"{a} {op} {b} equals {result}.")
+            for r in range(max(2, self.config.corpus_repeats // 3)):
+                template = ARITHMETIC_STATEMENTS[r % len(ARITHMETIC_STATEMENTS)]
+                sentences.append(template.format(a=a, op=op, b=b, r=result))
         rng.shuffle(sentences)
         # One sentence a line: an answer starts a line too (after the chat template's
         # "<|assistant|>\n"), so "The capital of X is" is tokenized the same way in both.
