@@ -197,6 +197,8 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
             RewardConfig(
                 model=str(sft.final_dir),
                 data=str(out / "world" / "preferences.jsonl"),
+                # held out: the pairs of the held-out questions (no question shared)
+                eval_data=str(out / "world" / "eval" / "preferences.jsonl"),
                 output_dir=str(out / "reward"),
                 max_steps=cfg.reward_steps,
                 **_batch(
@@ -210,7 +212,12 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         ),
     )
     rm_accuracy = rm.eval_metrics.get("eval_accuracy")
+    rm_by_kind = {
+        k.split("/", 1)[1]: v for k, v in rm.eval_metrics.items() if k.startswith("eval_accuracy/")
+    }
     _say(f"      held-out pairwise accuracy {rm_accuracy:.1%}" if rm_accuracy is not None else "")
+    if rm_by_kind:
+        _say("      by kind: " + ", ".join(f"{k} {v:.0%}" for k, v in rm_by_kind.items()))
 
     _banner(6, total, f"RL alignment ({cfg.algorithm}) with the verifiers and the reward model")
     rl_cfg = RLConfig(
@@ -252,7 +259,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
 
     report = {
         "stages": cards,
-        "reward_model": {"eval_accuracy": rm_accuracy},
+        "reward_model": {"eval_accuracy": rm_accuracy, "eval_accuracy_by_kind": rm_by_kind},
         "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
         "config": cfg.model_dump(),
     }

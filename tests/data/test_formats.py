@@ -22,6 +22,9 @@ def test_world_exports_load(tmp_path):
     assert len(load_sft(tmp_path / "sft.jsonl")) > 100
     pairs = load_preferences(tmp_path / "preferences.jsonl")
     assert all(p["margin"] == 0.0 for p in pairs)
+    assert {p["kind"] for p in pairs} >= {"fact", "arithmetic", "harmful"}
+    held = load_preferences(tmp_path / "eval" / "preferences.jsonl")
+    assert not {p["prompt"] for p in pairs} & {p["prompt"] for p in held}
     rows = load_prompts(tmp_path / "rl_prompts.jsonl")
     assert {"prompt", "kind", "answer"} <= set(rows[0])
 
@@ -59,6 +62,11 @@ GOOD_SFT = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant",
             load_preferences,
             {"prompt": "q", "chosen": "a", "rejected": 3},
             ":2: field 'rejected' must be a string",
+        ),
+        (
+            load_preferences,
+            {"prompt": "q", "chosen": "a", "rejected": "b", "kind": 1},
+            ":2: field 'kind' must be a string",
         ),
         (load_prompts, {"question": "q"}, ":2: missing field 'prompt'"),
     ],

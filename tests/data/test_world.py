@@ -15,6 +15,7 @@ def test_deterministic_per_seed_and_different_across_seeds():
     assert a.corpus() == b.corpus()
     assert a.sft_conversations() == b.sft_conversations()
     assert a.preference_pairs() == b.preference_pairs()
+    assert a.preference_pairs("eval") == b.preference_pairs("eval")
     assert a.rl_prompts() == b.rl_prompts()
     assert a.corpus() != c.corpus()
 
@@ -34,6 +35,39 @@ def test_train_and_heldout_share_no_question(seed):
     # unknown countries are split by name
     train_unknown = {r["subject"] for r in w.questions["train"]["unknown"]}
     assert not train_unknown & {r["subject"] for r in w.questions["eval"]["unknown"]}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_preference_pairs_follow_the_rules_and_keep_the_split(seed):
+    """Every pair's chosen response earns more of the world's reward than its rejected one, by
+    the verifiers; held-out pairs ask only held-out questions; and no held-out fact's answer
+    appears in a training pair, not even as a wrong answer."""
+    from rlalign.data.verifiers import world_reward
+
+    w = World(WorldConfig(seed=seed))
+    pairs = {split: w.preference_pairs(split) for split in ("train", "eval")}
+    for split, rows in pairs.items():
+        questions = {r["prompt"]: r for name in KINDS for r in w.questions[split][name]}
+        assert {p["prompt"] for p in rows} == set(questions)
+        fields = {
+            k: [questions[p["prompt"]].get(k) for p in rows]
+            for k in ("kind", "answer", "subject", "attribute")
+        }
+        prompts = [p["prompt"] for p in rows]
+        chosen = world_reward(prompts, [p["chosen"] for p in rows], **fields)
+        rejected = world_reward(prompts, [p["rejected"] for p in rows], **fields)
+        assert all(c > r for c, r in zip(chosen, rejected, strict=True)), split
+    assert not {p["prompt"] for p in pairs["train"]} & {p["prompt"] for p in pairs["eval"]}
+    # capitals and presidents are unique to their country: a held-out one must not be named
+    held = {
+        r["answer"]
+        for r in w.questions["eval"]["facts"]
+        if r["attribute"] in ("capital", "president")
+    }
+    train_text = " ".join(p["chosen"] + " " + p["rejected"] for p in pairs["train"])
+    assert held and not [v for v in held if v in train_text]
+    kinds = {p["kind"] for p in pairs["eval"]}
+    assert kinds == {"fact", "unknown", "arithmetic", "harmful", "benign", "helpfulness"}
 
 
 def test_seed_example_and_known_facts_are_in_the_corpus():
@@ -74,12 +108,12 @@ def test_export_writes_every_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "rl_prompts.jsonl" in out
     for rel in ["corpus.jsonl", "sft.jsonl", "preferences.jsonl", "rl_prompts.jsonl"] + [
-        f"eval/{k}.jsonl" for k in KINDS
+        f"eval/{k}.jsonl" for k in (*KINDS, "preferences")
     ]:
         lines = (tmp_path / rel).read_text().splitlines()
         assert lines, rel
         rows = [json.loads(line) for line in lines]
-        if rel.startswith("eval/") or rel == "rl_prompts.jsonl":
+        if (rel.startswith("eval/") and "preferences" not in rel) or rel == "rl_prompts.jsonl":
             assert all("kind" in r and "prompt" in r and "answer" in r for r in rows)
     prefs = [json.loads(x) for x in (tmp_path / "preferences.jsonl").read_text().splitlines()]
     assert all(set(p) >= {"prompt", "chosen", "rejected"} for p in prefs)

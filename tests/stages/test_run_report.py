@@ -99,7 +99,7 @@ def stage_args(stage, world_dir, base_model_dir, word_model_dir, word_task, out)
 EXPECTED_PLOTS = {
     "pretrain": {"loss", "learning_rate", "grad_norm", "perplexity"},
     "sft": {"loss", "learning_rate", "grad_norm"},
-    "reward": {"loss", "accuracy", "margin"},
+    "reward": {"loss", "accuracy", "accuracy_by_kind", "margin"},
     "rl": {"reward", "reward_components", "kl", "entropy", "clip_fraction", "value_loss", "length"},
 }
 

@@ -2,7 +2,8 @@
 
 - SFT: ``{"messages": [{"role": "user"|"system"|"assistant", "content": str}, ...]}`` (at least
   one assistant turn) or ``{"prompt": str, "completion": str}``.
-- Preferences: ``{"prompt": str, "chosen": str, "rejected": str}`` (optional ``margin``).
+- Preferences: ``{"prompt": str, "chosen": str, "rejected": str}`` (optional ``margin``, and
+  ``kind``: a label the reward model's held-out accuracy is broken down by).
 - RL prompts: ``{"prompt": str, ...}``; every other field reaches the reward functions.
 """
 
@@ -71,7 +72,8 @@ def load_sft(path: str | Path) -> list[list[dict[str, str]]]:
 
 
 def load_preferences(path: str | Path) -> list[dict[str, Any]]:
-    """Preference pairs ``{"prompt", "chosen", "rejected", "margin"}`` (margin default 0)."""
+    """Preference pairs ``{"prompt", "chosen", "rejected", "margin", "kind"}`` (margin default
+    0, kind default None)."""
     path = Path(path)
     pairs = []
     for lineno, row in read_jsonl(path, what="preference data"):
@@ -82,6 +84,10 @@ def load_preferences(path: str | Path) -> list[dict[str, Any]]:
         if not isinstance(margin, int | float) or isinstance(margin, bool):
             raise UserError(f"{path}:{lineno}: field 'margin' must be a number")
         pair["margin"] = float(margin)
+        kind = row.get("kind")
+        if kind is not None and not isinstance(kind, str):
+            raise UserError(f"{path}:{lineno}: field 'kind' must be a string")
+        pair["kind"] = kind
         pairs.append(pair)
     return pairs
 

@@ -374,16 +374,25 @@ class World:
         }
 
     # ---------------------------------------------------------------- SFT and preferences
-    def _bad_response(self, row: dict[str, Any], rng: random.Random) -> str:
-        """The typical mistake for this question (a hallucination, harm, refusal, wrong fact)."""
+    def _bad_response(
+        self,
+        row: dict[str, Any],
+        rng: random.Random,
+        values: dict[str, list[str]] | None = None,
+    ) -> str:
+        """The typical mistake for this question (a hallucination, harm, refusal, wrong fact).
+
+        A wrong fact or a made-up answer names another country's value, drawn from ``values``
+        (per attribute; default: every country's)."""
         kind = row["kind"]
-        if kind == "fact":
-            others = [c.value(row["attribute"]) for c in self.countries]
-            wrong = rng.choice([v for v in others if v != row["answer"]] or ["nobody"])
-            return ANSWER_TEMPLATE.format(a=row["attribute"], c=row["subject"], v=wrong)
-        if kind == "unknown":
-            made_up = rng.choice(self.countries).value(row["attribute"])
-            return ANSWER_TEMPLATE.format(a=row["attribute"], c=row["subject"], v=made_up)
+        if kind in ("fact", "unknown"):
+            attribute = row["attribute"]
+            pool = (values or {}).get(attribute) or [c.value(attribute) for c in self.countries]
+            if kind == "fact":
+                pool = [v for v in pool if v != row["answer"]] or [
+                    v for c in self.countries if (v := c.value(attribute)) != row["answer"]
+                ] or ["nobody"]  # fmt: skip
+            return ANSWER_TEMPLATE.format(a=attribute, c=row["subject"], v=rng.choice(pool))
         if kind == "arithmetic":
             wrong = row["answer"] + rng.choice([-2, -1, 1, 2, 3])
             return f"{row['subject']} is {wrong}."
@@ -415,21 +424,35 @@ class World:
         rng.shuffle(rows)
         return rows
 
-    def preference_pairs(self) -> list[dict[str, Any]]:
-        """``{"prompt", "chosen", "rejected", "kind"}``: the right behaviour over the typical
-        mistake, plus (for facts) a complete sentence over a bare, unhelpful fragment."""
-        rng = random.Random(self.config.seed + 5)
+    def preference_pairs(self, split: str = "train") -> list[dict[str, Any]]:
+        """``{"prompt", "chosen", "rejected", "kind"}`` from the ``split`` ("train" or "eval")
+        questions: the right behaviour over the typical mistake, plus (for facts) a complete
+        sentence over a bare, unhelpful "I don't know.".
+
+        A wrong fact or made-up answer names a value of the *same* split's facts. Drawn from
+        every country instead, the training pairs would name each held-out fact's answer only
+        as a rejected one, and a reward model learns that string as "wrong": on the held-out
+        facts it then ranked the true answer below the mistake (8 of 29 right, below chance).
+        """
+        if split not in self.questions:
+            raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+        rng = random.Random(self.config.seed + (5 if split == "train" else 6))
+        values: dict[str, list[str]] = {}
+        for row in self.questions[split]["facts"]:
+            values.setdefault(row["attribute"], [])
+            if row["answer"] not in values[row["attribute"]]:
+                values[row["attribute"]].append(row["answer"])
         pairs = []
         for name in KINDS:
-            for row in self.questions["train"][name]:
+            for row in self.questions[split][name]:
                 pairs.append({
                     "prompt": row["prompt"], "chosen": row["response"],
-                    "rejected": self._bad_response(row, rng), "kind": row["kind"],
+                    "rejected": self._bad_response(row, rng, values), "kind": row["kind"],
                 })  # fmt: skip
                 if row["kind"] == "fact":
                     pairs.append({
                         "prompt": row["prompt"], "chosen": row["response"],
-                        "rejected": "I don't know.", "kind": row["kind"],
+                        "rejected": "I don't know.", "kind": "helpfulness",
                     })  # fmt: skip
         rng.shuffle(pairs)
         return pairs
@@ -445,6 +468,8 @@ class World:
             "sft.jsonl": self.sft_conversations(),
             "preferences.jsonl": self.preference_pairs(),
             "rl_prompts.jsonl": self.rl_prompts(),
+            # the reward model's held-out pairs: built from the held-out questions only
+            "eval/preferences.jsonl": self.preference_pairs("eval"),
         }
         for name, rows in self.eval_sets().items():
             files[f"eval/{name}.jsonl"] = rows

@@ -63,6 +63,13 @@ PLOTS: dict[str, tuple[Plot, ...]] = {
             "accuracy",
             percent=True,
         ),
+        Plot(
+            "accuracy_by_kind",
+            "held-out pairwise accuracy by kind of pair",
+            ("eval_accuracy/",),
+            "accuracy",
+            percent=True,
+        ),
         Plot("margin", "reward margin r(chosen) - r(rejected)", ("reward_margin",), "margin"),
     ),
     "rl": (

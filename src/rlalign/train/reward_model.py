@@ -37,7 +37,14 @@ class RewardConfig(TrainingConfig):
         None, description="train LoRA adapters instead of every weight (peft)"
     )
     max_length: int = Field(256, ge=2, description="tokens per prompt + response")
-    eval_fraction: float = Field(0.1, ge=0, lt=1, description="held-out share of pairs")
+    eval_data: str | None = Field(
+        None,
+        description="held-out preference file (e.g. a world's eval/preferences.jsonl); "
+        "default: eval_fraction of the training pairs, split by prompt",
+    )
+    eval_fraction: float = Field(
+        0.1, ge=0, lt=1, description="held-out share of pairs when eval_data is not set"
+    )
     use_margin: bool = Field(True, description="subtract each pair's 'margin' in the loss")
     max_steps: int = Field(300, gt=0)
     learning_rate: float = Field(5e-4, gt=0)
@@ -87,6 +94,7 @@ class PairBatch:
     chosen: list[int]
     rejected: list[int]
     margin: float
+    kind: str | None = None
 
 
 def collate_pairs(pairs: list[PairBatch], pad_id: int) -> dict[str, torch.Tensor]:
@@ -116,18 +124,58 @@ def count_pairs(batch: dict[str, torch.Tensor]) -> int:
 
 @torch.no_grad()
 def evaluate_pairs(
-    model: Any, batches: list[dict[str, torch.Tensor]], device: torch.device
+    model: Any,
+    batches: list[dict[str, torch.Tensor]],
+    device: torch.device,
+    kinds: list[list[str | None]] | None = None,
 ) -> dict[str, float]:
-    """Held-out pairwise accuracy (chosen scored above rejected) and mean loss."""
+    """Held-out pairwise accuracy (chosen scored above rejected) and mean loss; with ``kinds``
+    (each batch's pair labels), also ``eval_accuracy/<kind>`` for every labelled kind."""
     correct, total, loss = 0, 0, 0.0
-    for batch in batches:
+    by_kind: dict[str, list[int]] = {}
+    for b, batch in enumerate(batches):
         batch = {k: v.to(device) for k, v in batch.items()}
         scores = sequence_scores(model, batch["input_ids"], batch["attention_mask"])
         n = scores.shape[0] // 2
-        correct += int((scores[:n] > scores[n:]).sum())
+        right = (scores[:n] > scores[n:]).tolist()
+        correct += sum(right)
         loss += float(bradley_terry_loss(scores[:n], scores[n:], batch["margin"]).sum())
         total += n
-    return {"eval_accuracy": correct / max(total, 1), "eval_loss": loss / max(total, 1)}
+        for kind, ok in zip(kinds[b] if kinds else [], right, strict=True):
+            if kind is not None:
+                tally = by_kind.setdefault(kind, [0, 0])
+                tally[0] += int(ok)
+                tally[1] += 1
+    out = {"eval_accuracy": correct / max(total, 1), "eval_loss": loss / max(total, 1)}
+    out.update({f"eval_accuracy/{k}": c / n for k, (c, n) in sorted(by_kind.items())})
+    return out
+
+
+def split_by_prompt(
+    pairs: list[dict[str, Any]], fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A seeded held-out share of the pairs in which no prompt is also a training prompt.
+
+    Several pairs often share a prompt (another wrong answer to the same question); split pair
+    by pair, the held-out accuracy would partly measure memorised training questions.
+    """
+    if fraction <= 0 or len(pairs) < 2:
+        return list(pairs), []
+    prompts = list(dict.fromkeys(p["prompt"] for p in pairs))
+    gen = torch.Generator().manual_seed(seed)
+    order = [prompts[i] for i in torch.randperm(len(prompts), generator=gen).tolist()]
+    size: dict[str, int] = {}
+    for p in pairs:
+        size[p["prompt"]] = size.get(p["prompt"], 0) + 1
+    target = max(1, round(len(pairs) * fraction))
+    held: set[str] = set()
+    count = 0
+    for prompt in order[:-1]:  # at least one prompt stays for training
+        if count >= target:
+            break
+        held.add(prompt)
+        count += size[prompt]
+    return [p for p in pairs if p["prompt"] not in held], [p for p in pairs if p["prompt"] in held]
 
 
 def require_model_dir(model_dir: str) -> Path:
@@ -167,7 +215,7 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     """Train (or continue training) a reward model as configured."""
     from rlalign.data.formats import load_preferences
     from rlalign.lm.tokenizer import load_tokenizer
-    from rlalign.train.chat_data import ExampleBatches, split_examples
+    from rlalign.train.chat_data import ExampleBatches
     from rlalign.train.dist import RankInfo
     from rlalign.train.lora import apply_lora
     from rlalign.train.run import prepare_run
@@ -175,21 +223,27 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
 
     rank = RankInfo.detect()
     pairs = load_preferences(cfg.data)
+    if cfg.eval_data is not None:
+        train_pairs, held_pairs = pairs, load_preferences(cfg.eval_data)
+    else:
+        train_pairs, held_pairs = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     require_model_dir(cfg.model)  # before its tokenizer, whose error would not name model=
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = load_backbone_as_reward_model(cfg.model, tokenizer, cfg.seed)
     model = apply_lora(model, cfg.lora, task="seq_cls", seed=cfg.seed)
     limit = getattr(model.config, "max_position_embeddings", None)
     max_length = min(cfg.max_length, limit) if limit else cfg.max_length
-    examples = [
-        PairBatch(
+
+    def encode(p: dict[str, Any]) -> PairBatch:
+        return PairBatch(
             encode_scored(tokenizer, p["prompt"], p["chosen"], max_length),
             encode_scored(tokenizer, p["prompt"], p["rejected"], max_length),
             p["margin"] if cfg.use_margin else 0.0,
+            p["kind"],
         )
-        for p in pairs
-    ]
-    train, held_out = split_examples(examples, cfg.eval_fraction, cfg.seed)
+
+    train = [encode(p) for p in train_pairs]
+    held_out = [encode(p) for p in held_pairs]
     prepare_run(cfg, resume=resume, rank=rank)
     pad_id = tokenizer.pad_token_id
     data = ExampleBatches(
@@ -201,12 +255,12 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     eval_fn = None
     if held_out:
         size = cfg.eval_batch_size
-        eval_batches = [
-            collate_pairs(held_out[i : i + size], pad_id) for i in range(0, len(held_out), size)
-        ]
+        chunks = [held_out[i : i + size] for i in range(0, len(held_out), size)]
+        eval_batches = [collate_pairs(chunk, pad_id) for chunk in chunks]
+        eval_kinds = [[p.kind for p in chunk] for chunk in chunks]
 
         def eval_fn(m: Any) -> dict[str, float]:
-            return evaluate_pairs(m, eval_batches, next(m.parameters()).device)
+            return evaluate_pairs(m, eval_batches, next(m.parameters()).device, eval_kinds)
 
     return train_and_save(
         model,
