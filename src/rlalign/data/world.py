@@ -276,11 +276,11 @@ class World:
         rng = random.Random(self.config.seed + 2)
         out: dict[str, dict[str, list[dict[str, Any]]]] = {"train": {}, "eval": {}}
 
-        def fact_rows(pairs, all_phrasings: bool) -> list[dict[str, Any]]:
+        def fact_rows(pairs) -> list[dict[str, Any]]:
             rows = []
             for country, attribute in pairs:
                 qs = ATTRIBUTES[attribute]["questions"]
-                for q in qs if all_phrasings else [rng.choice(qs)]:
+                for q in qs:
                     value = country.value(attribute)
                     rows.append({
                         "prompt": q.format(c=country.name), "kind": "fact",
@@ -291,7 +291,9 @@ class World:
 
         pairs = [(c, a) for c in self.countries for a in ATTRIBUTES]
         train, held = self._split(pairs, 1)
-        out["train"]["facts"], out["eval"]["facts"] = fact_rows(train, True), fact_rows(held, False)
+        # Every phrasing of a held-out fact too: ~70 questions, so that the card resolves a
+        # 2-point change (with one phrasing each, one question was 3.4 points).
+        out["train"]["facts"], out["eval"]["facts"] = fact_rows(train), fact_rows(held)
 
         def unknown_rows(names, all_attributes: bool) -> list[dict[str, Any]]:
             rows = []
