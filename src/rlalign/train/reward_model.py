@@ -9,6 +9,14 @@ It is trained with the Bradley–Terry loss
 (``m`` the optional per-pair margin), on the shared training loop, and saved so that
 ``AutoModelForSequenceClassification.from_pretrained`` loads it. :class:`RewardModel` scores
 completions with the reward-function signature, so RL uses it like any other reward.
+
+With ``lm_loss_coef`` > 0 the loss adds the GRM regulariser (Yang et al. 2024, "Regularizing
+Hidden States Enables Learning Generalizable Reward Model for LLMs"): ``alpha`` times the
+next-token loss of the chosen response, computed from the same final hidden states through the
+backbone's language-model head, so the hidden states that the score reads keep what the
+language model knows instead of being reshaped to memorise the training pairs. The head is the
+input embedding when the backbone ties them, else the SFT model's ``lm_head`` kept frozen beside
+the reward model; either way the saved model is a plain sequence-classification model.
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from rlalign.errors import UserError
-from rlalign.train.chat_data import pad_right
+from rlalign.train.chat_data import pad_right, render_with_spans
 from rlalign.train.config import TrainingConfig
 from rlalign.train.lora import LoraSettings
+from rlalign.train.losses import IGNORE_INDEX
 
 
 class RewardConfig(TrainingConfig):
@@ -46,6 +55,12 @@ class RewardConfig(TrainingConfig):
         0.1, ge=0, lt=1, description="held-out share of pairs when eval_data is not set"
     )
     use_margin: bool = Field(True, description="subtract each pair's 'margin' in the loss")
+    lm_loss_coef: float = Field(
+        0.0,
+        ge=0,
+        description="GRM regulariser: weight of the chosen response's next-token loss, "
+        "through the backbone's LM head, added to the Bradley-Terry loss (0: off)",
+    )
     max_steps: int = Field(300, gt=0)
     learning_rate: float = Field(5e-4, gt=0)
     warmup_steps: int = Field(20, ge=0)
@@ -73,6 +88,21 @@ def encode_scored(tokenizer: Any, prompt: str, response: str, max_length: int) -
     return ids[-max_length:]
 
 
+def encode_scored_labelled(
+    tokenizer: Any, prompt: str, response: str, max_length: int
+) -> tuple[list[int], list[int]]:
+    """:func:`encode_scored`'s tokens and language-modelling labels: the token inside the
+    assistant turn (as SFT labels it), ``-100`` on the prompt."""
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    text, spans = render_with_spans(tokenizer, messages)
+    enc = tokenizer(text.rstrip(), add_special_tokens=False, return_offsets_mapping=True)
+    labels = [
+        token if any(lo <= a and b <= hi and b > a for lo, hi in spans) else IGNORE_INDEX
+        for token, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+    ]
+    return enc["input_ids"][-max_length:], labels[-max_length:]
+
+
 def sequence_scores(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
@@ -95,27 +125,124 @@ class PairBatch:
     rejected: list[int]
     margin: float
     kind: str | None = None
+    chosen_labels: list[int] | None = None  # for the LM regulariser
 
 
 def collate_pairs(pairs: list[PairBatch], pad_id: int) -> dict[str, torch.Tensor]:
     ids, mask = pad_right([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
-    return {
+    batch = {
         "input_ids": ids,
         "attention_mask": mask,
         "margin": torch.tensor([p.margin for p in pairs], dtype=torch.float32),
     }
+    if pairs and all(p.chosen_labels is not None for p in pairs):
+        labels = torch.full((len(pairs), ids.shape[1]), IGNORE_INDEX, dtype=torch.long)
+        for i, p in enumerate(pairs):
+            labels[i, : len(p.chosen_labels)] = torch.tensor(p.chosen_labels)
+        batch["chosen_labels"] = labels
+    return batch
 
 
-def preference_loss(model: Any, batch: dict[str, torch.Tensor], num_items: torch.Tensor):
-    """Bradley–Terry loss summed over the micro-batch's pairs, divided by the step's pairs."""
-    scores = sequence_scores(model, batch["input_ids"], batch["attention_mask"])
-    n = scores.shape[0] // 2
-    chosen, rejected = scores[:n], scores[n:]
-    losses = bradley_terry_loss(chosen, rejected, batch["margin"])
-    with torch.no_grad():
-        accuracy = (chosen > rejected).float().sum() / num_items
-        margin = (chosen - rejected).sum() / num_items
-    return losses.sum() / num_items, {"accuracy": accuracy, "reward_margin": margin}
+def per_sequence_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's mean next-token cross-entropy over its labelled tokens, ``(B,)`` fp32."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    tokens = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(labels.shape)
+    counts = (labels != IGNORE_INDEX).sum(dim=1)
+    return tokens.sum(dim=1) / counts.clamp_min(1)
+
+
+class LMHeadTap:
+    """Language-model logits of the reward model's first ``rows`` sequences, from the
+    backbone's final hidden states (the ones the score head reads), for the GRM regulariser.
+
+    A forward hook on the backbone computes them during the reward model's own forward pass,
+    so data-parallel wrappers see one forward and FSDP has the (tied) embedding gathered.
+
+    Args:
+        model: the sequence-classification model (or a PEFT model around one).
+        head_weight: the ``(vocab, hidden)`` LM head of an untied backbone (kept frozen);
+            ``None`` when the backbone ties it to the input embedding.
+    """
+
+    def __init__(self, model: Any, head_weight: torch.Tensor | None) -> None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.backbone = getattr(base, base.base_model_prefix)
+        self.head_weight = head_weight
+        self.rows = 0
+        self.logits: torch.Tensor | None = None
+
+    def _hook(self, module: Any, args: Any, output: Any) -> None:
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        if self.head_weight is None:
+            weight = module.get_input_embeddings().weight
+        else:
+            weight = self.head_weight = self.head_weight.to(hidden.device)
+        self.logits = F.linear(hidden[: self.rows], weight)
+
+    def run(self, model: Any, rows: int, **inputs: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """``sequence_scores(model, **inputs)`` and the LM logits of the first ``rows``."""
+        self.rows = rows
+        handle = self.backbone.register_forward_hook(self._hook)
+        try:
+            scores = sequence_scores(model, **inputs)
+        finally:
+            handle.remove()
+        logits, self.logits = self.logits, None
+        return scores, logits
+
+
+def untied_lm_head(model_dir: str | Path, config: Any) -> torch.Tensor | None:
+    """The causal LM's own ``lm_head.weight`` when it is not tied to the embedding, else None.
+
+    ``AutoModelForSequenceClassification`` drops that head; the regulariser needs it."""
+    if getattr(config, "tie_word_embeddings", True):
+        return None
+    from transformers import AutoModelForCausalLM
+
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(model_dir)
+    except ValueError as exc:
+        raise UserError(
+            f"model={str(model_dir)!r}: lm_loss_coef needs the causal LM's head, and "
+            f"transformers cannot load this model as one ({exc}); set lm_loss_coef=0"
+        ) from None
+    return lm.get_output_embeddings().weight.detach().clone()
+
+
+def make_preference_loss(lm_loss_coef: float = 0.0, tap: LMHeadTap | None = None):
+    """The reward model's loss for the training loop: Bradley–Terry, summed over the
+    micro-batch's pairs and divided by the step's pairs; with ``lm_loss_coef`` > 0 plus that
+    times each chosen response's mean next-token loss (logged as ``lm_loss``)."""
+
+    def loss_fn(model: Any, batch: dict[str, torch.Tensor], num_items: torch.Tensor):
+        n = batch["margin"].shape[0]
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if lm_loss_coef > 0 and tap is not None:
+            scores, logits = tap.run(model, n, **inputs)
+        else:
+            scores, logits = sequence_scores(model, **inputs), None
+        chosen, rejected = scores[:n], scores[n:]
+        loss = bradley_terry_loss(chosen, rejected, batch["margin"]).sum() / num_items
+        metrics = {}
+        with torch.no_grad():
+            metrics["bt_loss"] = loss.detach()
+            metrics["accuracy"] = (chosen > rejected).float().sum() / num_items
+            metrics["reward_margin"] = (chosen - rejected).sum() / num_items
+        if logits is not None:
+            lm = per_sequence_lm_loss(logits, batch["chosen_labels"]).sum() / num_items
+            metrics["lm_loss"] = lm.detach()
+            loss = loss + lm_loss_coef * lm
+        return loss, metrics
+
+    return loss_fn
+
+
+preference_loss = make_preference_loss()
 
 
 def count_pairs(batch: dict[str, torch.Tensor]) -> int:
@@ -231,19 +358,24 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     model = load_backbone_as_reward_model(cfg.model, tokenizer, cfg.seed)
     model = apply_lora(model, cfg.lora, task="seq_cls", seed=cfg.seed)
+    tap = None
+    if cfg.lm_loss_coef > 0:
+        tap = LMHeadTap(model, untied_lm_head(cfg.model, model.config))
     limit = getattr(model.config, "max_position_embeddings", None)
     max_length = min(cfg.max_length, limit) if limit else cfg.max_length
 
-    def encode(p: dict[str, Any]) -> PairBatch:
+    def encode(p: dict[str, Any], labelled: bool) -> PairBatch:
+        chosen, labels = encode_scored_labelled(tokenizer, p["prompt"], p["chosen"], max_length)
         return PairBatch(
-            encode_scored(tokenizer, p["prompt"], p["chosen"], max_length),
+            chosen,
             encode_scored(tokenizer, p["prompt"], p["rejected"], max_length),
             p["margin"] if cfg.use_margin else 0.0,
             p["kind"],
+            labels if labelled else None,
         )
 
-    train = [encode(p) for p in train_pairs]
-    held_out = [encode(p) for p in held_pairs]
+    train = [encode(p, tap is not None) for p in train_pairs]
+    held_out = [encode(p, False) for p in held_pairs]
     prepare_run(cfg, resume=resume, rank=rank)
     pad_id = tokenizer.pad_token_id
     data = ExampleBatches(
@@ -265,7 +397,7 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     return train_and_save(
         model,
         tokenizer,
-        preference_loss,
+        make_preference_loss(cfg.lm_loss_coef, tap),
         data,
         cfg,
         resume=resume,
