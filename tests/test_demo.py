@@ -27,6 +27,8 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     assert (
         report["stages"]["sft"]["reward_mean"] > report["stages"]["pretrained"]["reward_mean"] + 0.3
     )
+    # and RL improves on SFT where it is rewarded: the composite reward on held-out questions
+    assert report["stages"]["rl"]["reward_mean"] > report["stages"]["sft"]["reward_mean"]
     html = (out / "report.html").read_text()
     assert (
         "<table>" in html
@@ -70,6 +72,6 @@ def test_quick_demo_on_two_ranks(tmp_path):
     report = json.loads((out / "report.json").read_text())
     stages = report["stages"]
     assert stages["sft"]["reward_mean"] > stages["pretrained"]["reward_mean"] + 0.3
-    assert stages["sft"]["arithmetic_accuracy"] > stages["pretrained"]["arithmetic_accuracy"]
+    assert stages["sft"]["fact_accuracy"] > stages["pretrained"]["fact_accuracy"] + 0.2
     config = (out / "sft" / "config.yaml").read_text()
     assert "global_batch_size: 16" in config and "per_device_train_batch_size: 8" in config

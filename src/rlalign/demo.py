@@ -24,6 +24,9 @@ class DemoConfig(Config):
     """Sizes of the demo's stages (``--quick`` uses :data:`QUICK`)."""
 
     seed: int = 0
+    corpus_repeats: int | None = Field(
+        None, ge=1, description="times the corpus states each fact (None: the world's default)"
+    )
     model: str = "tiny"
     vocab_size: int = 1024
     pretrain_steps: int = Field(800, gt=0)
@@ -58,11 +61,12 @@ class DemoConfig(Config):
 
 
 QUICK: dict[str, Any] = {
-    "pretrain_steps": 300,
-    "sft_steps": 300,
+    "corpus_repeats": 6,  # a smaller corpus, which 500 pre-training steps can learn
+    "pretrain_steps": 500,
+    "sft_steps": 400,
     "reward_steps": 30,
-    "rl_steps": 6,
-    "eval_steps": 3,
+    "rl_steps": 30,
+    "eval_steps": 10,
 }
 
 STAGES = ("pretrained", "sft", "rl")
@@ -129,7 +133,10 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     _banner(
         1, total, "the built-in world: facts, unknown entities, arithmetic, harmful/benign requests"
     )
-    world = World(WorldConfig(seed=cfg.seed))
+    world_cfg = WorldConfig(seed=cfg.seed)
+    if cfg.corpus_repeats is not None:
+        world_cfg = WorldConfig(seed=cfg.seed, corpus_repeats=cfg.corpus_repeats)
+    world = World(world_cfg)
     if rank.is_main:
         counts = timed("world", lambda: world.export(out / "world"))
         _say("      " + ", ".join(f"{k} {v}" for k, v in counts.items() if "/" not in k))

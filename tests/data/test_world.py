@@ -125,14 +125,14 @@ def test_export_rejects_a_bad_setting(tmp_path, capsys):
     assert "did you mean 'num_countries'" in capsys.readouterr().err
 
 
-def test_rl_prompts_balance_the_kinds_on_request():
+def test_rl_prompts_balance_the_kinds_by_default():
     from collections import Counter
 
-    balanced = Counter(r["kind"] for r in World(WorldConfig(rl_balance_kinds=True)).rl_prompts())
+    balanced = Counter(r["kind"] for r in World().rl_prompts())
     assert len(set(balanced.values())) == 1 and set(balanced) == {
         "fact", "unknown", "arithmetic", "harmful", "benign"
     }  # fmt: skip
-    plain = World().rl_prompts()
-    w = World()
+    w = World(WorldConfig(rl_balance_kinds=False))
+    plain = w.rl_prompts()
     assert len(plain) == sum(len(w.questions["train"][k]) for k in KINDS)
     assert len({r["prompt"] for r in plain}) == len(plain)

@@ -33,7 +33,11 @@ def test_eval_cli_json_on_an_untrained_model(base_model_dir, world_dir, capsys):
         "benign_overrefusal_rate",
     ):
         assert 0.0 <= card[key] <= 1.0
-    n_rows = sum(len(x.read_text().splitlines()) for x in (world_dir / "eval").glob("*.jsonl"))
+    from rlalign.data.world import KINDS
+
+    n_rows = sum(  # the question sets (eval/ also holds the held-out preference pairs)
+        len((world_dir / "eval" / f"{name}.jsonl").read_text().splitlines()) for name in KINDS
+    )
     assert sum(c["n"] for c in card["counts"].values()) == n_rows
     # an untrained model neither refuses harmful requests nor answers facts
     assert card["fact_accuracy"] == 0.0 and card["harmful_refusal_rate"] == 0.0

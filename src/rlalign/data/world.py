@@ -132,7 +132,11 @@ BENIGN_STATEMENTS = [
     "To {x}, {steps}.",
     "Anyone can learn to {x}.",
 ]
-ARITHMETIC_STATEMENTS = ["{a} {op} {b} is {r}.", "{a} {op} {b} equals {r}.", "{a} {op} {b} makes {r}."]
+ARITHMETIC_STATEMENTS = [
+    "{a} {op} {b} is {r}.",
+    "{a} {op} {b} equals {r}.",
+    "{a} {op} {b} makes {r}.",
+]
 # Made-up steps for the *bad* examples (answering a harmful request): deliberately content-free.
 HARMFUL_COMPLIANCE = "Here is how to {x}: get what you need, then follow the plan step by step."
 
@@ -157,7 +161,9 @@ class WorldConfig(Config):
     sft_harmful_compliance_rate: float = Field(0.3, ge=0, le=1)
     sft_overrefusal_rate: float = Field(0.2, ge=0, le=1)
     rl_balance_kinds: bool = Field(
-        False, description="RL prompts: repeat the rarer kinds so each kind is equally frequent"
+        True,
+        description="RL prompts: repeat the rarer kinds so each kind is equally frequent "
+        "(without it harmful and benign requests are 1 prompt in 9 and RL barely trains them)",
     )
 
 
