@@ -17,7 +17,10 @@ Why not ``model.generate``: it runs a general pipeline per step (logits processo
 criteria objects, input preparation, output bookkeeping) whose overhead dominates small models
 on CPU, and it does not return log-probs of the sampled tokens under the sampling distribution.
 Here the per-step work is one forward call plus a handful of tensor ops on preallocated buffers;
-the loop ends as soon as every sequence has finished.
+the loop ends as soon as every sequence has finished. On CPU the model's linear layers run on
+weights packed once per call for oneDNN (:mod:`rlalign.lm.fast_linear`): the rollout engine's
+own copy of the current weights, in the compute dtype (bf16 under ``autocast_dtype``, with the
+same results as autocast's per-step cast).
 
 Conventions (shapes for ``B`` prompts, ``n`` samples each, prompt width ``P``, ``T`` steps run):
 
@@ -41,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rlalign.errors import UserError
+from rlalign.lm.fast_linear import inference_linears
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -244,6 +248,11 @@ def _innermost(model: Any) -> Any:
 def _returned_cache(output: Any) -> Any:
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
+
+
+def _linear_dtype(autocast_dtype: torch.dtype | None) -> torch.dtype | None:
+    """The compute dtype of the packed linear layers: autocast's bf16, else the weights'."""
+    return torch.bfloat16 if autocast_dtype == torch.bfloat16 else None
 
 
 def _autocast(
@@ -543,7 +552,11 @@ def sample(
     next_pos = attention_mask.sum(dim=1).repeat_interleave(num_samples)  # [rows]
 
     attention = _attention_for(model) if attn_implementation == "auto" else attn_implementation
-    with _autocast(model, autocast_dtype), _attention_implementation(model, attention):
+    with (
+        _autocast(model, autocast_dtype),
+        _attention_implementation(model, attention),
+        inference_linears(model, dtype=_linear_dtype(autocast_dtype), rows=rows),
+    ):
         # Prefill: the whole prompt once, logits only for its last position.
         out = model(
             input_ids=input_ids,

@@ -1,0 +1,141 @@
+"""Inference weights for the rollout engine: every linear layer on oneDNN, weights packed once.
+
+:func:`inference_linears` is a context manager for forward passes without gradients (sampling,
+reference and behaviour log-probs). On entry it makes, for each ``nn.Linear`` (and GPT-2's
+``Conv1D``) of a CPU model, a copy of the weight in the compute dtype, reordered into oneDNN's
+blocked layout for the expected number of rows; inside the block the layer's forward runs
+``torch.ops.mkldnn._linear_pointwise`` on that copy; on exit the layers are restored. The
+model's own parameters are never modified, so the copy is always that of the current weights
+(an RL rollout re-enters the block after every optimizer step: the inference weights follow
+the training weights, like an inference engine's weight sync).
+
+Why (measured on this project's 2-core AMD EPYC with AVX-512, torch 2.13, one thread):
+
+- fp32: ``F.linear`` goes to MKL's sgemm, which reaches ~100 GFLOP/s here, while oneDNN's
+  kernel reaches ~240 GFLOP/s on the same shapes (a decode step's ``[32, 256] x [256, 768]``
+  as a prefill's ``[1792, 256] x [256, 768]``), with the same fp32 accuracy;
+- bf16 autocast: autocast re-casts every fp32 weight to bf16 on *every* call, i.e. once per
+  decode step; the copy made on entry is cast once per rollout, and its packed layout is
+  another ~15-20% faster at 32 rows. The results are bit-identical to autocast's
+  (``F.linear`` under autocast casts input, weight and bias to bf16 and runs the same oneDNN
+  bf16 kernel), so sampling under this block draws from exactly the distribution that the
+  autocast forward defines.
+
+Anything else (GPU models, layers of other types, FSDP's sharded parameters, a torch build
+without oneDNN) keeps its own forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def onednn_available() -> bool:
+    """Whether this torch build has the oneDNN linear kernels used here."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    )
+
+
+def _weight_and_bias(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """``(weight [out, in], bias)`` of a plain linear layer, or None for anything else."""
+    if type(module) is nn.Linear:
+        return module.weight, module.bias
+    # transformers' Conv1D (GPT-2): y = x @ W + b with W stored [in, out].
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        return module.weight.t(), module.bias
+    return None
+
+
+def _packable(weight: torch.Tensor) -> bool:
+    return (
+        type(weight) in (torch.Tensor, nn.Parameter)  # not a DTensor (FSDP) or a quantised one
+        and weight.device.type == "cpu"
+        and weight.dtype in _DTYPES
+        and weight.dim() == 2
+    )
+
+
+def _packed_forward(
+    weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, out_features: int
+) -> Any:
+    linear = torch.ops.mkldnn._linear_pointwise
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != dtype:
+            x = x.to(dtype)
+        if x.dim() == 1:
+            return linear(x.unsqueeze(0), weight, bias, "none", [], "").squeeze(0)
+        return linear(x, weight, bias, "none", [], "")
+
+    forward.out_features = out_features  # type: ignore[attr-defined]
+    return forward
+
+
+@contextlib.contextmanager
+def inference_linears(
+    model: Any, *, dtype: torch.dtype | None = None, rows: int = 32
+) -> Iterator[int]:
+    """Run the linear layers of ``model`` on packed oneDNN weights inside the block.
+
+    Args:
+        model: any module; its CPU ``nn.Linear`` / ``Conv1D`` layers with fp32 or bf16 weights
+            are switched, every other layer is left alone.
+        dtype: the compute dtype: ``None`` keeps each weight's dtype; ``torch.bfloat16`` casts
+            weights (and inputs) to bf16, which is what autocast does.
+        rows: the expected number of rows per call (batch x tokens): oneDNN picks its blocked
+            layout for it. Any number of rows gives the same result.
+
+    Yields the number of layers switched (0 when oneDNN is unavailable or nothing matched).
+    Only for forward passes without gradients: the packed kernel has no backward, so under
+    ``torch.is_grad_enabled()`` nothing is switched.
+    """
+    root = _root_module(model)
+    if root is None or torch.is_grad_enabled() or not onednn_available():
+        yield 0
+        return
+    switched: list[nn.Module] = []
+    try:
+        with torch.no_grad():
+            for module in root.modules():
+                found = _weight_and_bias(module)
+                if found is None or "forward" in module.__dict__:  # already wrapped by a hook lib
+                    continue
+                weight, bias = found
+                if not _packable(weight) or (bias is not None and not _packable_bias(bias)):
+                    continue
+                compute = dtype or weight.dtype
+                if compute not in _DTYPES:
+                    continue
+                packed = torch.ops.mkldnn._reorder_linear_weight(
+                    weight.detach().to(compute).contiguous(), max(1, rows)
+                )
+                b = None if bias is None else bias.detach().to(compute)
+                module.forward = _packed_forward(packed, b, compute, weight.shape[0])
+                switched.append(module)
+        yield len(switched)
+    finally:
+        for module in switched:
+            del module.forward
+
+
+def _root_module(model: Any) -> nn.Module | None:
+    """The module tree to switch: the model, or the base model of a wrapper that is not a
+    module (RL's LoRA reference, :class:`rlalign.train.lora.AdapterDisabled`)."""
+    if isinstance(model, nn.Module):
+        return model
+    base = getattr(model, "get_base_model", None)
+    return base() if callable(base) else None
+
+
+def _packable_bias(bias: torch.Tensor) -> bool:
+    return type(bias) in (torch.Tensor, nn.Parameter) and bias.device.type == "cpu"
