@@ -20,9 +20,7 @@ pytestmark = pytest.mark.skipif(not onednn_available(), reason="torch built with
 
 
 def linear_layers(model: nn.Module) -> int:
-    return sum(
-        type(m) is nn.Linear or type(m).__name__ == "Conv1D" for m in model.modules()
-    )
+    return sum(type(m) is nn.Linear or type(m).__name__ == "Conv1D" for m in model.modules())
 
 
 def logits_of(model, ids, mask):
@@ -91,3 +89,27 @@ def test_autocast_sampler_logprobs_are_those_of_a_fresh_autocast_forward():
     torch.testing.assert_close(out.raw_logprobs, fresh, rtol=0, atol=0.05)
     # at temperature 1 without filtering, the sampling distribution is the model's own
     torch.testing.assert_close(out.logprobs, out.raw_logprobs, rtol=0, atol=1e-6)
+
+
+def test_bf16_cache_under_autocast_changes_no_bit(monkeypatch, arch):
+    """The KV cache is stored in bf16 under CPU autocast with eager attention: autocast's
+    matmul would cast it to bf16 at every step anyway, so nothing sampled may change."""
+    import rlalign.lm.sampling as sampling
+
+    model = make_model(arch)
+    ids, mask = left_padded_batch([9, 3, 6, 1])
+    uniforms = torch.rand(4 * 2, 8, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        return sample(
+            model, ids, mask, max_new_tokens=8, num_samples=2, top_k=20, eos_token_id=[],
+            autocast_dtype=torch.bfloat16, uniforms=uniforms, return_raw_logprobs=True,
+        )  # fmt: skip
+
+    assert sampling._cache_dtype(model, torch.bfloat16, "eager") == torch.bfloat16
+    stored_bf16 = run()
+    monkeypatch.setattr(sampling, "_cache_dtype", lambda *args: None)
+    as_computed = run()
+    assert torch.equal(stored_bf16.sequences, as_computed.sequences)
+    assert torch.equal(stored_bf16.logprobs, as_computed.logprobs)
+    assert torch.equal(stored_bf16.raw_logprobs, as_computed.raw_logprobs)

@@ -293,9 +293,17 @@ def _preallocated_layer_class() -> type | None:
 
     class PreallocatedLayer(DynamicLayer):
         def __init__(
-            self, keys: torch.Tensor, values: torch.Tensor, capacity: int, dense: bool
+            self,
+            keys: torch.Tensor,
+            values: torch.Tensor,
+            capacity: int,
+            dense: bool,
+            dtype: torch.dtype | None = None,
         ) -> None:
             super().__init__()
+            self._dtype = dtype
+            if dtype is not None:
+                keys, values = keys.to(dtype), values.to(dtype)
             batch, heads, length, _ = keys.shape
             self._dense = dense
             self._capacity = capacity
@@ -319,6 +327,8 @@ def _preallocated_layer_class() -> type | None:
             self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
         ) -> tuple[torch.Tensor, torch.Tensor]:
             end = self._len + key_states.shape[-2]
+            if self._dtype is not None:
+                key_states, value_states = key_states.to(self._dtype), value_states.to(self._dtype)
             if end > self._capacity:  # more tokens than planned: plain concatenation
                 self._len = end
                 return super().update(key_states, value_states, *args, **kwargs)
@@ -346,8 +356,11 @@ def _cat_into(flat: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch
     return torch.cat([old, new], dim=2, out=out)
 
 
-def _preallocate(cache: Any, capacity: int, *, dense: bool) -> None:
-    """Swap the plain dynamic layers of ``cache`` for preallocated ones (others untouched)."""
+def _preallocate(
+    cache: Any, capacity: int, *, dense: bool, dtype: torch.dtype | None = None
+) -> None:
+    """Swap the plain dynamic layers of ``cache`` for preallocated ones (others untouched),
+    storing keys and values in ``dtype`` (default: as they come)."""
     layer_cls = _preallocated_layer_class()
     layers = getattr(cache, "layers", None)
     if layer_cls is None or not isinstance(layers, list):
@@ -356,7 +369,7 @@ def _preallocate(cache: Any, capacity: int, *, dense: bool) -> None:
     for i, layer in enumerate(layers):
         keys = getattr(layer, "keys", None)
         if type(layer) is base and isinstance(keys, torch.Tensor) and keys.dim() == 4:
-            layers[i] = layer_cls(layer.keys, layer.values, capacity, dense)
+            layers[i] = layer_cls(layer.keys, layer.values, capacity, dense, dtype)
 
 
 def _dense_cache_pays(model: PreTrainedModel, autocast_dtype: torch.dtype | None) -> bool:
@@ -369,6 +382,23 @@ def _dense_cache_pays(model: PreTrainedModel, autocast_dtype: torch.dtype | None
     param = next(model.parameters())
     low = {torch.bfloat16, torch.float16}
     return param.device.type == "cpu" and (param.dtype in low or autocast_dtype in low)
+
+
+def _cache_dtype(
+    model: PreTrainedModel, autocast_dtype: torch.dtype | None, attention: str | None
+) -> torch.dtype | None:
+    """bf16 for the KV cache when autocast would cast it to bf16 at every step anyway.
+
+    Under CPU autocast the keys come out of the rotary embedding in fp32, and eager attention
+    reads the cache only through ``matmul``, which autocast runs in bf16 after casting its
+    inputs: a cache stored in bf16 gives the same bits, without re-casting (and copying) the
+    whole cache at every step. Other attention kernels keep the cache as it comes.
+    """
+    param = next(model.parameters())
+    effective = attention or getattr(model.config, "_attn_implementation", None)
+    if autocast_dtype == torch.bfloat16 and param.device.type == "cpu" and effective == "eager":
+        return torch.bfloat16
+    return None
 
 
 def _attention_for(model: PreTrainedModel) -> str | None:
@@ -572,7 +602,10 @@ def sample(
             cache.batch_repeat_interleave(num_samples)
             logits = logits.repeat_interleave(num_samples, dim=0)
         _preallocate(
-            cache, prompt_len + max_new_tokens, dense=_dense_cache_pays(model, autocast_dtype)
+            cache,
+            prompt_len + max_new_tokens,
+            dense=_dense_cache_pays(model, autocast_dtype),
+            dtype=_cache_dtype(model, autocast_dtype, attention),
         )
 
         steps = 0
