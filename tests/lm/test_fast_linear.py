@@ -113,3 +113,26 @@ def test_bf16_cache_under_autocast_changes_no_bit(monkeypatch, arch):
     assert torch.equal(stored_bf16.sequences, as_computed.sequences)
     assert torch.equal(stored_bf16.logprobs, as_computed.logprobs)
     assert torch.equal(stored_bf16.raw_logprobs, as_computed.raw_logprobs)
+
+
+def test_training_linears_give_the_same_loss_and_gradients(arch):
+    from rlalign.lm.fast_linear import training_linears
+
+    model = make_model(arch)  # eval mode: no dropout, so both passes compute the same thing
+    ids, mask = left_padded_batch([9, 3, 6, 1])
+
+    def loss_and_grads():
+        model.zero_grad()
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss, grads = loss_and_grads()
+    with training_linears(model) as switched:
+        assert switched == linear_layers(model) > 0
+        fast_loss, fast_grads = loss_and_grads()
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    torch.testing.assert_close(fast_loss, loss, rtol=0, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -139,3 +139,72 @@ def _root_module(model: Any) -> nn.Module | None:
 
 def _packable_bias(bias: torch.Tensor) -> bool:
     return type(bias) in (torch.Tensor, nn.Parameter) and bias.device.type == "cpu"
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``y = x W^T + b`` and its backward, every product on oneDNN's fp32 kernel."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        linear = torch.ops.mkldnn._linear_pointwise
+        g2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:  # dL/dx = g W: a linear layer with weight W^T
+            grad_x = linear(g2, weight.t(), None, "none", [], "").reshape(x.shape)
+        if ctx.needs_input_grad[1]:  # dL/dW = g^T x: a linear layer with weight x^T
+            grad_w = linear(g2.t(), x.reshape(-1, x.shape[-1]).t(), None, "none", [], "")
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g2.sum(dim=0)
+        return grad_x, grad_w, grad_b
+
+
+def _trainable_forward(module: nn.Module, transposed: bool) -> Any:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        weight = module.weight.t() if transposed else module.weight
+        if x.dtype != torch.float32 or weight.dtype != torch.float32:  # e.g. under autocast
+            return torch.nn.functional.linear(x, weight, module.bias)
+        return _OneDNNLinear.apply(x, weight, module.bias)
+
+    return forward
+
+
+@contextlib.contextmanager
+def training_linears(model: nn.Module) -> Iterator[int]:
+    """Inside the block, fp32 CPU linear layers of ``model`` compute forward *and* backward on
+    oneDNN (the graph built inside keeps using it for ``backward()`` after the block).
+
+    The layers read their live parameters at every call (no copy), so gradients reach the
+    parameters as usual; the results equal ``F.linear``'s within fp32 rounding. On this
+    project's AMD EPYC a training step's linear layers run ~2x faster than on MKL's sgemm (see
+    the module docstring). bf16 (autocast) inputs go to ``F.linear`` unchanged: PyTorch already
+    runs those on oneDNN. Yields the number of layers switched.
+    """
+    root = _root_module(model)
+    if root is None or not onednn_available():
+        yield 0
+        return
+    switched: list[nn.Module] = []
+    try:
+        for module in root.modules():
+            found = _weight_and_bias(module)
+            if found is None or "forward" in module.__dict__:
+                continue
+            weight, bias = found
+            if weight.dtype != torch.float32 or not _packable(weight):
+                continue
+            if bias is not None and not _packable_bias(bias):
+                continue
+            module.forward = _trainable_forward(module, transposed=type(module) is not nn.Linear)
+            switched.append(module)
+        yield len(switched)
+    finally:
+        for module in switched:
+            del module.forward
