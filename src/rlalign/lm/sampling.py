@@ -733,27 +733,98 @@ def completion_logits(
     start: int,
     *,
     output_hidden_states: bool = False,
+    share_prompts: bool = True,
 ) -> Any:
-    """One forward pass whose ``logits`` are those predicting tokens ``start .. L-1``.
+    """A forward pass whose ``logits`` are those predicting tokens ``start .. L-1``.
 
     Positions come from the attention mask (left padding behaves like no padding); the LM head
     runs only on the positions needed (``logits_to_keep``) where the model supports it. The
     returned output's ``logits`` are replaced by ``[B, L - start, V]``: element ``j`` predicts
-    token ``start + j``.
+    token ``start + j``. Per-position outputs (hidden states, a value head's ``state_values``)
+    end at position ``L-1``: take their last ``L - start + 1`` positions.
+
+    With ``share_prompts``, rows whose prompts are identical (RL's ``num_generations``
+    completions of one prompt) share one encoding of the prompt, as they do when sampling:
+    tokens ``0 .. start-2`` of each distinct prompt run once, their keys/values are copied to
+    its rows (a differentiable gather, so gradients flow through them), and the rest of every
+    row runs on that cache. For 8 prompts x 4 completions of 24 + 32 tokens this is a third
+    fewer tokens through the model (forward and backward). Skipped when no prompt repeats, for
+    a model under DDP/FSDP (their gradient hooks expect one forward per backward), and for a
+    cache without batch selection. The per-position outputs are then those of positions
+    ``start-1 .. L-1`` only.
     """
     attention_mask = attention_mask.long()
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     keep = input_ids.shape[1] - start + 1  # positions start-1 .. L-1; the last one is unused
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-        output_hidden_states=output_hidden_states,
-        **keep_logits(model, keep),
-    )
+    shared = _shared_prompt_cache(model, input_ids, attention_mask, position_ids, start)
+    if shared is None:
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            output_hidden_states=output_hidden_states,
+            **keep_logits(model, keep),
+        )
+    else:
+        out = model(
+            input_ids=input_ids[:, start - 1 :],
+            attention_mask=attention_mask,
+            position_ids=position_ids[:, start - 1 :],
+            use_cache=True,
+            output_hidden_states=output_hidden_states,
+            **{_cache_kwarg(model): shared},
+            **keep_logits(model, keep),
+        )
     out.logits = out.logits[:, -keep:-1, :]
     return out
+
+
+def _shared_prompt_cache(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    start: int,
+) -> Any:
+    """The KV cache of tokens ``0 .. start-2`` of every row, computed once per distinct prompt
+    (see :func:`completion_logits`); None when sharing does not apply."""
+    if start < 2 or _is_data_parallel(model):
+        return None
+    prefix = torch.cat([input_ids[:, : start - 1], attention_mask[:, : start - 1]], dim=1)
+    distinct, inverse = torch.unique(prefix, dim=0, return_inverse=True)
+    if distinct.shape[0] == input_ids.shape[0]:
+        return None
+    first = torch.full((distinct.shape[0],), input_ids.shape[0], dtype=torch.long)
+    first = first.to(inverse.device).scatter_reduce(
+        0, inverse, torch.arange(input_ids.shape[0], device=inverse.device), "amin"
+    )  # one row of each distinct prompt
+    out = model(
+        input_ids=input_ids[first, : start - 1],
+        attention_mask=attention_mask[first, : start - 1],
+        position_ids=position_ids[first, : start - 1],
+        use_cache=True,
+        **keep_logits(model, 1),
+    )
+    cache = _returned_cache(out)
+    if cache is None or not hasattr(cache, "batch_select_indices"):
+        return None
+    cache.batch_select_indices(inverse)
+    return cache
+
+
+def _is_data_parallel(model: Any) -> bool:
+    """DDP or FSDP2 around (or inside) ``model``."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch built without distributed
+        FSDPModule = ()
+    if isinstance(model, DistributedDataParallel):
+        return True
+    modules = model.modules() if isinstance(model, torch.nn.Module) else []
+    return any(isinstance(m, FSDPModule) for m in modules)
 
 
 def token_logprobs(
