@@ -379,8 +379,8 @@ class RolloutSource:
     def _training_precision(self, model: Any, rows: int) -> contextlib.ExitStack:
         """The precision of the training forward (bf16 autocast when the loop uses it), for
         the no-grad forwards of a rollout: reference log-probs and PPO's old values then carry
-        no precision mismatch of their own (at step 0 the KL to the reference is exactly 0),
-        and their linear layers run on weights cast and packed once (``inference_linears``)."""
+        the same rounding as the policy's training forward, and their linear layers run on
+        weights cast and packed once (``inference_linears``)."""
         stack = contextlib.ExitStack()
         param = next(unwrap_policy(self.model).parameters())
         if self.train_dtype is not None:
