@@ -32,7 +32,7 @@ def test_fp32_matches_the_model_and_restores_it(arch):
     model = make_model(arch)
     ids, mask = left_padded_batch([7, 3, 5])
     expected = logits_of(model, ids, mask)
-    with torch.no_grad(), inference_linears(model) as switched:
+    with torch.no_grad(), inference_linears(model, fp32=True) as switched:
         assert switched == linear_layers(model) > 0
         got = model(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
@@ -63,7 +63,7 @@ def test_bf16_is_autocast_bit_for_bit_and_follows_an_optimizer_step():
 
 def test_nothing_switched_with_gradients_enabled():
     model = make_model("llama")
-    with inference_linears(model) as switched:
+    with inference_linears(model, fp32=True) as switched:
         assert switched == 0
         assert not any("forward" in m.__dict__ for m in model.modules())
 

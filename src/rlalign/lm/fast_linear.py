@@ -21,13 +21,16 @@ Why (measured on this project's 2-core AMD EPYC with AVX-512, torch 2.13, one th
   bf16 kernel), so sampling under this block draws from exactly the distribution that the
   autocast forward defines.
 
-Anything else (GPU models, layers of other types, FSDP's sharded parameters, a torch build
-without oneDNN) keeps its own forward.
+fp32 layers are switched by default only where that was measured to pay, on AMD x86 CPUs
+(:func:`fp32_prefers_onednn`). Anything else (GPU models, layers of other types, FSDP's sharded
+parameters, a torch build without oneDNN) keeps its own forward.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import platform
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,6 +47,28 @@ def onednn_available() -> bool:
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
     )
+
+
+@functools.cache
+def fp32_prefers_onednn() -> bool:
+    """Whether fp32 linear layers should leave MKL's sgemm for oneDNN on this machine.
+
+    True on AMD x86 CPUs, where MKL's sgemm was measured at ~0.4x oneDNN's speed (see the
+    module docstring). Elsewhere (Intel, where MKL is at home; ARM, no MKL) fp32 keeps
+    ``F.linear``: not measured here, so not changed. A fixed rule rather than a timing at
+    start-up, so that every process of a run (and a resumed run) computes with the same
+    kernels and gets the same bits.
+    """
+    if not onednn_available() or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "AuthenticAMD" in line
+    except OSError:
+        pass
+    return False
 
 
 def _weight_and_bias(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
@@ -83,7 +108,7 @@ def _packed_forward(
 
 @contextlib.contextmanager
 def inference_linears(
-    model: Any, *, dtype: torch.dtype | None = None, rows: int = 32
+    model: Any, *, dtype: torch.dtype | None = None, rows: int = 32, fp32: bool | None = None
 ) -> Iterator[int]:
     """Run the linear layers of ``model`` on packed oneDNN weights inside the block.
 
@@ -94,6 +119,8 @@ def inference_linears(
             weights (and inputs) to bf16, which is what autocast does.
         rows: the expected number of rows per call (batch x tokens): oneDNN picks its blocked
             layout for it. Any number of rows gives the same result.
+        fp32: whether fp32 layers are switched too (default: :func:`fp32_prefers_onednn`);
+            bf16 ones always are (packing replaces a cast at every call).
 
     Yields the number of layers switched (0 when oneDNN is unavailable or nothing matched).
     Only for forward passes without gradients: the packed kernel has no backward, so under
@@ -103,6 +130,8 @@ def inference_linears(
     if root is None or torch.is_grad_enabled() or not onednn_available():
         yield 0
         return
+    if fp32 is None:
+        fp32 = fp32_prefers_onednn()
     switched: list[nn.Module] = []
     try:
         with torch.no_grad():
@@ -114,7 +143,7 @@ def inference_linears(
                 if not _packable(weight) or (bias is not None and not _packable_bias(bias)):
                     continue
                 compute = dtype or weight.dtype
-                if compute not in _DTYPES:
+                if compute not in _DTYPES or (compute == torch.float32 and not fp32):
                     continue
                 packed = torch.ops.mkldnn._reorder_linear_weight(
                     weight.detach().to(compute).contiguous(), max(1, rows)

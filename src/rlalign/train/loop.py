@@ -54,7 +54,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlalign.errors import UserError
-from rlalign.lm.fast_linear import training_linears
+from rlalign.lm.fast_linear import fp32_prefers_onednn, training_linears
 from rlalign.metrics import MetricsLogger
 from rlalign.train import checkpoint as ckpt
 from rlalign.train import parallel
@@ -406,9 +406,9 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _linears(self) -> contextlib.AbstractContextManager:
-        """fp32 on CPU: linear layers forward and backward on oneDNN (~2x MKL's sgemm on the
-        project's AMD CPU; :func:`rlalign.lm.fast_linear.training_linears`)."""
-        if self.bf16 or self.device.type != "cpu":
+        """fp32 on an AMD CPU: linear layers forward and backward on oneDNN (~2x MKL's sgemm
+        there; :func:`rlalign.lm.fast_linear.training_linears`)."""
+        if self.bf16 or self.device.type != "cpu" or not fp32_prefers_onednn():
             return contextlib.nullcontext()
         return training_linears(self.module)
 
