@@ -8,12 +8,13 @@ last step (model loading, compilation of the first step and evaluation are exclu
 CPU use (process CPU time / wall time) of that window beside it: ~2.0 = an idle 2-core machine.
 
     pip install -e '.[bench]'
-    python bench/bench_grpo_vs_trl.py [--steps 6] [--threads 2]
+    python bench/bench_grpo_vs_trl.py [--steps 6] [--threads 2] [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -167,12 +168,66 @@ def run_rlalign(model_dir: Path, out: Path, steps: int, reward_file: Path, bf16:
     return clock
 
 
+class Breakdown:
+    """Process CPU seconds per phase of rlalign's step (``--breakdown``): the sampler, the
+    reference forward, the policy's loss forward, ``backward`` and the optimizer."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {}
+        self._undo: list[tuple[object, str, object]] = []
+
+    def timed(self, fn, name: str):
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds.setdefault(name, []).append(time.process_time() - start)
+
+        return wrapper
+
+    def patch(self, owner: object, attr: str, name: str) -> None:
+        original = getattr(owner, attr)
+        self._undo.append((owner, attr, original))
+        setattr(owner, attr, self.timed(original, name))
+
+    def __enter__(self) -> Breakdown:
+        from rlalign.lm import sampling
+        from rlalign.train import rl, rollout
+
+        make_loss_fn = rl.make_loss_fn
+        self._undo.append((rl, "make_loss_fn", make_loss_fn))
+        rl.make_loss_fn = lambda cfg, has_ref: self.timed(
+            make_loss_fn(cfg, has_ref), "policy forward + loss"
+        )
+        self.patch(sampling, "sample", "sample (rollout)")
+        self.patch(rollout, "completion_forward", "reference forward")
+        self.patch(torch.Tensor, "backward", "backward")
+        self.patch(torch.optim.AdamW, "step", "optimizer")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, attr, original in reversed(self._undo):
+            setattr(owner, attr, original)
+
+    def report(self) -> None:
+        print("rlalign, CPU seconds per step (first step excluded):")
+        for name, values in self.seconds.items():
+            values = values[1:] if len(values) > 1 else values
+            print(f"  {name:<24}{sum(values) / len(values):>8.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast, fp32 master weights)"
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also print rlalign's CPU seconds per phase (sample, reference, forward, backward)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -194,7 +249,14 @@ def main() -> None:
         rows = []
         for dtype in args.dtypes.split(","):
             bf16 = dtype == "bf16"
-            ours = run_rlalign(model_dir, root / f"rlalign-{dtype}", args.steps, reward_file, bf16)
+            breakdown = Breakdown() if args.breakdown else None
+            with breakdown or contextlib.nullcontext():
+                ours = run_rlalign(
+                    model_dir, root / f"rlalign-{dtype}", args.steps, reward_file, bf16
+                )
+            if breakdown is not None:
+                print(f"--- {dtype}")
+                breakdown.report()
             theirs = run_trl(model_dir, root / f"trl-{dtype}", args.steps, bf16)
             rows.append((dtype, theirs.per_step(), ours.per_step()))
     print(f"{'dtype':<6}{'TRL s/step':>12}{'CPU':>6}{'rlalign s/step':>16}{'CPU':>6}{'ratio':>8}")

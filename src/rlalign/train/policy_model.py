@@ -95,5 +95,6 @@ def completion_forward(
     if entropy is not None:
         result["entropy"] = entropy
     if with_values:
-        result["values"] = out.state_values[:, start - 1 : -1].float()
+        keep = input_ids.shape[1] - start + 1  # the outputs end at L-1: positions start-1..L-2
+        result["values"] = out.state_values[:, -keep:-1].float()
     return result

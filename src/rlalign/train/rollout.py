@@ -19,6 +19,7 @@ sampling generator, the current rollout buffer), so a resumed run continues exac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 
 from rlalign.errors import UserError
+from rlalign.lm.fast_linear import inference_linears
 from rlalign.rl import (
     discounted_returns,
     gae,
@@ -153,6 +155,7 @@ class RolloutSource:
         self.position = 0
         self.pending_metrics: list[dict[str, float]] = []
         self.rollout_dtype = torch.bfloat16 if self._rollout_bf16() else None
+        self.train_dtype = torch.bfloat16 if self._train_bf16() else None
         self.rank = RankInfo.detect()
         check_rollout_split(cfg, self.rank.world_size)
         # Under FSDP every rank must run the same forward passes (each gathers the weights).
@@ -165,6 +168,13 @@ class RolloutSource:
         if self.cfg.bf16 is not None:
             return self.cfg.bf16
         return next(self.model.parameters()).device.type == "cuda"
+
+    def _train_bf16(self) -> bool:
+        """Whether the training loop's forward runs under bf16 autocast (its own default)."""
+        if self.cfg.bf16 is not None:
+            return self.cfg.bf16
+        device = next(self.model.parameters()).device
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def _encode_all(self) -> list[list[int]]:
         """Chat-format every prompt once; reject those that leave no room for an answer."""
@@ -326,25 +336,32 @@ class RolloutSource:
         )
 
         ref_logp = torch.zeros_like(old_logp)
+        rows = sequences.shape[0] * (sequences.shape[1] - start + 1)
         if self.ref_model is not None:
-            ref_logp = (
-                completion_forward(
-                    self.ref_model,
-                    sequences.to(device),
-                    full_mask.to(device),
-                    start,
-                    temperature=cfg.temperature,
-                )["logp"].cpu()
-                * completion_mask
-            )
+            with self._training_precision(self.ref_model, rows):
+                ref_logp = (
+                    completion_forward(
+                        self.ref_model,
+                        sequences.to(device),
+                        full_mask.to(device),
+                        start,
+                        temperature=cfg.temperature,
+                    )["logp"].cpu()
+                    * completion_mask
+                )
         old_values = torch.zeros_like(old_logp)
         if cfg.algorithm == "ppo":
-            old_values = (
-                completion_forward(
-                    self.model, sequences.to(device), full_mask.to(device), start, with_values=True
-                )["values"].cpu()
-                * completion_mask
-            )
+            with self._training_precision(self.model, rows):
+                old_values = (
+                    completion_forward(
+                        self.model,
+                        sequences.to(device),
+                        full_mask.to(device),
+                        start,
+                        with_values=True,
+                    )["values"].cpu()
+                    * completion_mask
+                )
         return {
             "sequences": sequences,
             "attention_mask": full_mask,
@@ -358,6 +375,18 @@ class RolloutSource:
             "components": {k: [float(v) for v in vs] for k, vs in components.items()},
             "sample_seconds": sample_seconds,
         }
+
+    def _training_precision(self, model: Any, rows: int) -> contextlib.ExitStack:
+        """The precision of the training forward (bf16 autocast when the loop uses it), for
+        the no-grad forwards of a rollout: reference log-probs and PPO's old values then carry
+        the same rounding as the policy's training forward, and their linear layers run on
+        weights cast and packed once (``inference_linears``)."""
+        stack = contextlib.ExitStack()
+        param = next(unwrap_policy(self.model).parameters())
+        if self.train_dtype is not None:
+            stack.enter_context(torch.autocast(param.device.type, dtype=self.train_dtype))
+        stack.enter_context(inference_linears(model, dtype=self.train_dtype, rows=rows))
+        return stack
 
     def _all_ranks_done(self, done: bool) -> bool:
         from rlalign.train.dist import all_ranks_true
