@@ -39,9 +39,13 @@ class DemoConfig(Config):
     rl_steps: int = Field(100, gt=0)
     algorithm: str = "grpo"
     rl_learning_rate: float = 5e-5
-    beta: float = 0.04
+    beta: float = Field(
+        0.1, ge=0, description="KL leash to the SFT model (0.04 let facts and sums drift more)"
+    )
     num_generations: int = 8
-    prompts_per_iteration: int = 8
+    prompts_per_iteration: int = Field(
+        16, gt=0, description="prompts per RL step (8 gave noisier updates that cost facts)"
+    )
     rl_reward_weights: list[float] = Field(
         [1.0, 2.0, 1.0, 0.5],
         description="weights of the verifiers accuracy, harmful_refusal, benign_overrefusal, "
