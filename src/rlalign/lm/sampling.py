@@ -756,7 +756,11 @@ def completion_logits(
     attention_mask = attention_mask.long()
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     keep = input_ids.shape[1] - start + 1  # positions start-1 .. L-1; the last one is unused
-    shared = _shared_prompt_cache(model, input_ids, attention_mask, position_ids, start)
+    shared = (
+        _shared_prompt_cache(model, input_ids, attention_mask, position_ids, start)
+        if share_prompts
+        else None
+    )
     if shared is None:
         out = model(
             input_ids=input_ids,
