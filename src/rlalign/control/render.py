@@ -7,7 +7,7 @@ coloured disc above its stop line, the crosswalk a zebra, the destination a cheq
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -139,14 +139,19 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 8.0) -
 
 def stack_frames(top: Sequence[np.ndarray], bottom: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Two episodes one above the other (the shorter one holds its last frame)."""
-    n = max(len(top), len(bottom))
     out = []
-    for k in range(n):
-        a = top[min(k, len(top) - 1)]
-        b = bottom[min(k, len(bottom) - 1)]
+    for a, b in _in_step(top, bottom):
         sep = np.full((4, a.shape[1], 3), 255, dtype=np.uint8)
         out.append(np.concatenate([a, sep, b], axis=0))
     return out
+
+
+def _in_step(
+    first: Sequence[np.ndarray], second: Sequence[np.ndarray]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Frame pairs of two episodes, step by step; the shorter one holds its last frame."""
+    for k in range(max(len(first), len(second))):
+        yield first[min(k, len(first) - 1)], second[min(k, len(second) - 1)]
 
 
 CAPTION_H = 16
@@ -162,11 +167,8 @@ def caption(frame: np.ndarray, text: str) -> np.ndarray:
 
 def side_by_side(left: Sequence[np.ndarray], right: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Two episodes next to each other (the shorter one holds its last frame)."""
-    n = max(len(left), len(right))
     out = []
-    for k in range(n):
-        a = left[min(k, len(left) - 1)]
-        b = right[min(k, len(right) - 1)]
+    for a, b in _in_step(left, right):
         h = max(a.shape[0], b.shape[0])
         pad = [np.pad(f, ((0, h - f.shape[0]), (0, 0), (0, 0))) for f in (a, b)]
         sep = np.full((h, 4, 3), 255, dtype=np.uint8)

@@ -132,24 +132,38 @@ def inference_linears(
         return
     if fp32 is None:
         fp32 = fp32_prefers_onednn()
+
+    def packed(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+        if not _packable(weight) or (bias is not None and not _packable_bias(bias)):
+            return None
+        compute = dtype or weight.dtype
+        if compute not in _DTYPES or (compute == torch.float32 and not fp32):
+            return None
+        with torch.no_grad():
+            w = torch.ops.mkldnn._reorder_linear_weight(
+                weight.detach().to(compute).contiguous(), max(1, rows)
+            )
+            b = None if bias is None else bias.detach().to(compute)
+        return _packed_forward(w, b, compute, weight.shape[0])
+
+    with _switched_forwards(root, packed) as count:
+        yield count
+
+
+@contextlib.contextmanager
+def _switched_forwards(root: nn.Module, make_forward: Any) -> Iterator[int]:
+    """Inside the block, each linear layer of ``root`` for which ``make_forward(module,
+    weight, bias)`` returns a function runs that function as its ``forward``; the layers'
+    own forwards come back on exit. Yields the number of layers switched."""
     switched: list[nn.Module] = []
     try:
-        with torch.no_grad():
-            for module in root.modules():
-                found = _weight_and_bias(module)
-                if found is None or "forward" in module.__dict__:  # already wrapped by a hook lib
-                    continue
-                weight, bias = found
-                if not _packable(weight) or (bias is not None and not _packable_bias(bias)):
-                    continue
-                compute = dtype or weight.dtype
-                if compute not in _DTYPES or (compute == torch.float32 and not fp32):
-                    continue
-                packed = torch.ops.mkldnn._reorder_linear_weight(
-                    weight.detach().to(compute).contiguous(), max(1, rows)
-                )
-                b = None if bias is None else bias.detach().to(compute)
-                module.forward = _packed_forward(packed, b, compute, weight.shape[0])
+        for module in root.modules():
+            found = _weight_and_bias(module)
+            if found is None or "forward" in module.__dict__:  # already wrapped by a hook lib
+                continue
+            forward = make_forward(module, *found)
+            if forward is not None:
+                module.forward = forward
                 switched.append(module)
         yield len(switched)
     finally:
@@ -220,20 +234,13 @@ def training_linears(model: nn.Module) -> Iterator[int]:
     if root is None or not onednn_available():
         yield 0
         return
-    switched: list[nn.Module] = []
-    try:
-        for module in root.modules():
-            found = _weight_and_bias(module)
-            if found is None or "forward" in module.__dict__:
-                continue
-            weight, bias = found
-            if weight.dtype != torch.float32 or not _packable(weight):
-                continue
-            if bias is not None and not _packable_bias(bias):
-                continue
-            module.forward = _trainable_forward(module, transposed=type(module) is not nn.Linear)
-            switched.append(module)
-        yield len(switched)
-    finally:
-        for module in switched:
-            del module.forward
+
+    def trainable(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+        if weight.dtype != torch.float32 or not _packable(weight):
+            return None
+        if bias is not None and not _packable_bias(bias):
+            return None
+        return _trainable_forward(module, transposed=type(module) is not nn.Linear)
+
+    with _switched_forwards(root, trainable) as count:
+        yield count

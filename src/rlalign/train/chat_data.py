@@ -52,18 +52,30 @@ def render_with_spans(
     return text, spans
 
 
+def tokenize_with_labels(
+    tokenizer: Any, messages: list[dict[str, str]], *, strip: bool = False
+) -> tuple[list[int], list[int]]:
+    """The rendered conversation's tokens (``strip``: without trailing whitespace) and their
+    labels: the token itself inside an assistant turn, ``IGNORE_INDEX`` elsewhere."""
+    text, spans = render_with_spans(tokenizer, messages)
+    enc = tokenizer(
+        text.rstrip() if strip else text, add_special_tokens=False, return_offsets_mapping=True
+    )
+    labels = [
+        token
+        if any(lo <= start and end <= hi and end > start for lo, hi in spans)
+        else IGNORE_INDEX
+        for token, (start, end) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+    ]
+    return enc["input_ids"], labels
+
+
 def encode_conversation(
     tokenizer: Any, messages: list[dict[str, str]], max_length: int
 ) -> ChatExample | None:
     """Tokens and assistant-only labels, truncated to ``max_length``; None if no label is left."""
-    text, spans = render_with_spans(tokenizer, messages)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = enc["input_ids"][:max_length]
-    offsets = enc["offset_mapping"][:max_length]
-    labels = []
-    for token, (start, end) in zip(ids, offsets, strict=True):
-        inside = any(lo <= start and end <= hi and end > start for lo, hi in spans)
-        labels.append(token if inside else IGNORE_INDEX)
+    ids, labels = tokenize_with_labels(tokenizer, messages)
+    ids, labels = ids[:max_length], labels[:max_length]
     if all(x == IGNORE_INDEX for x in labels[1:]):
         return None
     return ChatExample(ids, labels)

@@ -144,6 +144,14 @@ def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
     )
 
 
+def uses_bf16(setting: bool | None, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast: ``setting`` (the ``bf16`` key) when given,
+    else where the GPU does bf16 natively (a CPU opts in with ``bf16=true``)."""
+    if setting is not None:
+        return setting
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
 def training_attention(cfg: TrainingConfig, device: torch.device, bf16: bool) -> str | None:
     """The attention implementation to train with; None keeps the model's own.
 
@@ -260,10 +268,7 @@ class Trainer:
         self.rank = rank or RankInfo.detect()
         self.device = resolve_device(cfg.device, self.rank)
         self.accumulation = cfg.accumulation_steps(self.rank.world_size)
-        if cfg.bf16 is not None:
-            self.bf16 = cfg.bf16
-        else:  # default: bf16 where the GPU does it natively; CPU opts in (bf16=true)
-            self.bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.bf16 = uses_bf16(cfg.bf16, self.device)
         # fp32 master weights; autocast computes in bf16. ``module`` is the model itself,
         # ``model`` what trains (the same object, or its DDP wrapper; FSDP2 shards in place).
         self.module = model.to(self.device)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from rlalign.errors import UserError
-from rlalign.train.chat_data import pad_right, render_with_spans
+from rlalign.train.chat_data import pad_right, tokenize_with_labels
 from rlalign.train.config import TrainingConfig
 from rlalign.train.lora import LoraSettings
 from rlalign.train.losses import IGNORE_INDEX
@@ -94,13 +94,8 @@ def encode_scored_labelled(
     """:func:`encode_scored`'s tokens and language-modelling labels: the token inside the
     assistant turn (as SFT labels it), ``-100`` on the prompt."""
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-    text, spans = render_with_spans(tokenizer, messages)
-    enc = tokenizer(text.rstrip(), add_special_tokens=False, return_offsets_mapping=True)
-    labels = [
-        token if any(lo <= a and b <= hi and b > a for lo, hi in spans) else IGNORE_INDEX
-        for token, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
-    ]
-    return enc["input_ids"][-max_length:], labels[-max_length:]
+    ids, labels = tokenize_with_labels(tokenizer, messages, strip=True)
+    return ids[-max_length:], labels[-max_length:]
 
 
 def sequence_scores(
@@ -365,13 +360,16 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     max_length = min(cfg.max_length, limit) if limit else cfg.max_length
 
     def encode(p: dict[str, Any], labelled: bool) -> PairBatch:
-        chosen, labels = encode_scored_labelled(tokenizer, p["prompt"], p["chosen"], max_length)
+        if labelled:  # labels only for the LM regulariser (same tokens as encode_scored)
+            chosen, labels = encode_scored_labelled(tokenizer, p["prompt"], p["chosen"], max_length)
+        else:
+            chosen, labels = encode_scored(tokenizer, p["prompt"], p["chosen"], max_length), None
         return PairBatch(
             chosen,
             encode_scored(tokenizer, p["prompt"], p["rejected"], max_length),
             p["margin"] if cfg.use_margin else 0.0,
             p["kind"],
-            labels if labelled else None,
+            labels,
         )
 
     train = [encode(p, tap is not None) for p in train_pairs]

@@ -39,6 +39,7 @@ from rlalign.rl import (
 )
 from rlalign.train.data import BlockBatches
 from rlalign.train.dist import RankInfo, all_gather_objects, is_distributed
+from rlalign.train.loop import uses_bf16
 from rlalign.train.policy_model import completion_forward, unwrap_policy
 from rlalign.train.rl_config import RLConfig
 
@@ -155,7 +156,8 @@ class RolloutSource:
         self.position = 0
         self.pending_metrics: list[dict[str, float]] = []
         self.rollout_dtype = torch.bfloat16 if self._rollout_bf16() else None
-        self.train_dtype = torch.bfloat16 if self._train_bf16() else None
+        device = next(self.model.parameters()).device
+        self.train_dtype = torch.bfloat16 if uses_bf16(cfg.bf16, device) else None
         self.rank = RankInfo.detect()
         check_rollout_split(cfg, self.rank.world_size)
         # Under FSDP every rank must run the same forward passes (each gathers the weights).
@@ -168,13 +170,6 @@ class RolloutSource:
         if self.cfg.bf16 is not None:
             return self.cfg.bf16
         return next(self.model.parameters()).device.type == "cuda"
-
-    def _train_bf16(self) -> bool:
-        """Whether the training loop's forward runs under bf16 autocast (its own default)."""
-        if self.cfg.bf16 is not None:
-            return self.cfg.bf16
-        device = next(self.model.parameters()).device
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     def _encode_all(self) -> list[list[int]]:
         """Chat-format every prompt once; reject those that leave no room for an answer."""
@@ -335,33 +330,21 @@ class RolloutSource:
             [row["prompt"] for row in expanded], [t.strip() for t in texts], **fields
         )
 
-        ref_logp = torch.zeros_like(old_logp)
-        rows = sequences.shape[0] * (sequences.shape[1] - start + 1)
-        if self.ref_model is not None:
-            with self._training_precision(self.ref_model, rows):
-                ref_logp = (
-                    completion_forward(
-                        self.ref_model,
-                        sequences.to(device),
-                        full_mask.to(device),
-                        start,
-                        temperature=cfg.temperature,
-                    )["logp"].cpu()
-                    * completion_mask
+        def scored(model: Any, key: str, **kwargs: Any) -> torch.Tensor:
+            """``completion_forward(model)[key]`` in the training precision, masked."""
+            tokens = sequences.shape[0] * (sequences.shape[1] - start + 1)
+            with self._training_precision(model, tokens):
+                out = completion_forward(
+                    model, sequences.to(device), full_mask.to(device), start, **kwargs
                 )
+            return out[key].cpu() * completion_mask
+
+        ref_logp = torch.zeros_like(old_logp)
+        if self.ref_model is not None:
+            ref_logp = scored(self.ref_model, "logp", temperature=cfg.temperature)
         old_values = torch.zeros_like(old_logp)
         if cfg.algorithm == "ppo":
-            with self._training_precision(self.model, rows):
-                old_values = (
-                    completion_forward(
-                        self.model,
-                        sequences.to(device),
-                        full_mask.to(device),
-                        start,
-                        with_values=True,
-                    )["values"].cpu()
-                    * completion_mask
-                )
+            old_values = scored(self.model, "values", with_values=True)
         return {
             "sequences": sequences,
             "attention_mask": full_mask,
