@@ -33,9 +33,11 @@ def save_final(
     tokenizer: Any,
     output_dir: str | Path,
     state_dict: dict[str, Any] | None = None,
+    extra: Any = None,
 ) -> Path:
     """Write ``output_dir/final/`` atomically: safetensors weights, config and tokenizer
-    (``state_dict``: the weights to write instead of the model's own, e.g. gathered shards)."""
+    (``state_dict``: the weights to write instead of the model's own, e.g. gathered shards;
+    ``extra(directory)``: writes more files in the same atomic step)."""
     from rlalign.io import atomic_directory
     from rlalign.train.checkpoint import save_model_weights
 
@@ -43,6 +45,8 @@ def save_final(
     with atomic_directory(final_dir) as tmp:
         save_model_weights(model, tmp, state_dict)
         tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
     return final_dir
 
 
@@ -55,11 +59,14 @@ def train_and_save(
     *,
     resume: bool,
     final_model: nn.Module | None = None,
+    final_extra: Any = None,
     **trainer_kwargs: Any,
 ) -> StageResult:
     """Train with the shared loop, then save ``final_model`` (default ``model``) and the
-    tokenizer as ``final/``. ``trainer_kwargs`` go to :class:`~rlalign.train.loop.Trainer`
-    (``count_fn``, ``eval_fn``, ``item_name``, ``rank``, ``log_extra``)."""
+    tokenizer as ``final/``; ``final_extra(directory)``, when given, writes more files into
+    it inside the same atomic step (e.g. a reward model's prior). ``trainer_kwargs`` go to
+    :class:`~rlalign.train.loop.Trainer` (``count_fn``, ``eval_fn``, ``item_name``, ``rank``,
+    ``log_extra``)."""
     from rlalign.train.loop import Trainer
 
     trainer = Trainer(
@@ -85,8 +92,10 @@ def train_and_save(
                 with atomic_directory(final_dir) as tmp:
                     save_lora_final(part, state or part.state_dict(), tmp, cfg.lora)
                     tokenizer.save_pretrained(tmp)
+                    if final_extra is not None:
+                        final_extra(tmp)
             else:
-                save_final(part, tokenizer, cfg.output_dir, state)
+                save_final(part, tokenizer, cfg.output_dir, state, extra=final_extra)
         barrier()
     if trainer.rank.is_main:  # plots and report.html, also for a run stopped by a signal
         from rlalign.report.run_report import write_run_report
