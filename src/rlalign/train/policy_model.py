@@ -69,6 +69,7 @@ def completion_forward(
     with_values: bool = False,
     with_entropy: bool = False,
     chunk_rows: int = 8,
+    untempered_rows: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Log-probs (``logp``), optionally ``entropy`` and ``values``, of tokens ``start..L-1``.
 
@@ -77,6 +78,8 @@ def completion_forward(
     ``start + j``: it is computed from the model's output at position ``start + j - 1``.
     The forward and the log-probs are :func:`rlalign.lm.sampling.completion_logits` and
     :func:`~rlalign.lm.sampling.token_logprobs`, the same as the sampler's ``sequence_logprobs``.
+    The last ``untempered_rows`` rows (PPO-ptx text riding in the same forward) get their
+    log-probs at temperature 1.
     """
     from rlalign.lm.sampling import completion_logits, token_logprobs
     from rlalign.train.parallel import unwrap_model
@@ -88,9 +91,16 @@ def completion_forward(
     if isinstance(core, PolicyWithValueHead) and not with_values:
         model = core.policy
     out = completion_logits(model, input_ids, attention_mask, start)
+    targets, split = input_ids[:, start:], input_ids.shape[0] - untempered_rows
     logp, entropy = token_logprobs(
-        out.logits, input_ids[:, start:], temperature, chunk_rows, with_entropy=with_entropy
+        out.logits[:split], targets[:split], temperature, chunk_rows, with_entropy=with_entropy
     )
+    if untempered_rows:
+        plain, plain_entropy = token_logprobs(
+            out.logits[split:], targets[split:], 1.0, chunk_rows, with_entropy=with_entropy
+        )
+        logp = torch.cat([logp, plain])
+        entropy = torch.cat([entropy, plain_entropy]) if with_entropy else None
     result = {"logp": logp}
     if entropy is not None:
         result["entropy"] = entropy

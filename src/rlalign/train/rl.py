@@ -48,15 +48,24 @@ def make_loss_fn(cfg: RLConfig, has_reference: bool):
     def loss_fn(model, batch, num_items):
         start = int(batch["prompt_length"][0])
         mask = batch["completion_mask"]
+        ids, attention = batch["sequences"], batch["attention_mask"]
+        ptx_rows = 0
+        if "ptx_input_ids" in batch:  # PPO-ptx text rides in the same forward (DDP: one)
+            ids, attention, ptx_targets = with_ptx_rows(batch, start)
+            ptx_rows = ptx_targets.shape[0]
         out = completion_forward(
             model,
-            batch["sequences"],
-            batch["attention_mask"],
+            ids,
+            attention,
             start,
             temperature=cfg.temperature,
             with_values=cfg.algorithm == "ppo",
             with_entropy=True,
+            untempered_rows=ptx_rows,
         )
+        if ptx_rows:
+            ptx_logp = out["logp"][-ptx_rows:]
+            out = {k: v[:-ptx_rows] for k, v in out.items()}
         loss, stats = policy_loss(
             out["logp"],
             batch["old_logp"],
@@ -89,9 +98,42 @@ def make_loss_fn(cfg: RLConfig, has_reference: bool):
             )
             loss = loss + cfg.vf_coef * vloss
             metrics["value_loss"] = vloss.detach()
+        if ptx_rows:
+            # the micro-batch's mean next-token loss on the text, weighted like its RL terms
+            nll = -(ptx_logp * ptx_targets).sum() / ptx_targets.sum().clamp(min=1)
+            loss = loss + cfg.ptx_coef * nll * share
+            metrics["ptx_loss"] = nll.detach() * share
         return loss, metrics
 
     return loss_fn
+
+
+def with_ptx_rows(
+    batch: dict[str, torch.Tensor], start: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The RL rows plus the batch's PPO-ptx text rows, in one left-padded layout.
+
+    The loss reads log-probs of tokens ``start .. L-1`` only, so each text block's first
+    ``L - start + 1`` tokens are placed at positions ``start-1 .. L-1`` (padding before them,
+    positions from 0): its tokens 1.. are scored, each given the block's tokens before it.
+    Returns the ids, the attention mask and which scored text tokens count (``(P, L-start)``,
+    0 at the corpus's end padding).
+    """
+    from rlalign.train.losses import IGNORE_INDEX
+
+    ids, attention = batch["sequences"], batch["attention_mask"]
+    width = ids.shape[1] - start + 1
+    blocks, labels = batch["ptx_input_ids"], batch["ptx_labels"]
+    if blocks.shape[1] < width:
+        raise ValueError(
+            f"ptx blocks of {blocks.shape[1]} tokens cannot cover {width - 1} completion tokens"
+        )
+    blocks, real = blocks[:, :width], (labels[:, :width] != IGNORE_INDEX).to(attention.dtype)
+    pad = torch.zeros((blocks.shape[0], start - 1), dtype=ids.dtype, device=ids.device)
+    rows = torch.cat([pad, blocks.to(ids.device)], dim=1)
+    rows_mask = torch.cat([pad.to(attention.dtype), real.to(attention.device)], dim=1)
+    targets = real[:, 1:].float().to(ids.device)
+    return torch.cat([ids, rows]), torch.cat([attention, rows_mask]), targets
 
 
 def build_rewarder(cfg: RLConfig):
@@ -117,6 +159,15 @@ def build_rewarder(cfg: RLConfig):
             RewardTerm("reward_model", RewardModel(cfg.reward_model), cfg.reward_model_weight)
         )
     return RewardComposer(terms)
+
+
+def ptx_batches(cfg: RLConfig, docs: list[str], tokenizer: Any) -> Any:
+    """PPO-ptx micro-batches: the corpus packed into blocks one token longer than a
+    completion (see :func:`with_ptx_rows`), reshuffled each epoch, resumable."""
+    from rlalign.train.data import BlockBatches, pack_documents
+
+    blocks = pack_documents(docs, tokenizer, cfg.max_completion_length + 1)
+    return BlockBatches(blocks, cfg.ptx_batch_size, seed=cfg.seed)
 
 
 def load_rl_prompts(cfg: RLConfig) -> list[dict[str, Any]]:
@@ -153,6 +204,11 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
 
     rank = RankInfo.detect()
     prompts = load_rl_prompts(cfg)  # validate inputs before touching output_dir
+    ptx_docs = None
+    if cfg.ptx_data is not None:
+        from rlalign.train.data import read_corpus
+
+        ptx_docs = read_corpus(cfg.ptx_data)
     policy, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
     policy = apply_lora(policy, cfg.lora, task="causal_lm", seed=cfg.seed)
     rewarder = build_rewarder(cfg)
@@ -174,6 +230,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
             prompts,
             rewarder,
             rollout_dir=out_dir / "rollouts" if rank.is_main else None,
+            ptx=ptx_batches(cfg, ptx_docs, tokenizer) if ptx_docs is not None else None,
         )
         prepare_run(cfg, resume=resume, rank=rank)
         eval_rows = world_eval_rows(cfg)

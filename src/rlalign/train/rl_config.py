@@ -55,6 +55,18 @@ class RLConfig(TrainingConfig):
     reward_model_weight: float = 1.0
     reward_timeout: float = Field(30.0, gt=0, description="seconds per reward-function call")
 
+    ptx_data: str | None = Field(
+        None,
+        description="PPO-ptx: a text corpus (.txt or JSONL {'text'}, e.g. the pre-training "
+        "one) whose next-token loss is mixed into the RL loss against the alignment tax",
+    )
+    ptx_coef: float = Field(
+        0.0, ge=0, description="weight of the ptx_data next-token loss in the RL loss"
+    )
+    ptx_batch_size: int = Field(
+        8, gt=0, description="ptx_data rows (of max_completion_length + 1 tokens) per micro-batch"
+    )
+
     rollout_bf16: bool | None = Field(
         None, description="bf16 autocast when sampling; default: bf16"
     )
@@ -89,6 +101,11 @@ class RLConfig(TrainingConfig):
             raise ValueError(
                 "algorithm=ppo aggregates per token (its value loss has no per-sequence form): "
                 "use loss_type=dapo or dr_grpo"
+            )
+        if (self.ptx_data is None) != (self.ptx_coef == 0):
+            raise ValueError(
+                "PPO-ptx needs both ptx_data (a text corpus) and ptx_coef > 0; "
+                f"got ptx_data={self.ptx_data!r}, ptx_coef={self.ptx_coef}"
             )
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(

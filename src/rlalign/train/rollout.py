@@ -138,8 +138,10 @@ class RolloutSource:
         rewarder: Any,
         *,
         rollout_dir: Path | None = None,
+        ptx: Any = None,
     ) -> None:
         self.cfg = cfg
+        self.ptx = ptx  # PPO-ptx text blocks (BlockBatches), one draw per micro-batch
         self.model = model
         self.ref_model = ref_model
         self.tokenizer = tokenizer
@@ -217,7 +219,11 @@ class RolloutSource:
             self.order = torch.randperm(n, generator=gen)
         rows = self.order[pass_position : pass_position + size]
         self.position += size
-        return {k: v[rows] for k, v in self.buffer.items()}
+        batch = {k: v[rows] for k, v in self.buffer.items()}
+        if self.ptx is not None:
+            text = next(self.ptx)
+            batch["ptx_input_ids"], batch["ptx_labels"] = text["input_ids"], text["labels"]
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -227,6 +233,7 @@ class RolloutSource:
             "buffer": self.buffer,
             "order": self.order,
             "position": self.position,
+            "ptx": self.ptx.state_dict() if self.ptx is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -236,6 +243,8 @@ class RolloutSource:
         self.buffer = state["buffer"]
         self.order = state["order"]
         self.position = int(state["position"])
+        if self.ptx is not None and state.get("ptx") is not None:
+            self.ptx.load_state_dict(state["ptx"])
 
     def pop_metrics(self) -> dict[str, float]:
         """Means of the rollout metrics since the last call (merged into the logged row)."""
