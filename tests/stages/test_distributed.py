@@ -135,13 +135,19 @@ def make_args(tmp_path, world_dir, base_model_dir, word_model_dir, word_task):
         ("sft", "fsdp"),
         ("grpo", "ddp"),
         ("grpo", "fsdp"),
+        ("grpo-ptx", "ddp"),
+        ("grpo-ptx", "fsdp"),
         ("sft-lora", "fsdp"),
     ],
 )
 def test_two_ranks_give_the_single_process_weights(make_args, tmp_path, stage, strategy):
     single, double = tmp_path / "single", tmp_path / "double"
     extra = ["lora.r=4"] if stage.endswith("-lora") else []
-    stage = stage.removesuffix("-lora")
+    if stage.endswith("-ptx"):  # PPO-ptx text rows ride in the RL forward: still one forward
+        corpus = tmp_path / "ptx.txt"
+        corpus.write_text("".join("red green blue cat dog sun moon\n" for _ in range(30)))
+        extra = [f"ptx_data={corpus}", "ptx_coef=0.5", "ptx_batch_size=2"]
+    stage = stage.removesuffix("-lora").removesuffix("-ptx")
     assert main(make_args(stage, single, *extra)) == 0
     output = run_torchrun(make_args(stage, double, f"distributed={strategy}", *extra))
     assert_same_weights(single, double)
@@ -153,10 +159,11 @@ def test_two_ranks_give_the_single_process_weights(make_args, tmp_path, stage, s
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
 
 
-def test_reward_model_under_ddp(make_args, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["prior_coef=1"]], ids=["plain", "prior"])
+def test_reward_model_under_ddp(make_args, tmp_path, extra):
     single, double = tmp_path / "single", tmp_path / "double"
-    assert main(make_args("reward", single)) == 0
-    run_torchrun(make_args("reward", double))
+    assert main(make_args("reward", single, *extra)) == 0
+    run_torchrun(make_args("reward", double, *extra))
     assert_same_weights(single, double)
 
 
