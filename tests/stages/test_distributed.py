@@ -159,7 +159,9 @@ def test_two_ranks_give_the_single_process_weights(make_args, tmp_path, stage, s
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-6)
 
 
-@pytest.mark.parametrize("extra", [[], ["prior_coef=1"]], ids=["plain", "prior"])
+@pytest.mark.parametrize(
+    "extra", [[], ["prior_coef=1"], ["lm_loss_coef=0.5"]], ids=["plain", "prior", "grm"]
+)
 def test_reward_model_under_ddp(make_args, tmp_path, extra):
     single, double = tmp_path / "single", tmp_path / "double"
     assert main(make_args("reward", single, *extra)) == 0
