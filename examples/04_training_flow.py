@@ -41,7 +41,7 @@ PRETRAIN_STEPS = 10 if QUICK else 800
 SFT_STEPS = 10 if QUICK else 600
 REWARD_STEPS = 4 if QUICK else 300
 RL_STEPS = 2 if QUICK else 100
-PROMPTS_PER_ITERATION = 2 if QUICK else 8
+PROMPTS_PER_ITERATION = 2 if QUICK else 16
 NUM_GENERATIONS = 2 if QUICK else 8
 EVAL_EVERY_NTH_QUESTION = 10 if QUICK else 1  # the report card's held-out questions
 MAX_ANSWER_TOKENS = 8 if QUICK else 48
@@ -143,12 +143,17 @@ print(json.dumps(pair, indent=1))
 # %% [markdown]
 # `rlalign reward` puts a one-output head on the SFT model and trains it with the
 # Bradley–Terry loss $-\log \sigma\big(r_\phi(x, y_{chosen}) - r_\phi(x, y_{rejected})\big)$,
-# and reports its accuracy on held-out pairs. `RewardModel` then scores any response, with the
-# signature of a reward function.
+# and reports its accuracy on held-out pairs: here the pairs of the world's held-out questions,
+# which no training pair asks. With `prior_coef=1` the reward is the head's score plus the SFT
+# model's log-likelihood of the response, $r = r_\phi + \log p_{SFT}(y \mid x)$: a head
+# trained on a few hundred pairs learns what shows in the text (a refusal, a complete
+# sentence), not which fact is true, and the SFT model, which read the facts, knows that.
+# `RewardModel` then scores any response, with the signature of a reward function.
 
 # %%
 rlalign_cli(
     f"reward model={OUT / 'sft' / 'final'} data={world / 'preferences.jsonl'} "
+    f"eval_data={world / 'eval' / 'preferences.jsonl'} prior_coef=1 "
     f"output_dir={OUT / 'reward'} max_steps={REWARD_STEPS} eval_steps={REWARD_STEPS} "
     f"save_steps={REWARD_STEPS} logging_steps=20 {COMMON}"
 )
@@ -163,13 +168,15 @@ print("score of the rejected response:", rm([pair["prompt"]], [pair["rejected"]]
 # policy; each is scored by the world's verifiers (accuracy, refusing harmful requests, not
 # refusing benign ones, helpfulness) and, with a small weight, by the reward model. The score
 # of a response minus the mean of its group is its advantage. The policy loss is
-# `rlalign.rl.policy_loss(kind="grpo")`, with a KL penalty ($\beta$ = 0.04) that keeps the
-# policy near the SFT model.
+# `rlalign.rl.policy_loss(kind="grpo")`, with a KL penalty ($\beta$ = 0.1) that keeps the
+# policy near the SFT model. PPO-ptx adds the pre-training corpus's next-token loss
+# (`ptx_coef` = 0.2), so that RL does not erode what pre-training taught (the facts, the sums).
 
 # %%
 rlalign_cli(
     f"rl model={OUT / 'sft' / 'final'} output_dir={OUT / 'rl'} algorithm=grpo "
-    f"max_steps={RL_STEPS} learning_rate=5e-5 beta=0.04 "
+    f"max_steps={RL_STEPS} learning_rate=5e-5 beta=0.1 "
+    f"ptx_data={world / 'corpus.jsonl'} ptx_coef=0.2 ptx_batch_size=16 "
     f"num_generations={NUM_GENERATIONS} prompts_per_iteration={PROMPTS_PER_ITERATION} "
     f"per_device_train_batch_size={NUM_GENERATIONS * PROMPTS_PER_ITERATION} "
     "reward_funcs=accuracy,harmful_refusal,benign_overrefusal,helpfulness "

@@ -426,6 +426,7 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     from rlalign.lm.tokenizer import load_tokenizer
     from rlalign.train.chat_data import ExampleBatches
     from rlalign.train.dist import RankInfo
+    from rlalign.train.loop import resolve_device
     from rlalign.train.lora import apply_lora
     from rlalign.train.run import prepare_run
     from rlalign.train.stage import train_and_save
@@ -466,9 +467,15 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
         encoded = [encode(p) for p in rows]
         if prior is not None and encoded:
             seqs = [seq for _, both in encoded for seq in both]
+            device = resolve_device(cfg.device, rank)
             logps = response_logprobs(
-                prior, seqs, desc=f"prior of the {what} pairs" if rank.is_main else None
+                prior.to(device),
+                seqs,
+                batch_size=cfg.eval_batch_size,
+                device=device,
+                desc=f"prior of the {what} pairs" if rank.is_main else None,
             )
+            prior.to("cpu")  # only saved from here on: no accelerator memory kept
             for k, (pair, _) in enumerate(encoded):
                 pair.prior = (cfg.prior_coef * logps[2 * k], cfg.prior_coef * logps[2 * k + 1])
         return [pair for pair, _ in encoded]
