@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,12 +45,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rlalign.errors import UserError
+from rlalign.lm.fast_decode import LlamaDecoder, unsupported_reason
 from rlalign.lm.fast_linear import inference_linears
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 NEG_INF = float("-inf")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -401,6 +404,14 @@ def _cache_dtype(
     return None
 
 
+def _decode_cache_dtype(model: PreTrainedModel, autocast_dtype: torch.dtype | None) -> torch.dtype:
+    """The fast decoder's KV-cache dtype: autocast's low precision when it is on (attention's
+    matmuls would cast the cache to it at every step: same bits), else the weights'."""
+    if autocast_dtype is not None and autocast_dtype != torch.float32:
+        return autocast_dtype
+    return next(model.parameters()).dtype
+
+
 def _attention_for(model: PreTrainedModel) -> str | None:
     """The attention implementation to decode with: ``eager`` on CPU, else the model's own.
 
@@ -481,6 +492,7 @@ def sample(
     attn_implementation: str | None = "auto",
     uniforms: torch.Tensor | None = None,
     all_done: Callable[[bool], bool] | None = None,
+    fast_decode: bool = True,
 ) -> SampleOutput:
     """Sample completions for a batch of left-padded prompts with the model's KV cache.
 
@@ -513,6 +525,9 @@ def sample(
             other rows share the batch (how RL gives the same rollouts at any world size).
         all_done: given whether this batch has finished, whether to stop; under FSDP every
             rank must run the same number of forward passes, so RL passes "all ranks done".
+        fast_decode: decode with :class:`rlalign.lm.fast_decode.LlamaDecoder` when the model
+            is one it supports (Llama, Qwen2, Mistral without sliding window; others, and
+            ``False``, run every step through the model's own forward).
 
     Returns:
         A :class:`SampleOutput`.
@@ -581,6 +596,11 @@ def sample(
     prompt_pos = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
     next_pos = attention_mask.sum(dim=1).repeat_interleave(num_samples)  # [rows]
 
+    capacity = prompt_len + max_new_tokens
+    core = _innermost(model)
+    why_not = unsupported_reason(core, capacity) if fast_decode else "fast_decode=False"
+    if why_not is not None:
+        logger.debug("fast decode off, using the model's forward: %s", why_not)
     attention = _attention_for(model) if attn_implementation == "auto" else attn_implementation
     with (
         _autocast(model, autocast_dtype),
@@ -597,16 +617,31 @@ def sample(
         )
         cache = _returned_cache(out)
         logits = out.logits[:, -1, :]
+        decoder = None
+        if why_not is None:
+            decoder = LlamaDecoder.from_prefill(
+                core,
+                cache,
+                num_samples=num_samples,
+                steps=max_new_tokens,
+                next_pos=next_pos,
+                prompt_mask=full_mask[:, :prompt_len],
+                cache_dtype=_decode_cache_dtype(core, autocast_dtype),
+            )
         if num_samples > 1:
-            # n samples per prompt share the prompt's keys/values: copy them, do not recompute.
-            cache.batch_repeat_interleave(num_samples)
             logits = logits.repeat_interleave(num_samples, dim=0)
-        _preallocate(
-            cache,
-            prompt_len + max_new_tokens,
-            dense=_dense_cache_pays(model, autocast_dtype),
-            dtype=_cache_dtype(model, autocast_dtype, attention),
-        )
+        if decoder is None:
+            if num_samples > 1:
+                # n samples per prompt share the prompt's keys/values: copy, do not recompute.
+                cache.batch_repeat_interleave(num_samples)
+            _preallocate(
+                cache,
+                capacity,
+                dense=_dense_cache_pays(model, autocast_dtype),
+                dtype=_cache_dtype(model, autocast_dtype, attention),
+            )
+        else:
+            cache = out = None  # the prompt's keys/values now live in the decoder
 
         steps = 0
         for t in range(max_new_tokens):
@@ -651,6 +686,9 @@ def sample(
             if finished or t + 1 == max_new_tokens:
                 break
 
+            if decoder is not None:
+                logits = decoder.step(tokens, t)
+                continue
             out = model(
                 input_ids=tokens.unsqueeze(1),
                 attention_mask=full_mask[:, : prompt_len + t + 1],
