@@ -13,9 +13,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
-from rlalign.lm import fast_decode
 from rlalign.lm.fast_decode import LlamaDecoder, unsupported_reason
-from rlalign.lm.sampling import _returned_cache, sample
+from rlalign.lm.sampling import sample
 
 from .conftest import left_padded_batch, make_model
 
@@ -78,28 +77,24 @@ def steps_run(monkeypatch) -> list[int]:
     return calls
 
 
-def prefill_decoder(model, ids, mask, *, num_samples: int, steps: int, cache_dtype=None):
-    """The sampler's prefill through the HF forward, then a decoder built from its cache."""
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    decoder = LlamaDecoder.from_prefill(
+def prefill_decoder(model, ids, mask, *, num_samples: int, steps: int, autocast=None):
+    """A decoder and its logits after the prompt (as the sampler builds them)."""
+    decoder = LlamaDecoder(
         model,
-        _returned_cache(out),
-        num_samples=num_samples,
+        rows=ids.shape[0] * num_samples,
+        prompt_len=ids.shape[1],
         steps=steps,
-        next_pos=mask.sum(dim=1).repeat_interleave(num_samples),
-        prompt_mask=mask.repeat_interleave(num_samples, dim=0),
-        cache_dtype=cache_dtype or next(model.parameters()).dtype,
+        dtype=autocast,
+        cache_dtype=autocast or next(model.parameters()).dtype,
     )
-    assert decoder is not None
-    return decoder
+    return decoder, decoder.prefill(ids, mask, num_samples)
 
 
 def unpadded_logits(model, ids, mask, fed, row: int, num_samples: int) -> torch.Tensor:
     """Logits of row ``row``'s real prompt tokens followed by its fed tokens, no mask."""
     prompt = ids[row // num_samples][mask[row // num_samples].bool()]
     tokens = torch.cat([prompt, fed[row]]).unsqueeze(0)
-    return model(input_ids=tokens).logits[0, len(prompt) :]  # predictions after each fed token
+    return model(input_ids=tokens).logits[0, len(prompt) - 1 :]  # after the prompt, each fed
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -109,12 +104,12 @@ def test_step_logits_equal_hf_forward(name):
     assert unsupported_reason(model, 64) is None
     ids, mask = left_padded_batch(LENGTHS, vocab=SMALL["vocab_size"])
     n, steps = 2, 36  # more than the first allocation (32 new tokens): the cache grows once
-    decoder = prefill_decoder(model, ids, mask, num_samples=n, steps=steps)
+    decoder, first = prefill_decoder(model, ids, mask, num_samples=n, steps=steps)
     g = torch.Generator().manual_seed(1)
     fed = torch.randint(3, SMALL["vocab_size"], (len(LENGTHS) * n, steps), generator=g)
-    logits = torch.stack([decoder.step(fed[:, t], t) for t in range(steps)], dim=1)
+    logits = torch.stack([first] + [decoder.step(fed[:, t], t) for t in range(steps)], dim=1)
     for row in range(fed.shape[0]):
-        ref = unpadded_logits(model, ids, mask, fed, row, n)
+        ref = unpadded_logits(model, ids, mask, fed, row, n)  # after the prompt, after each fed
         torch.testing.assert_close(logits[row], ref, rtol=0, atol=2e-5)
 
 
@@ -125,14 +120,17 @@ def test_step_logits_close_to_hf_in_bf16(weights):
     model = build("qwen2-gqa")
     if weights == "bf16-weights":
         model = model.to(torch.bfloat16)
-        context, cache_dtype = torch.autocast("cpu", enabled=False), torch.bfloat16
+        context, autocast = torch.autocast("cpu", enabled=False), None
     else:
-        context, cache_dtype = torch.autocast("cpu", dtype=torch.bfloat16), torch.bfloat16
+        context, autocast = torch.autocast("cpu", dtype=torch.bfloat16), torch.bfloat16
     ids, mask = left_padded_batch(LENGTHS, vocab=SMALL["vocab_size"])
     fed = torch.randint(3, SMALL["vocab_size"], (len(LENGTHS), 6), generator=torch.Generator())
     with context:
-        decoder = prefill_decoder(model, ids, mask, num_samples=1, steps=6, cache_dtype=cache_dtype)
-        logits = torch.stack([decoder.step(fed[:, t], t) for t in range(6)], dim=1).float()
+        decoder, first = prefill_decoder(
+            model, ids, mask, num_samples=1, steps=6, autocast=autocast
+        )
+        steps = [decoder.step(fed[:, t], t) for t in range(6)]
+        logits = torch.stack([first, *steps], dim=1).float()
         for row in range(len(LENGTHS)):
             ref = unpadded_logits(model, ids, mask, fed, row, 1).float()
             torch.testing.assert_close(logits[row], ref, rtol=0, atol=0.05)
@@ -234,15 +232,3 @@ def test_unsupported_models_fall_back(case, steps_run, caplog):
     )
     assert torch.equal(out.sequences, ref.sequences)
     torch.testing.assert_close(out.raw_logprobs, ref.raw_logprobs, rtol=0, atol=0)
-
-
-def test_unknown_cache_layout_falls_back(monkeypatch, steps_run):
-    model = build("qwen2-gqa")
-    monkeypatch.setattr(fast_decode, "_layer_kv", lambda cache, index: None)
-    ids, mask = left_padded_batch(LENGTHS, vocab=SMALL["vocab_size"])
-    out = sample(model, ids, mask, max_new_tokens=4, temperature=0.0, eos_token_id=[])
-    ref = sample(
-        model, ids, mask, max_new_tokens=4, temperature=0.0, eos_token_id=[], fast_decode=False
-    )
-    assert not steps_run
-    assert torch.equal(out.sequences, ref.sequences)

@@ -1,13 +1,17 @@
-"""A hand-written decode step for Llama-family causal LMs: the sampler's fast path.
+"""A hand-written forward for Llama-family causal LMs: the sampler's fast path.
 
-A decode step feeds one token per row. Through the Hugging Face forward, two thirds of that
-step on CPU was per-op overhead around the matrix products (module calls, mask building, cache
-bookkeeping, ``repeat_kv`` copies), the rest the products themselves. :class:`LlamaDecoder`
-runs the same arithmetic as the HF modules with a few tensor ops per layer:
+A decode step feeds one token per row. Through the Hugging Face forward, much of that step on
+CPU was overhead around the matrix products (module calls, mask building, cache bookkeeping,
+``repeat_kv`` copies, a fresh KV-cache tensor every step). :class:`LlamaDecoder` runs the same
+arithmetic as the HF modules with a few tensor ops per layer:
 
-- the weights are the HF modules' own: each projection is called through its ``forward``
-  (inside :func:`rlalign.lm.fast_linear.inference_linears`, the packed oneDNN copy), norms and
-  embeddings read the parameters in place;
+- the weights are read from the HF modules at the start of each sampling call. On CPU the
+  projections that read the same input run as one product on a packed oneDNN copy (q|k|v,
+  gate|up: :func:`rlalign.lm.fast_linear.packed_linear`, which the HF path's
+  ``inference_linears`` packs layer by layer: the same amount of copied weights); elsewhere
+  each module's own ``forward`` runs. Norms and embeddings read the parameters in place;
+- the prompt (prefill) runs its projections on the real tokens only, packed without padding,
+  and writes its keys/values straight into the cache;
 - the KV cache is allocated once (and grown by doubling) and attention reads it in place. On
   CPU it reads the *whole* allocation, the columns not yet written masked out: the batched
   one-row matmuls of decoding run faster on dense operands than on a view of the filled
@@ -22,9 +26,8 @@ Every op is the one the HF module runs, in the same order and dtype, so in fp32 
 equal the HF forward's to rounding, and under bf16 autocast (or bf16 weights) the dtype of each
 intermediate is the same as in HF's eager attention path.
 
-Only the decode steps run here: the prompt goes through the HF forward once (prefill) and its
-keys/values are copied in. :func:`unsupported_reason` says why a model cannot use this path;
-the sampler then keeps the HF forward.
+:func:`unsupported_reason` says why a model cannot use this path (another architecture, a
+rope scaling, a sliding window, hooks, adapters...); the sampler then keeps the HF forward.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rlalign.lm.fast_linear import packed_linear
 
 logger = logging.getLogger(__name__)
 
@@ -121,26 +126,12 @@ def unsupported_reason(model: Any, capacity: int) -> str | None:
     return None
 
 
-def _layer_kv(cache: Any, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Keys and values ``[B, kv_heads, P, head_dim]`` of one layer of an HF cache."""
-    layers = getattr(cache, "layers", None)
-    if isinstance(layers, list) and index < len(layers):
-        keys, values = getattr(layers[index], "keys", None), getattr(layers[index], "values", None)
-    else:  # transformers 4.x DynamicCache
-        try:
-            keys, values = cache.key_cache[index], cache.value_cache[index]
-        except (AttributeError, IndexError):
-            return None
-    if not isinstance(keys, torch.Tensor) or keys.dim() != 4:
-        return None
-    return keys, values
-
-
 class LlamaDecoder:
-    """Decode steps of a Llama-family model on its own preallocated KV cache.
+    """Prefill and decode steps of a Llama-family model on its own preallocated KV cache.
 
-    Build it after the HF prefill, inside the sampler's ``inference_linears`` and autocast
-    blocks (the projections' forwards are read once, here), with :meth:`from_prefill`.
+    Build it inside the sampler's autocast block (if any) and without gradients; ``dtype`` is
+    the compute dtype of the packed projections (as for ``inference_linears``), ``cache_dtype``
+    that of the keys and values.
     """
 
     def __init__(
@@ -150,8 +141,7 @@ class LlamaDecoder:
         rows: int,
         prompt_len: int,
         steps: int,
-        next_pos: torch.Tensor,
-        prompt_mask: torch.Tensor,
+        dtype: torch.dtype | None,
         cache_dtype: torch.dtype,
     ) -> None:
         inner = model.model
@@ -163,97 +153,121 @@ class LlamaDecoder:
         self.head_dim = attn.head_dim
         self.groups = self.heads // self.kv_heads
         self.scaling = attn.scaling
-        self.prompt_len = prompt_len
-        self.embed = inner.embed_tokens.weight
-        dtype, device = self.embed.dtype, self.embed.device
-        # Each layer: (norm1 weight, eps1, q, k, v, o, norm2 weight, eps2, gate, up, down).
-        self.layers = [
-            (
-                layer.input_layernorm.weight,
-                layer.input_layernorm.variance_epsilon,
-                layer.self_attn.q_proj.forward,
-                layer.self_attn.k_proj.forward,
-                layer.self_attn.v_proj.forward,
-                layer.self_attn.o_proj.forward,
-                layer.post_attention_layernorm.weight,
-                layer.post_attention_layernorm.variance_epsilon,
-                layer.mlp.gate_proj.forward,
-                layer.mlp.up_proj.forward,
-                layer.mlp.down_proj.forward,
-            )
-            for layer in layers
-        ]
-        self.norm = (inner.norm.weight, inner.norm.variance_epsilon)
-        self.lm_head: Callable[[torch.Tensor], torch.Tensor] = model.lm_head.forward
-
         self.rows = rows
+        self.prompt_len = prompt_len
         self.capacity = prompt_len + steps
-        self.cache_dtype = cache_dtype
-        # Whole-allocation attention (see the module docstring) where strided views are copied.
-        self.dense = device.type == "cpu"
-        room = prompt_len + min(steps, 32) if self.dense else self.capacity
-        # Zeros in dense mode: unwritten columns are read (and masked), so they must be finite.
-        alloc = torch.zeros if self.dense else torch.empty
-        shape = (rows, self.kv_heads, room, self.head_dim)
-        self.keys = [alloc(shape, dtype=cache_dtype, device=device) for _ in layers]
-        self.values = [alloc(shape, dtype=cache_dtype, device=device) for _ in layers]
-        # The additive mask of HF's eager attention (its dtype and minimum): 0 where attended,
-        # the minimum on the prompt's padding and, in dense mode, on columns not yet written.
-        self.min_value = torch.finfo(dtype).min
-        mask = torch.full((rows, 1, 1, room), self.min_value, dtype=dtype, device=device)
-        mask[:, 0, 0, :prompt_len].masked_fill_(prompt_mask.to(device) != 0, 0.0)
-        if not self.dense:
-            mask[..., prompt_len:] = 0.0
-        self.mask = mask
-        # cos/sin of every row's position at every step, as HF's rotary embedding computes them;
-        # sin carries rotate_half's sign: rotate_half(x) * sin == swap_halves(x) * signed_sin.
-        rotary = inner.rotary_emb
-        positions = next_pos.to(device).unsqueeze(0) + torch.arange(steps, device=device).unsqueeze(
-            1
-        )
-        freqs = positions[..., None].float() * rotary.inv_freq.to(device=device, dtype=torch.float)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * rotary.attention_scaling).to(dtype)
-        sin = (emb.sin() * rotary.attention_scaling).to(dtype)
-        half = self.head_dim // 2
-        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
-        self.cos = cos.unsqueeze(2)  # [steps, rows, 1, head_dim]
-        self.sin = sin.unsqueeze(2)
+        self.embed = inner.embed_tokens.weight
+        self.rotary = inner.rotary_emb
+        self.dtype = self.embed.dtype
+        self.device = self.embed.device
+        # Each layer: (norm1 weight, eps1, qkv, o, norm2 weight, eps2, gate|up, down).
+        self.layers = []
+        for layer in layers:
+            sa, mlp = layer.self_attn, layer.mlp
+            self.layers.append(
+                (
+                    layer.input_layernorm.weight,
+                    layer.input_layernorm.variance_epsilon,
+                    _projection([sa.q_proj, sa.k_proj, sa.v_proj], dtype, rows),
+                    _projection([sa.o_proj], dtype, rows),
+                    layer.post_attention_layernorm.weight,
+                    layer.post_attention_layernorm.variance_epsilon,
+                    _projection([mlp.gate_proj, mlp.up_proj], dtype, rows),
+                    _projection([mlp.down_proj], dtype, rows),
+                )
+            )
+        self.norm = (inner.norm.weight, inner.norm.variance_epsilon)
+        self.lm_head = _projection([model.lm_head], dtype, rows)
+        self.q_width = self.heads * self.head_dim
+        self.qk_heads = self.heads + self.kv_heads
 
-    @classmethod
-    def from_prefill(
-        cls,
-        model: Any,
-        cache: Any,
-        *,
-        num_samples: int,
-        steps: int,
-        next_pos: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        cache_dtype: torch.dtype,
-    ) -> LlamaDecoder | None:
-        """A decoder whose cache holds the prefill's keys/values, each prompt's repeated for
-        its ``num_samples`` rows; None when the HF cache is not in a known layout."""
-        num_layers = model.config.num_hidden_layers
-        found = [_layer_kv(cache, i) for i in range(num_layers)]
-        if any(kv is None for kv in found):
-            logger.debug("fast decode off: unknown KV cache layout %s", type(cache).__name__)
-            return None
-        batch, _, prompt_len, _ = found[0][0].shape
-        decoder = cls(
-            model,
-            rows=batch * num_samples,
-            prompt_len=prompt_len,
-            steps=steps,
-            next_pos=next_pos,
-            prompt_mask=prompt_mask,
-            cache_dtype=cache_dtype,
-        )
-        for (keys, values), k, v in zip(found, decoder.keys, decoder.values, strict=True):
-            # Rows i*n .. i*n+n-1 share prompt i: broadcast-copy, no repeated tensor.
-            k.view(batch, num_samples, *k.shape[1:])[..., :prompt_len, :].copy_(keys.unsqueeze(1))
-            v.view(batch, num_samples, *v.shape[1:])[..., :prompt_len, :].copy_(values.unsqueeze(1))
-        return decoder
+        # Dense mode (CPU): attention reads the whole allocation (see the module docstring).
+        self.dense = self.device.type == "cpu"
+        room = prompt_len + min(steps, 32) if self.dense else self.capacity
+        # Zeros: in dense mode the unwritten columns are read (and masked), so must be finite;
+        # the prompt's padding columns are zeros in both modes.
+        shape = (rows, self.kv_heads, room, self.head_dim)
+        self.keys = [torch.zeros(shape, dtype=cache_dtype, device=self.device) for _ in layers]
+        self.values = [torch.zeros(shape, dtype=cache_dtype, device=self.device) for _ in layers]
+        self.min_value = torch.finfo(self.dtype).min
+        self.mask: torch.Tensor | None = None  # [rows, 1, 1, room], set by prefill
+        self.cos = self.sin = None  # [steps, rows, 1, head_dim], set by prefill
+
+    def prefill(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int
+    ) -> torch.Tensor:
+        """Run the left-padded prompts ``[B, P]`` (``B * num_samples == rows``), fill the cache
+        (rows ``i*n .. i*n+n-1`` share prompt ``i``) and return the logits after each prompt,
+        ``[rows, vocab]``. Positions count real tokens only, as in the sampler."""
+        batch, width = input_ids.shape
+        real = attention_mask.bool()
+        where = real.flatten().nonzero().squeeze(1)  # the real tokens in the [B*P] grid
+        positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        next_pos = attention_mask.sum(dim=1).repeat_interleave(num_samples)
+        steps = self.capacity - self.prompt_len
+        decode_pos = next_pos.unsqueeze(0) + torch.arange(steps, device=self.device).unsqueeze(1)
+        cos, sin = self._rope(decode_pos)
+        self.cos, self.sin = cos.unsqueeze(2), sin.unsqueeze(2)
+        room = self.keys[0].shape[2]
+        mask = torch.full((self.rows, 1, 1, room), self.min_value, dtype=self.dtype)
+        mask = mask.to(self.device)
+        mask[:, 0, 0, :width].masked_fill_(real.repeat_interleave(num_samples, dim=0), 0.0)
+        if not self.dense:
+            mask[..., width:] = 0.0
+        self.mask = mask
+
+        # HF eager attention's mask over the prompt block: causal, padding keys excluded.
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        allowed = causal.unsqueeze(0) & real.unsqueeze(1)  # [B, query, key]
+        block_mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        block_mask = block_mask.masked_fill(~allowed, self.min_value)[:, None, None]
+        cos, sin = self._rope(positions.flatten()[where])
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [T, 1, head_dim]
+        tokens = where.numel()
+        kv_heads, head_dim, groups = self.kv_heads, self.head_dim, self.groups
+        x = F.embedding(input_ids.flatten()[where], self.embed)  # [T, hidden]
+        for i, (w1, eps1, qkv_proj, o_proj, w2, eps2, gate_up, down) in enumerate(self.layers):
+            qkv = qkv_proj(_rms_norm(x, w1, eps1))
+            qk = _rotary(
+                qkv[:, : self.qk_heads * head_dim].view(tokens, self.qk_heads, -1), cos, sin
+            )
+            # Back to the padded [B, P] grid for attention (padding stays zero).
+            grid = qk.new_zeros(batch * width, self.qk_heads + kv_heads, head_dim)
+            grid[where, : self.qk_heads] = qk
+            grid[where, self.qk_heads :] = (
+                qkv[:, self.qk_heads * head_dim :].view(tokens, kv_heads, head_dim).to(grid.dtype)
+            )
+            grid = grid.view(batch, width, self.qk_heads + kv_heads, head_dim)
+            q = grid[:, :, : self.heads].unflatten(2, (kv_heads, groups)).permute(0, 2, 3, 1, 4)
+            k = grid[:, :, self.heads : self.qk_heads].transpose(1, 2)  # [B, kv, P, D]
+            v = grid[:, :, self.qk_heads :].transpose(1, 2)
+            if qkv.dtype != grid.dtype:  # autocast: v stays in the projection's dtype, as in HF
+                v = v.to(qkv.dtype)
+            for cache, new in ((self.keys[i], k), (self.values[i], v)):
+                cache.view(batch, num_samples, *cache.shape[1:])[..., :width, :].copy_(
+                    new.unsqueeze(1)
+                )
+            scores = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) * self.scaling
+            scores = scores + block_mask
+            probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            attn = torch.matmul(probs, v.unsqueeze(2))  # [B, kv, groups, P, D]
+            attn = attn.permute(0, 3, 1, 2, 4).reshape(batch * width, self.q_width)[where]
+            x = x + o_proj(attn)
+            x = x + _mlp(_rms_norm(x, w2, eps2), gate_up, down)
+        last = real.sum(dim=1).cumsum(dim=0) - 1  # each prompt's last token (left padding)
+        logits = self.lm_head(_rms_norm(x[last], *self.norm))
+        return logits.repeat_interleave(num_samples, dim=0)
+
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin ``[..., head_dim]`` of ``positions``, as HF's rotary embedding computes
+        them; sin carries rotate_half's sign: rotate_half(x) * sin == swap_halves(x) * it."""
+        inv_freq = self.rotary.inv_freq.to(device=self.device, dtype=torch.float)
+        freqs = positions[..., None].float() * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * self.rotary.attention_scaling).to(self.dtype)
+        sin = (emb.sin() * self.rotary.attention_scaling).to(self.dtype)
+        half = self.head_dim // 2
+        return cos, torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
     def _grow(self) -> None:
         """Double the room for new tokens (dense mode); the written columns are copied."""
@@ -282,27 +296,58 @@ class LlamaDecoder:
             end = col + 1  # attend over a view of the filled prefix
         cos, sin = self.cos[t], self.sin[t]
         mask = self.mask[..., :end]
-        q_shape = (rows, self.heads, self.head_dim)
-        kv_shape = (rows, self.kv_heads, self.head_dim)
+        kv_heads, head_dim = self.kv_heads, self.head_dim
         x = F.embedding(tokens, self.embed)
-        for i, (w1, eps1, q_proj, k_proj, v_proj, o_proj, w2, eps2, gate, up, down) in enumerate(
-            self.layers
-        ):
-            h = _rms_norm(x, w1, eps1)
-            q = _rotary(q_proj(h).view(q_shape), cos, sin)
+        for i, (w1, eps1, qkv_proj, o_proj, w2, eps2, gate_up, down) in enumerate(self.layers):
+            qkv = qkv_proj(_rms_norm(x, w1, eps1))
+            qk = _rotary(qkv[:, : self.qk_heads * head_dim].view(rows, self.qk_heads, -1), cos, sin)
             keys, values = self.keys[i], self.values[i]
-            keys[:, :, col] = _rotary(k_proj(h).view(kv_shape), cos, sin)
-            values[:, :, col] = v_proj(h).view(kv_shape)
+            keys[:, :, col] = qk[:, self.heads :]
+            values[:, :, col] = qkv[:, self.qk_heads * head_dim :].view(rows, kv_heads, head_dim)
             # Query heads j*groups .. j*groups+groups-1 attend with key/value head j.
-            q = q.view(rows, self.kv_heads, self.groups, self.head_dim)
+            q = qk[:, : self.heads].view(rows, kv_heads, self.groups, head_dim)
             scores = torch.matmul(q, keys[:, :, :end].transpose(2, 3)) * self.scaling
             scores = scores + mask
             probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
             attn = torch.matmul(probs, values[:, :, :end])
-            x = x + o_proj(attn.view(rows, self.heads * self.head_dim))
-            h = _rms_norm(x, w2, eps2)
-            x = x + down(F.silu(gate(h)) * up(h))
+            x = x + o_proj(attn.view(rows, self.q_width))
+            x = x + _mlp(_rms_norm(x, w2, eps2), gate_up, down)
         return self.lm_head(_rms_norm(x, *self.norm))
+
+
+def _projection(
+    modules: list[nn.Linear], dtype: torch.dtype | None, rows: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One forward for linear layers that read the same input, their outputs concatenated:
+    one product on a packed copy of the stacked weights where oneDNN packing applies, else
+    each layer's own forward."""
+    if len(modules) == 1:
+        weight, bias = modules[0].weight, modules[0].bias
+    else:
+        weight = torch.cat([m.weight for m in modules])
+        bias = None
+        if any(m.bias is not None for m in modules):
+            bias = torch.cat(
+                [
+                    m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)
+                    for m in modules
+                ]
+            )
+    packed = packed_linear(weight, bias, dtype=dtype, rows=rows)
+    if packed is not None:
+        return packed
+    if len(modules) == 1:
+        return modules[0].forward
+    forwards = [m.forward for m in modules]
+    return lambda x: torch.cat([f(x) for f in forwards], dim=-1)
+
+
+def _mlp(
+    h: torch.Tensor, gate_up: Callable[[torch.Tensor], torch.Tensor], down: Callable
+) -> torch.Tensor:
+    """HF's SwiGLU MLP: ``down(silu(gate(h)) * up(h))``."""
+    gate, up = gate_up(h).chunk(2, dim=-1)
+    return down(F.silu(gate) * up)
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -317,5 +362,5 @@ def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     """``x * cos + rotate_half(x) * sin`` for ``x`` ``[rows, heads, head_dim]``; ``sin`` holds
     rotate_half's sign, so swapping the halves of ``x`` completes rotate_half."""
     rows, heads, dim = x.shape
-    swapped = x.view(rows, heads, 2, dim // 2).flip(2).view(rows, heads, dim)
+    swapped = x.unflatten(2, (2, dim // 2)).flip(2).view(rows, heads, dim)
     return x * cos + swapped * sin

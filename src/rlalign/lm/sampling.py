@@ -183,12 +183,13 @@ def _draw(
     cdf = logp.exp().cumsum(dim=-1)
     if uniforms is None:
         uniforms = torch.rand((logp.shape[0],), generator=generator, device=logp.device)
-    u = uniforms.to(logp.device, cdf.dtype).reshape(-1, 1) * cdf[:, -1:]
-    choice = torch.searchsorted(cdf, u, right=True)
-    # Rounding can make u equal to the total: fall back to the last token of positive
-    # probability (where the CDF first reaches its total), never to an excluded one.
-    last = (cdf < cdf[:, -1:]).sum(dim=-1, keepdim=True)
-    return torch.minimum(choice, last)
+    total = cdf[:, -1:]
+    u = uniforms.to(logp.device, cdf.dtype).reshape(-1, 1) * total
+    # Rounding can make u equal to the total: keep it just below, so that the search lands on
+    # the last token of positive probability (where the CDF first reaches its total), never
+    # past it. (Cheaper than counting that position over the whole row.)
+    u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True)
 
 
 def _nucleus(scaled: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -404,6 +405,59 @@ def _cache_dtype(
     return None
 
 
+def _model_steps(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    full_mask: torch.Tensor,
+    *,
+    num_samples: int,
+    cache_dtype: torch.dtype | None,
+    dense: bool,
+) -> tuple[torch.Tensor, Callable[[torch.Tensor, int], torch.Tensor]]:
+    """Decoding through the model's own forward and KV cache (any HF causal LM).
+
+    Runs the prefill and returns its last logits ``[rows, V]`` and ``step(tokens, t)``, which
+    feeds the ``t``-th new token of every row and returns the next logits. ``full_mask``:
+    ``[rows, P + max_new_tokens]`` attention mask over prompt and new tokens.
+    """
+    prompt_len = input_ids.shape[1]
+    # Positions count real tokens only, so a left-padded prompt is positioned exactly like the
+    # same prompt without padding (pad positions are masked; their value is irrelevant).
+    prompt_pos = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    next_pos = attention_mask.sum(dim=1).repeat_interleave(num_samples)  # [rows]
+    # Prefill: the whole prompt once, logits only for its last position.
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=prompt_pos,
+        use_cache=True,
+        **keep_logits(model, 1),
+    )
+    cache = _returned_cache(out)
+    logits = out.logits[:, -1, :]
+    if num_samples > 1:
+        # n samples per prompt share the prompt's keys/values: copy them, do not recompute.
+        cache.batch_repeat_interleave(num_samples)
+        logits = logits.repeat_interleave(num_samples, dim=0)
+    _preallocate(cache, full_mask.shape[1], dense=dense, dtype=cache_dtype)
+    cache_kw = _cache_kwarg(model)
+
+    def step(tokens: torch.Tensor, t: int) -> torch.Tensor:
+        nonlocal cache
+        out = model(
+            input_ids=tokens.unsqueeze(1),
+            attention_mask=full_mask[:, : prompt_len + t + 1],
+            position_ids=(next_pos + t).unsqueeze(1),
+            use_cache=True,
+            **{cache_kw: cache},
+        )
+        cache = _returned_cache(out)
+        return out.logits[:, -1, :]
+
+    return logits, step
+
+
 def _decode_cache_dtype(model: PreTrainedModel, autocast_dtype: torch.dtype | None) -> torch.dtype:
     """The fast decoder's KV-cache dtype: autocast's low precision when it is on (attention's
     matmuls would cast the cache to it at every step: same bits), else the weights'."""
@@ -577,7 +631,6 @@ def sample(
     eos_tensor = torch.tensor(eos_ids, dtype=torch.long, device=device)
     stop_strings = [s for s in (stop_strings or []) if s]
     stop_window = max((len(s.encode("utf-8")) for s in stop_strings), default=0) + 1
-    cache_kw = _cache_kwarg(model)
     rows = batch * num_samples
 
     # Preallocated outputs; the loop writes column t of each (no per-step concatenation).
@@ -591,57 +644,41 @@ def sample(
     # are fed but never read: their rows are discarded), so the mask is a growing view.
     full_mask = torch.ones(rows, prompt_len + max_new_tokens, dtype=torch.long, device=device)
     full_mask[:, :prompt_len] = attention_mask.repeat_interleave(num_samples, dim=0)
-    # Positions count real tokens only, so a left-padded prompt is positioned exactly like the
-    # same prompt without padding (pad positions are masked; their value is irrelevant).
-    prompt_pos = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    next_pos = attention_mask.sum(dim=1).repeat_interleave(num_samples)  # [rows]
-
     capacity = prompt_len + max_new_tokens
     core = _innermost(model)
     why_not = unsupported_reason(core, capacity) if fast_decode else "fast_decode=False"
     if why_not is not None:
         logger.debug("fast decode off, using the model's forward: %s", why_not)
-    attention = _attention_for(model) if attn_implementation == "auto" else attn_implementation
-    with (
-        _autocast(model, autocast_dtype),
-        _attention_implementation(model, attention),
-        inference_linears(model, dtype=_linear_dtype(autocast_dtype), rows=rows),
-    ):
-        # Prefill: the whole prompt once, logits only for its last position.
-        out = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=prompt_pos,
-            use_cache=True,
-            **keep_logits(model, 1),
-        )
-        cache = _returned_cache(out)
-        logits = out.logits[:, -1, :]
-        decoder = None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_autocast(model, autocast_dtype))
         if why_not is None:
-            decoder = LlamaDecoder.from_prefill(
+            decoder = LlamaDecoder(
                 core,
-                cache,
-                num_samples=num_samples,
+                rows=rows,
+                prompt_len=prompt_len,
                 steps=max_new_tokens,
-                next_pos=next_pos,
-                prompt_mask=full_mask[:, :prompt_len],
+                dtype=_linear_dtype(autocast_dtype),
                 cache_dtype=_decode_cache_dtype(core, autocast_dtype),
             )
-        if num_samples > 1:
-            logits = logits.repeat_interleave(num_samples, dim=0)
-        if decoder is None:
-            if num_samples > 1:
-                # n samples per prompt share the prompt's keys/values: copy, do not recompute.
-                cache.batch_repeat_interleave(num_samples)
-            _preallocate(
-                cache,
-                capacity,
-                dense=_dense_cache_pays(model, autocast_dtype),
-                dtype=_cache_dtype(model, autocast_dtype, attention),
-            )
+            logits = decoder.prefill(input_ids, attention_mask, num_samples)
+            next_logits = decoder.step
         else:
-            cache = out = None  # the prompt's keys/values now live in the decoder
+            attention = (
+                _attention_for(model) if attn_implementation == "auto" else attn_implementation
+            )
+            stack.enter_context(_attention_implementation(model, attention))
+            stack.enter_context(
+                inference_linears(model, dtype=_linear_dtype(autocast_dtype), rows=rows)
+            )
+            logits, next_logits = _model_steps(
+                model,
+                input_ids,
+                attention_mask,
+                full_mask,
+                num_samples=num_samples,
+                cache_dtype=_cache_dtype(model, autocast_dtype, attention),
+                dense=_dense_cache_pays(model, autocast_dtype),
+            )
 
         steps = 0
         for t in range(max_new_tokens):
@@ -686,18 +723,7 @@ def sample(
             if finished or t + 1 == max_new_tokens:
                 break
 
-            if decoder is not None:
-                logits = decoder.step(tokens, t)
-                continue
-            out = model(
-                input_ids=tokens.unsqueeze(1),
-                attention_mask=full_mask[:, : prompt_len + t + 1],
-                position_ids=(next_pos + t).unsqueeze(1),
-                use_cache=True,
-                **{cache_kw: cache},
-            )
-            cache = _returned_cache(out)
-            logits = out.logits[:, -1, :]
+            logits = next_logits(tokens, t)
 
     completion = completion[:, :steps]
     logprobs = logprobs[:, :steps]
