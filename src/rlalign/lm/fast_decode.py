@@ -12,12 +12,12 @@ arithmetic as the HF modules with a few tensor ops per layer:
   each module's own ``forward`` runs. Norms and embeddings read the parameters in place;
 - the prompt (prefill) runs its projections on the real tokens only, packed without padding,
   and writes its keys/values straight into the cache;
-- the KV cache is allocated once (and grown by doubling) and attention reads it in place. On
-  CPU it reads the *whole* allocation, the columns not yet written masked out: the batched
-  one-row matmuls of decoding run faster on dense operands than on a view of the filled
-  prefix, which CPU bf16 kernels even copy first (measured on the 28M bench model: 12% faster
-  than a prefix view in fp32, 15% in bf16). Growth by doubling keeps that waste under 2x when
-  rows end early. GPUs read a view of the filled prefix;
+- the KV cache is allocated once (and grown by doubling) and attention reads it in place, the
+  *whole* allocation, with the columns not yet written masked out: the batched one-row
+  matmuls of decoding run faster on CPU on dense operands than on a view of the filled prefix,
+  which CPU bf16 kernels even copy first (measured on the 28M bench model: 12% faster than a
+  prefix view in fp32, 15% in bf16). Growth by doubling keeps that waste under 2x when rows
+  end early;
 - grouped-query attention reads the shared key/value heads in place (query heads grouped per
   key head) instead of repeating them;
 - rotary cos/sin for every row and step, and the padding mask, are built once per call.
@@ -27,12 +27,12 @@ equal the HF forward's to rounding, and under bf16 autocast (or bf16 weights) th
 intermediate is the same as in HF's eager attention path.
 
 :func:`unsupported_reason` says why a model cannot use this path (another architecture, a
-rope scaling, a sliding window, hooks, adapters...); the sampler then keeps the HF forward.
+rope scaling, a sliding window, hooks, adapters, a GPU...); the sampler then keeps the HF
+forward. CPU only: that is where it was built, measured and tested.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -41,8 +41,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlalign.lm.fast_linear import packed_linear
-
-logger = logging.getLogger(__name__)
 
 # model_type -> the class names whose forward this module reproduces (same structure: RMSNorm,
 # default rotary embedding, grouped-query attention with optional q/k/v bias, SwiGLU MLP).
@@ -94,6 +92,13 @@ def unsupported_reason(model: Any, capacity: int) -> str | None:
     head_dim = layers[0].self_attn.head_dim
     if rotary.inv_freq.numel() * 2 != head_dim:
         return "partial rotary embedding"
+    for layer in layers:
+        sa = layer.self_attn
+        q, k, v = (
+            getattr(getattr(sa, n), "out_features", 0) for n in ("q_proj", "k_proj", "v_proj")
+        )
+        if sa.head_dim != head_dim or k != v or k % head_dim or q % k or k == 0:
+            return "attention heads of unexpected shapes"
     windows = [getattr(layer.self_attn, "sliding_window", None) for layer in layers]
     if model_type == "mistral":
         windows.append(getattr(config, "sliding_window", None))
@@ -118,6 +123,10 @@ def unsupported_reason(model: Any, capacity: int) -> str | None:
         return "parameters are not plain tensors (sharded or quantised)"
     if len({(p.device, p.dtype) for p in params}) != 1:
         return "parameters on several devices or in several dtypes"
+    if params[0].device.type != "cpu":
+        # Built and measured for CPU decoding (its cache layout is chosen for CPU kernels),
+        # and not tested on a GPU: GPUs keep the HF forward.
+        return f"parameters on {params[0].device.type}, not cpu"
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return "global forward hooks are registered"
     for m in model.modules():
@@ -148,9 +157,10 @@ class LlamaDecoder:
         config = model.config
         layers = list(inner.layers[: config.num_hidden_layers])
         attn = layers[0].self_attn
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
+        # Head counts from the projections' shapes, as HF's attention reshapes them.
         self.head_dim = attn.head_dim
+        self.heads = attn.q_proj.out_features // self.head_dim
+        self.kv_heads = attn.k_proj.out_features // self.head_dim
         self.groups = self.heads // self.kv_heads
         self.scaling = attn.scaling
         self.rows = rows
@@ -181,11 +191,9 @@ class LlamaDecoder:
         self.q_width = self.heads * self.head_dim
         self.qk_heads = self.heads + self.kv_heads
 
-        # Dense mode (CPU): attention reads the whole allocation (see the module docstring).
-        self.dense = self.device.type == "cpu"
-        room = prompt_len + min(steps, 32) if self.dense else self.capacity
-        # Zeros: in dense mode the unwritten columns are read (and masked), so must be finite;
-        # the prompt's padding columns are zeros in both modes.
+        # Attention reads the whole allocation (see the module docstring), so the columns not
+        # yet written must be finite: zeros. Room for 32 new tokens first, then doubling.
+        room = prompt_len + min(steps, 32)
         shape = (rows, self.kv_heads, room, self.head_dim)
         self.keys = [torch.zeros(shape, dtype=cache_dtype, device=self.device) for _ in layers]
         self.values = [torch.zeros(shape, dtype=cache_dtype, device=self.device) for _ in layers]
@@ -209,12 +217,11 @@ class LlamaDecoder:
         cos, sin = self._rope(decode_pos)
         self.cos, self.sin = cos.unsqueeze(2), sin.unsqueeze(2)
         room = self.keys[0].shape[2]
-        mask = torch.full((self.rows, 1, 1, room), self.min_value, dtype=self.dtype)
-        mask = mask.to(self.device)
+        mask = torch.full(
+            (self.rows, 1, 1, room), self.min_value, dtype=self.dtype, device=self.device
+        )
         mask[:, 0, 0, :width].masked_fill_(real.repeat_interleave(num_samples, dim=0), 0.0)
-        if not self.dense:
-            mask[..., width:] = 0.0
-        self.mask = mask
+        self.mask = mask  # new tokens' columns are opened as they are written
 
         # HF eager attention's mask over the prompt block: causal, padding keys excluded.
         causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
@@ -270,7 +277,7 @@ class LlamaDecoder:
         return cos, torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
     def _grow(self) -> None:
-        """Double the room for new tokens (dense mode); the written columns are copied."""
+        """Double the room for new tokens; the written columns are copied."""
         old = self.keys[0].shape[2]
         room = min(self.capacity, self.prompt_len + 2 * (old - self.prompt_len))
         for cache in (self.keys, self.values):
@@ -287,15 +294,11 @@ class LlamaDecoder:
         token of every row (cache column ``prompt_len + t``)."""
         rows = self.rows
         col = self.prompt_len + t
-        if self.dense:
-            if col >= self.keys[0].shape[2]:
-                self._grow()
-            self.mask[..., col] = 0.0
-            end = self.keys[0].shape[2]  # attend over the whole allocation (dense operands)
-        else:
-            end = col + 1  # attend over a view of the filled prefix
+        if col >= self.keys[0].shape[2]:
+            self._grow()
+        self.mask[..., col] = 0.0
         cos, sin = self.cos[t], self.sin[t]
-        mask = self.mask[..., :end]
+        mask = self.mask
         kv_heads, head_dim = self.kv_heads, self.head_dim
         x = F.embedding(tokens, self.embed)
         for i, (w1, eps1, qkv_proj, o_proj, w2, eps2, gate_up, down) in enumerate(self.layers):
@@ -306,10 +309,10 @@ class LlamaDecoder:
             values[:, :, col] = qkv[:, self.qk_heads * head_dim :].view(rows, kv_heads, head_dim)
             # Query heads j*groups .. j*groups+groups-1 attend with key/value head j.
             q = qk[:, : self.heads].view(rows, kv_heads, self.groups, head_dim)
-            scores = torch.matmul(q, keys[:, :, :end].transpose(2, 3)) * self.scaling
+            scores = torch.matmul(q, keys.transpose(2, 3)) * self.scaling
             scores = scores + mask
             probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-            attn = torch.matmul(probs, values[:, :, :end])
+            attn = torch.matmul(probs, values)
             x = x + o_proj(attn.view(rows, self.q_width))
             x = x + _mlp(_rms_norm(x, w2, eps2), gate_up, down)
         return self.lm_head(_rms_norm(x, *self.norm))

@@ -1,9 +1,10 @@
 """The rollout engine: batched sampling with a KV cache, and per-token log-probs.
 
 :func:`sample` draws completions for a batch of left-padded prompts from any Hugging Face
-causal LM, using the model's own forward with its KV cache: the prompt is encoded once
-(prefill), then each step feeds one token per sequence. In the same pass it records, for each
-sampled token,
+causal LM with a KV cache: the prompt is encoded once (prefill), then each step feeds one token
+per sequence. Llama-family models on CPU run through a hand-written forward that reads the
+model's weights (:mod:`rlalign.lm.fast_decode`); any other model runs its own forward and
+cache. In the same pass it records, for each sampled token,
 
 - ``logprobs``: its log-probability under the *sampling distribution* (after temperature, top-k
   and top-p), i.e. the behaviour policy's log pi_old(a|s) that importance ratios need;
@@ -20,7 +21,9 @@ Here the per-step work is one forward call plus a handful of tensor ops on preal
 the loop ends as soon as every sequence has finished. On CPU the model's linear layers run on
 weights packed once per call for oneDNN (:mod:`rlalign.lm.fast_linear`): the rollout engine's
 own copy of the current weights, in the compute dtype (bf16 under ``autocast_dtype``, with the
-same results as autocast's per-step cast).
+same results as autocast's per-step cast). For Llama-family models the forward itself is
+:class:`~rlalign.lm.fast_decode.LlamaDecoder`, a few tensor ops per layer instead of HF's module
+calls, mask building and cache bookkeeping.
 
 Conventions (shapes for ``B`` prompts, ``n`` samples each, prompt width ``P``, ``T`` steps run):
 
@@ -579,9 +582,11 @@ def sample(
             other rows share the batch (how RL gives the same rollouts at any world size).
         all_done: given whether this batch has finished, whether to stop; under FSDP every
             rank must run the same number of forward passes, so RL passes "all ranks done".
-        fast_decode: decode with :class:`rlalign.lm.fast_decode.LlamaDecoder` when the model
-            is one it supports (Llama, Qwen2, Mistral without sliding window; others, and
-            ``False``, run every step through the model's own forward).
+        fast_decode: run prompt and steps through :class:`rlalign.lm.fast_decode.LlamaDecoder`
+            when the model is one it supports (Llama, Qwen2, Mistral on CPU, default rope, no
+            sliding window shorter than the sequence, no hooks or adapters); other models, and
+            ``False``, run through the model's own forward and cache. Same results either way
+            (to rounding); the reason for a fallback is logged at debug level.
 
     Returns:
         A :class:`SampleOutput`.
