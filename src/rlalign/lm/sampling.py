@@ -575,7 +575,9 @@ def sample(
             with AMX/AVX512-BF16 several times faster than fp32); sampling math stays fp32.
         attn_implementation: attention used while sampling (restored afterwards). ``"auto"``
             picks ``eager`` on CPU (faster there than SDPA for one-token steps) and otherwise
-            keeps the model's; ``None`` keeps the model's; or any name HF accepts.
+            keeps the model's; ``None`` keeps the model's; or any name HF accepts. For the
+            model's own forward only: the fast decoder (``fast_decode``) computes attention as
+            HF's eager implementation does.
         uniforms: ``[B * num_samples, max_new_tokens]`` random numbers in [0, 1), one per
             draw (row ``i`` uses ``uniforms[i, t]`` for its token ``t``) instead of the
             ``generator``: a row's sample then depends only on its own numbers, not on which
