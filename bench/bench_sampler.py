@@ -3,7 +3,9 @@
 Same randomly initialised Qwen2 models (~5M and ~28M parameters), same batch (32 left-padded
 prompts of 8-24 tokens x 64 new tokens, no eos so every row runs to the end), same sampling
 settings (temperature 1, top-k 50, top-p 0.95), fp32 and bf16 weights, measured back to back in
-one process. Each measurement prints new tokens/s and its CPU use (process CPU seconds / wall
+one process. rlalign runs twice: with its hand-written decode step (the default) and with
+``fast_decode=False`` (every step through the model's HF forward, the sampler before the fast
+step existed). Each measurement prints new tokens/s and its CPU use (process CPU seconds / wall
 seconds): about the number of cores (2.0 here) means the machine was idle; clearly lower means
 another job shared the CPU and the figure is void.
 
@@ -97,7 +99,11 @@ def run_hf(model: Qwen2ForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> in
 
 
 def run_ours(
-    model: Qwen2ForCausalLM, ids: torch.Tensor, mask: torch.Tensor, gen: torch.Generator
+    model: Qwen2ForCausalLM,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    gen: torch.Generator,
+    fast_decode: bool = True,
 ) -> int:
     """rlalign's sampler, same settings; returns the number of new tokens."""
     out = sample(
@@ -111,6 +117,7 @@ def run_ours(
         eos_token_id=[],
         pad_token_id=0,
         generator=gen,
+        fast_decode=fast_decode,
     )
     return out.completion_ids.numel()
 
@@ -148,8 +155,8 @@ def main() -> None:
         f"{NEW_TOKENS} new tokens, top_k={TOP_K} top_p={TOP_P}"
     )
     print(
-        f"{'model':<10} {'dtype':<5} {'HF tok/s':>9} {'cpu':>5} {'ours tok/s':>10} {'cpu':>5} "
-        f"{'ratio':>6}"
+        f"{'model':<10} {'dtype':<5} {'HF tok/s':>9} {'cpu':>5} {'HF-fwd tok/s':>12} {'cpu':>5} "
+        f"{'ratio':>6} {'ours tok/s':>10} {'cpu':>5} {'ratio':>6}"
     )
     for name in args.models:
         base = build(*SIZES[name])
@@ -157,17 +164,22 @@ def main() -> None:
             model = base.to(dtype)
 
             gen = torch.Generator().manual_seed(0)
-            hf = functools.partial(run_hf, model, ids, mask)
-            ours = functools.partial(run_ours, model, ids, mask, gen)
-            res = measure({"hf": hf, "ours": ours}, args.repeats)
-            (hf_tps, hf_cpu), (our_tps, our_cpu) = res["hf"], res["ours"]
+            fns = {
+                "hf": functools.partial(run_hf, model, ids, mask),
+                "hf-fwd": functools.partial(run_ours, model, ids, mask, gen, fast_decode=False),
+                "ours": functools.partial(run_ours, model, ids, mask, gen),
+            }
+            res = measure(fns, args.repeats)
+            (hf_tps, hf_cpu), (fwd_tps, fwd_cpu) = res["hf"], res["hf-fwd"]
+            our_tps, our_cpu = res["ours"]
             short = "fp32" if dtype == torch.float32 else "bf16"
             if args.profile:
                 print(f"=== {name} {short}")
-                profile({"hf": hf, "ours": ours})
+                profile(fns)
             print(
-                f"{name:<10} {short:<5} {hf_tps:>9.0f} {hf_cpu:>5.2f} {our_tps:>10.0f} "
-                f"{our_cpu:>5.2f} {our_tps / hf_tps:>6.2f}x"
+                f"{name:<10} {short:<5} {hf_tps:>9.0f} {hf_cpu:>5.2f} {fwd_tps:>12.0f} "
+                f"{fwd_cpu:>5.2f} {fwd_tps / hf_tps:>5.2f}x {our_tps:>10.0f} {our_cpu:>5.2f} "
+                f"{our_tps / hf_tps:>5.2f}x"
             )
 
 

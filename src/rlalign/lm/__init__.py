@@ -6,6 +6,8 @@
   ``resolve_model`` (a preset name or a local HF directory).
 - :mod:`rlalign.lm.sampling`: ``sample`` (batched, KV cache, log-probs of the sampled tokens in
   the same pass), ``sequence_logprobs`` (one forward pass), ``generate_text``.
+- :mod:`rlalign.lm.fast_decode`: ``LlamaDecoder`` (the sampler's hand-written prefill and decode
+  step for Llama-family models on CPU) and ``unsupported_reason`` (why a model falls back).
 - :mod:`rlalign.lm.fast_linear`: ``inference_linears`` (the rollout engine's packed oneDNN
   copy of the weights) and ``training_linears`` (fp32 linear layers on oneDNN, with backward).
 - :mod:`rlalign.lm.inspect`: ``next_token_distribution`` (the policy P(t_i | t_<i) itself),

@@ -130,24 +130,41 @@ def inference_linears(
     if root is None or torch.is_grad_enabled() or not onednn_available():
         yield 0
         return
-    if fp32 is None:
-        fp32 = fp32_prefers_onednn()
 
     def packed(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
-        if not _packable(weight) or (bias is not None and not _packable_bias(bias)):
-            return None
-        compute = dtype or weight.dtype
-        if compute not in _DTYPES or (compute == torch.float32 and not fp32):
-            return None
-        with torch.no_grad():
-            w = torch.ops.mkldnn._reorder_linear_weight(
-                weight.detach().to(compute).contiguous(), max(1, rows)
-            )
-            b = None if bias is None else bias.detach().to(compute)
-        return _packed_forward(w, b, compute, weight.shape[0])
+        return packed_linear(weight, bias, dtype=dtype, rows=rows, fp32=fp32)
 
     with _switched_forwards(root, packed) as count:
         yield count
+
+
+def packed_linear(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    dtype: torch.dtype | None = None,
+    rows: int = 32,
+    fp32: bool | None = None,
+) -> Any:
+    """``x -> x weight^T + bias`` on a copy of ``weight`` ``[out, in]`` packed for oneDNN (see
+    :func:`inference_linears` for the arguments), or None where that block would leave such a
+    layer alone (no oneDNN, not a plain CPU tensor, fp32 where it does not pay). For
+    inference only: the packed kernel has no backward."""
+    if not onednn_available():
+        return None
+    if fp32 is None:
+        fp32 = fp32_prefers_onednn()
+    if not _packable(weight) or (bias is not None and not _packable_bias(bias)):
+        return None
+    compute = dtype or weight.dtype
+    if compute not in _DTYPES or (compute == torch.float32 and not fp32):
+        return None
+    with torch.no_grad():
+        w = torch.ops.mkldnn._reorder_linear_weight(
+            weight.detach().to(compute).contiguous(), max(1, rows)
+        )
+        b = None if bias is None else bias.detach().to(compute)
+    return _packed_forward(w, b, compute, weight.shape[0])
 
 
 @contextlib.contextmanager

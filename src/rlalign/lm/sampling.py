@@ -1,9 +1,10 @@
 """The rollout engine: batched sampling with a KV cache, and per-token log-probs.
 
 :func:`sample` draws completions for a batch of left-padded prompts from any Hugging Face
-causal LM, using the model's own forward with its KV cache: the prompt is encoded once
-(prefill), then each step feeds one token per sequence. In the same pass it records, for each
-sampled token,
+causal LM with a KV cache: the prompt is encoded once (prefill), then each step feeds one token
+per sequence. Llama-family models on CPU run through a hand-written forward that reads the
+model's weights (:mod:`rlalign.lm.fast_decode`); any other model runs its own forward and
+cache. In the same pass it records, for each sampled token,
 
 - ``logprobs``: its log-probability under the *sampling distribution* (after temperature, top-k
   and top-p), i.e. the behaviour policy's log pi_old(a|s) that importance ratios need;
@@ -20,7 +21,9 @@ Here the per-step work is one forward call plus a handful of tensor ops on preal
 the loop ends as soon as every sequence has finished. On CPU the model's linear layers run on
 weights packed once per call for oneDNN (:mod:`rlalign.lm.fast_linear`): the rollout engine's
 own copy of the current weights, in the compute dtype (bf16 under ``autocast_dtype``, with the
-same results as autocast's per-step cast).
+same results as autocast's per-step cast). For Llama-family models the forward itself is
+:class:`~rlalign.lm.fast_decode.LlamaDecoder`, a few tensor ops per layer instead of HF's module
+calls, mask building and cache bookkeeping.
 
 Conventions (shapes for ``B`` prompts, ``n`` samples each, prompt width ``P``, ``T`` steps run):
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,12 +48,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rlalign.errors import UserError
+from rlalign.lm.fast_decode import LlamaDecoder, unsupported_reason
 from rlalign.lm.fast_linear import inference_linears
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 NEG_INF = float("-inf")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -180,12 +186,13 @@ def _draw(
     cdf = logp.exp().cumsum(dim=-1)
     if uniforms is None:
         uniforms = torch.rand((logp.shape[0],), generator=generator, device=logp.device)
-    u = uniforms.to(logp.device, cdf.dtype).reshape(-1, 1) * cdf[:, -1:]
-    choice = torch.searchsorted(cdf, u, right=True)
-    # Rounding can make u equal to the total: fall back to the last token of positive
-    # probability (where the CDF first reaches its total), never to an excluded one.
-    last = (cdf < cdf[:, -1:]).sum(dim=-1, keepdim=True)
-    return torch.minimum(choice, last)
+    total = cdf[:, -1:]
+    u = uniforms.to(logp.device, cdf.dtype).reshape(-1, 1) * total
+    # Rounding can make u equal to the total: keep it just below, so that the search lands on
+    # the last token of positive probability (where the CDF first reaches its total), never
+    # past it. (Cheaper than counting that position over the whole row.)
+    u = torch.minimum(u, total.nextafter(torch.zeros_like(total)))
+    return torch.searchsorted(cdf, u, right=True)
 
 
 def _nucleus(scaled: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -401,6 +408,67 @@ def _cache_dtype(
     return None
 
 
+def _model_steps(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    full_mask: torch.Tensor,
+    *,
+    num_samples: int,
+    cache_dtype: torch.dtype | None,
+    dense: bool,
+) -> tuple[torch.Tensor, Callable[[torch.Tensor, int], torch.Tensor]]:
+    """Decoding through the model's own forward and KV cache (any HF causal LM).
+
+    Runs the prefill and returns its last logits ``[rows, V]`` and ``step(tokens, t)``, which
+    feeds the ``t``-th new token of every row and returns the next logits. ``full_mask``:
+    ``[rows, P + max_new_tokens]`` attention mask over prompt and new tokens.
+    """
+    prompt_len = input_ids.shape[1]
+    # Positions count real tokens only, so a left-padded prompt is positioned exactly like the
+    # same prompt without padding (pad positions are masked; their value is irrelevant).
+    prompt_pos = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    next_pos = attention_mask.sum(dim=1).repeat_interleave(num_samples)  # [rows]
+    # Prefill: the whole prompt once, logits only for its last position.
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=prompt_pos,
+        use_cache=True,
+        **keep_logits(model, 1),
+    )
+    cache = _returned_cache(out)
+    logits = out.logits[:, -1, :]
+    if num_samples > 1:
+        # n samples per prompt share the prompt's keys/values: copy them, do not recompute.
+        cache.batch_repeat_interleave(num_samples)
+        logits = logits.repeat_interleave(num_samples, dim=0)
+    _preallocate(cache, full_mask.shape[1], dense=dense, dtype=cache_dtype)
+    cache_kw = _cache_kwarg(model)
+
+    def step(tokens: torch.Tensor, t: int) -> torch.Tensor:
+        nonlocal cache
+        out = model(
+            input_ids=tokens.unsqueeze(1),
+            attention_mask=full_mask[:, : prompt_len + t + 1],
+            position_ids=(next_pos + t).unsqueeze(1),
+            use_cache=True,
+            **{cache_kw: cache},
+        )
+        cache = _returned_cache(out)
+        return out.logits[:, -1, :]
+
+    return logits, step
+
+
+def _decode_cache_dtype(model: PreTrainedModel, autocast_dtype: torch.dtype | None) -> torch.dtype:
+    """The fast decoder's KV-cache dtype: autocast's low precision when it is on (attention's
+    matmuls would cast the cache to it at every step: same bits), else the weights'."""
+    if autocast_dtype is not None and autocast_dtype != torch.float32:
+        return autocast_dtype
+    return next(model.parameters()).dtype
+
+
 def _attention_for(model: PreTrainedModel) -> str | None:
     """The attention implementation to decode with: ``eager`` on CPU, else the model's own.
 
@@ -481,6 +549,7 @@ def sample(
     attn_implementation: str | None = "auto",
     uniforms: torch.Tensor | None = None,
     all_done: Callable[[bool], bool] | None = None,
+    fast_decode: bool = True,
 ) -> SampleOutput:
     """Sample completions for a batch of left-padded prompts with the model's KV cache.
 
@@ -506,13 +575,20 @@ def sample(
             with AMX/AVX512-BF16 several times faster than fp32); sampling math stays fp32.
         attn_implementation: attention used while sampling (restored afterwards). ``"auto"``
             picks ``eager`` on CPU (faster there than SDPA for one-token steps) and otherwise
-            keeps the model's; ``None`` keeps the model's; or any name HF accepts.
+            keeps the model's; ``None`` keeps the model's; or any name HF accepts. For the
+            model's own forward only: the fast decoder (``fast_decode``) computes attention as
+            HF's eager implementation does.
         uniforms: ``[B * num_samples, max_new_tokens]`` random numbers in [0, 1), one per
             draw (row ``i`` uses ``uniforms[i, t]`` for its token ``t``) instead of the
             ``generator``: a row's sample then depends only on its own numbers, not on which
             other rows share the batch (how RL gives the same rollouts at any world size).
         all_done: given whether this batch has finished, whether to stop; under FSDP every
             rank must run the same number of forward passes, so RL passes "all ranks done".
+        fast_decode: run prompt and steps through :class:`rlalign.lm.fast_decode.LlamaDecoder`
+            when the model is one it supports (Llama, Qwen2, Mistral on CPU, default rope, no
+            sliding window shorter than the sequence, no hooks or adapters); other models, and
+            ``False``, run through the model's own forward and cache. Same results either way
+            (to rounding); the reason for a fallback is logged at debug level.
 
     Returns:
         A :class:`SampleOutput`.
@@ -562,7 +638,6 @@ def sample(
     eos_tensor = torch.tensor(eos_ids, dtype=torch.long, device=device)
     stop_strings = [s for s in (stop_strings or []) if s]
     stop_window = max((len(s.encode("utf-8")) for s in stop_strings), default=0) + 1
-    cache_kw = _cache_kwarg(model)
     rows = batch * num_samples
 
     # Preallocated outputs; the loop writes column t of each (no per-step concatenation).
@@ -576,37 +651,41 @@ def sample(
     # are fed but never read: their rows are discarded), so the mask is a growing view.
     full_mask = torch.ones(rows, prompt_len + max_new_tokens, dtype=torch.long, device=device)
     full_mask[:, :prompt_len] = attention_mask.repeat_interleave(num_samples, dim=0)
-    # Positions count real tokens only, so a left-padded prompt is positioned exactly like the
-    # same prompt without padding (pad positions are masked; their value is irrelevant).
-    prompt_pos = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    next_pos = attention_mask.sum(dim=1).repeat_interleave(num_samples)  # [rows]
-
-    attention = _attention_for(model) if attn_implementation == "auto" else attn_implementation
-    with (
-        _autocast(model, autocast_dtype),
-        _attention_implementation(model, attention),
-        inference_linears(model, dtype=_linear_dtype(autocast_dtype), rows=rows),
-    ):
-        # Prefill: the whole prompt once, logits only for its last position.
-        out = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=prompt_pos,
-            use_cache=True,
-            **keep_logits(model, 1),
-        )
-        cache = _returned_cache(out)
-        logits = out.logits[:, -1, :]
-        if num_samples > 1:
-            # n samples per prompt share the prompt's keys/values: copy them, do not recompute.
-            cache.batch_repeat_interleave(num_samples)
-            logits = logits.repeat_interleave(num_samples, dim=0)
-        _preallocate(
-            cache,
-            prompt_len + max_new_tokens,
-            dense=_dense_cache_pays(model, autocast_dtype),
-            dtype=_cache_dtype(model, autocast_dtype, attention),
-        )
+    capacity = prompt_len + max_new_tokens
+    core = _innermost(model)
+    why_not = unsupported_reason(core, capacity) if fast_decode else "fast_decode=False"
+    if why_not is not None:
+        logger.debug("fast decode off, using the model's forward: %s", why_not)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_autocast(model, autocast_dtype))
+        if why_not is None:
+            decoder = LlamaDecoder(
+                core,
+                rows=rows,
+                prompt_len=prompt_len,
+                steps=max_new_tokens,
+                dtype=_linear_dtype(autocast_dtype),
+                cache_dtype=_decode_cache_dtype(core, autocast_dtype),
+            )
+            logits = decoder.prefill(input_ids, attention_mask, num_samples)
+            next_logits = decoder.step
+        else:
+            attention = (
+                _attention_for(model) if attn_implementation == "auto" else attn_implementation
+            )
+            stack.enter_context(_attention_implementation(model, attention))
+            stack.enter_context(
+                inference_linears(model, dtype=_linear_dtype(autocast_dtype), rows=rows)
+            )
+            logits, next_logits = _model_steps(
+                model,
+                input_ids,
+                attention_mask,
+                full_mask,
+                num_samples=num_samples,
+                cache_dtype=_cache_dtype(model, autocast_dtype, attention),
+                dense=_dense_cache_pays(model, autocast_dtype),
+            )
 
         steps = 0
         for t in range(max_new_tokens):
@@ -651,15 +730,7 @@ def sample(
             if finished or t + 1 == max_new_tokens:
                 break
 
-            out = model(
-                input_ids=tokens.unsqueeze(1),
-                attention_mask=full_mask[:, : prompt_len + t + 1],
-                position_ids=(next_pos + t).unsqueeze(1),
-                use_cache=True,
-                **{cache_kw: cache},
-            )
-            cache = _returned_cache(out)
-            logits = out.logits[:, -1, :]
+            logits = next_logits(tokens, t)
 
     completion = completion[:, :steps]
     logprobs = logprobs[:, :steps]
