@@ -162,17 +162,22 @@ def collate_pairs(pairs: list[PairBatch], pad_id: int) -> dict[str, torch.Tensor
     return batch
 
 
-def per_sequence_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each row's mean next-token cross-entropy over its labelled tokens, ``(B,)`` fp32."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    tokens = F.cross_entropy(
+def labelled_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy of each labelled token, ``(B, L-1)`` fp32, 0 where the label
+    is ``IGNORE_INDEX``."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+    return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]),
         labels.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="none",
     ).view(labels.shape)
-    counts = (labels != IGNORE_INDEX).sum(dim=1)
-    return tokens.sum(dim=1) / counts.clamp_min(1)
+
+
+def per_sequence_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's mean next-token cross-entropy over its labelled tokens, ``(B,)`` fp32."""
+    counts = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1).to(logits.device)
+    return labelled_token_nll(logits, labels).sum(dim=1) / counts.clamp_min(1)
 
 
 class LMHeadTap:
@@ -318,18 +323,9 @@ def response_logprobs(
     for i in tqdm(starts, desc=desc, disable=desc is None, leave=False):
         chunk = rows[i : i + batch_size]
         ids, mask = pad_right([r[0] for r in chunk], 0)
-        labels = torch.full(ids.shape, IGNORE_INDEX, dtype=torch.long)
-        for j, (_, lab) in enumerate(chunk):
-            labels[j, : len(lab)] = torch.tensor(lab)
+        labels, _ = pad_right([r[1] for r in chunk], IGNORE_INDEX)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        logits, targets = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
-        keep = targets != IGNORE_INDEX
-        picked = (
-            torch.log_softmax(logits, dim=-1)
-            .gather(-1, targets.clamp_min(0).unsqueeze(-1))
-            .squeeze(-1)
-        )
-        out += (picked * keep).sum(dim=1).tolist()
+        out += (-labelled_token_nll(logits, labels).sum(dim=1)).tolist()
     return out
 
 
@@ -425,7 +421,7 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     from rlalign.data.formats import load_preferences
     from rlalign.lm.tokenizer import load_tokenizer
     from rlalign.train.chat_data import ExampleBatches
-    from rlalign.train.dist import RankInfo
+    from rlalign.train.dist import RankInfo, all_gather_objects
     from rlalign.train.loop import resolve_device
     from rlalign.train.lora import apply_lora
     from rlalign.train.run import prepare_run
@@ -467,15 +463,18 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
         encoded = [encode(p) for p in rows]
         if prior is not None and encoded:
             seqs = [seq for _, both in encoded for seq in both]
+            # each rank scores its share, then every rank takes all of them
+            share = -(-len(seqs) // rank.world_size)
             device = resolve_device(cfg.device, rank)
-            logps = response_logprobs(
+            mine = response_logprobs(
                 prior.to(device),
-                seqs,
+                seqs[rank.rank * share : (rank.rank + 1) * share],
                 batch_size=cfg.eval_batch_size,
                 device=device,
                 desc=f"prior of the {what} pairs" if rank.is_main else None,
             )
             prior.to("cpu")  # only saved from here on: no accelerator memory kept
+            logps = [lp for part in all_gather_objects(mine) for lp in part]
             for k, (pair, _) in enumerate(encoded):
                 pair.prior = (cfg.prior_coef * logps[2 * k], cfg.prior_coef * logps[2 * k + 1])
         return [pair for pair, _ in encoded]

@@ -9,6 +9,7 @@ and tokenizer, loadable with ``from_pretrained``; then the run's plots and ``rep
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,23 +31,21 @@ class StageResult:
 
 def save_final(
     model: nn.Module,
-    tokenizer: Any,
+    save_extra: Callable[[Path], None],
     output_dir: str | Path,
     state_dict: dict[str, Any] | None = None,
-    extra: Any = None,
 ) -> Path:
-    """Write ``output_dir/final/`` atomically: safetensors weights, config and tokenizer
-    (``state_dict``: the weights to write instead of the model's own, e.g. gathered shards;
-    ``extra(directory)``: writes more files in the same atomic step)."""
+    """Write ``output_dir/final/`` atomically: safetensors weights and config, then
+    ``save_extra(directory)`` (the tokenizer, and whatever else the stage adds) in the same
+    atomic step (``state_dict``: the weights to write instead of the model's own, e.g. gathered
+    shards)."""
     from rlalign.io import atomic_directory
     from rlalign.train.checkpoint import save_model_weights
 
     final_dir = Path(output_dir) / "final"
     with atomic_directory(final_dir) as tmp:
         save_model_weights(model, tmp, state_dict)
-        tokenizer.save_pretrained(tmp)
-        if extra is not None:
-            extra(tmp)
+        save_extra(tmp)
     return final_dir
 
 
@@ -59,7 +58,7 @@ def train_and_save(
     *,
     resume: bool,
     final_model: nn.Module | None = None,
-    final_extra: Any = None,
+    final_extra: Callable[[Path], None] | None = None,
     **trainer_kwargs: Any,
 ) -> StageResult:
     """Train with the shared loop, then save ``final_model`` (default ``model``) and the
@@ -68,6 +67,11 @@ def train_and_save(
     :class:`~rlalign.train.loop.Trainer` (``count_fn``, ``eval_fn``, ``item_name``, ``rank``,
     ``log_extra``)."""
     from rlalign.train.loop import Trainer
+
+    def write_extras(directory: Path) -> None:
+        tokenizer.save_pretrained(directory)
+        if final_extra is not None:
+            final_extra(directory)
 
     trainer = Trainer(
         model, loss_fn, data, cfg, save_extra=tokenizer.save_pretrained, **trainer_kwargs
@@ -91,11 +95,9 @@ def train_and_save(
 
                 with atomic_directory(final_dir) as tmp:
                     save_lora_final(part, state or part.state_dict(), tmp, cfg.lora)
-                    tokenizer.save_pretrained(tmp)
-                    if final_extra is not None:
-                        final_extra(tmp)
+                    write_extras(tmp)
             else:
-                save_final(part, tokenizer, cfg.output_dir, state, extra=final_extra)
+                save_final(part, write_extras, cfg.output_dir, state)
         barrier()
     if trainer.rank.is_main:  # plots and report.html, also for a run stopped by a signal
         from rlalign.report.run_report import write_run_report
