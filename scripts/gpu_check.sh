@@ -49,7 +49,10 @@ for name in ("torch", "transformers", "tokenizers", "safetensors", "peft", "pyda
         print(f"{name:15s}{getattr(module, '__version__', '(no version)')}")
     except Exception as exc:  # report every missing piece, then let the tests say the rest
         print(f"{name:15s}MISSING ({type(exc).__name__}: {exc})")
-import torch
+try:
+    import torch
+except ImportError:
+    raise SystemExit(0)  # reported above; the CUDA check below fails
 print("cuda", torch.version.cuda, "| available:", torch.cuda.is_available(),
       "| devices:", torch.cuda.device_count())
 if torch.cuda.is_available():
@@ -82,6 +85,12 @@ main() {
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
     install_wheels || echo "== installing the wheels failed; going on with what is installed"
     describe_machine
+    if [ "${RLALIGN_TEST_DEVICE:-cuda}" = cuda ] &&
+        ! "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+        echo "== CUDA is not available: every check would be skipped (RLALIGN_TEST_DEVICE=cpu"
+        echo "   runs them on the CPU)"
+        return 1
+    fi
     local status=0
     run_pytest core "${GPU_CHECK_CORE_TIMEOUT:-300}" -k "not quick_demo" || status=1
     if [ "${GPU_CHECK_DEMO:-1}" != 0 ]; then

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -421,14 +422,24 @@ def test_two_ranks_sharing_the_device_give_the_single_process_weights(
     tensors. The result equals one process with the same global batch."""
     single, double = tmp_path / "single", tmp_path / "double"
     assert main(sft_args(world_dir, base_model_dir, single)) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RLALIGN_DIST_TIMEOUT": "120"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RLALIGN_DIST_TIMEOUT": "60"}
     env["RLALIGN_DIST_BACKEND"] = "gloo"
     args = sft_args(world_dir, base_model_dir, double, distributed=strategy)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    proc = subprocess.run(
-        [*cmd, "-m", "rlalign", *args], env=env, capture_output=True, text=True, timeout=300
+    proc = subprocess.Popen(
+        [*cmd, "-m", "rlalign", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a hung launch is killed with its ranks
     )
-    output = proc.stdout + proc.stderr
+    try:
+        output, _ = proc.communicate(timeout=120)  # within the per-test limit of gpu_check.sh
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish within 120 s:\n{output[-4000:]}")
     assert proc.returncode == 0, output[-4000:]
     assert output.count(str(double / "final")) == 1  # rank 0 alone wrote and reported it
     assert [r["step"] for r in read_metrics(double) if "loss" in r] == [1, 2, 3, 4]
