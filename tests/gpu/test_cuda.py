@@ -416,6 +416,7 @@ def _torchrun_two_ranks(target: list[str]) -> tuple[int, str]:
     """``torchrun --nproc_per_node 2 TARGET`` over gloo; (exit status, output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RLALIGN_DIST_TIMEOUT": "60"}
     env["RLALIGN_DIST_BACKEND"] = "gloo"
+    env["PYTHONFAULTHANDLER"] = "1"  # a rank that crashes in native code shows where it was
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     proc = subprocess.Popen(
         [*cmd, *target],
