@@ -461,6 +461,12 @@ def test_two_ranks_sharing_the_device_give_the_single_process_weights(
     refuses two ranks on one GPU, and with one rank rlalign runs without a process group): DDP
     and FSDP2 wrap CUDA modules, and gradients, losses and the gathered weights travel as CUDA
     tensors. The result equals one process with the same global batch."""
+    if strategy == "fsdp" and ON_CUDA:
+        # Seen on an H200 with torch 2.11 (2026-11-26): the steps ran, then torch's own
+        # full-state-dict gather (get_model_state_dict, full_state_dict + cpu_offload, in
+        # parallel.full_model_state) died of SIGSEGV over gloo with CUDA tensors. FSDP2 on GPUs
+        # is run over NCCL, one GPU per rank: a check for a machine with two GPUs.
+        pytest.skip("FSDP2's full-state-dict gather over gloo crashes in torch with CUDA tensors")
     needs = NEEDED_COLLECTIVES[strategy]
     missing = [op for op in needs if op not in gloo_collectives_on_device]
     if missing:
@@ -469,7 +475,8 @@ def test_two_ranks_sharing_the_device_give_the_single_process_weights(
     assert main(sft_args(world_dir, base_model_dir, single)) == 0
     args = sft_args(world_dir, base_model_dir, double, distributed=strategy)
     returncode, output = _torchrun_two_ranks(["-m", "rlalign", *args])
-    assert returncode == 0, output[-4000:]
+    crash = output.find("Fatal Python error")  # faulthandler's report of a native crash
+    assert returncode == 0, output[crash : crash + 4000] if crash >= 0 else output[-4000:]
     assert output.count(str(double / "final")) == 1  # rank 0 alone wrote and reported it
     assert [r["step"] for r in read_metrics(double) if "loss" in r] == [1, 2, 3, 4]
     for a, b in zip(read_metrics(single), read_metrics(double), strict=True):
