@@ -19,6 +19,7 @@ rank 0: the same files are written at any world size, with or without FSDP, so a
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,8 +90,13 @@ def wrap_for_training(
 
         ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
         # No buffer sync in forward: the models here keep no running statistics, and it keeps
-        # every forward free of collectives.
-        return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+        # every forward free of collectives. torch 2.13 renamed the switch (broadcast_buffers is
+        # deprecated there); older builds, e.g. a GPU machine's torch 2.11, know only the old name.
+        params = inspect.signature(DistributedDataParallel.__init__).parameters
+        no_sync = (
+            "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+        )
+        return DistributedDataParallel(model, device_ids=ids, **{no_sync: False})
     if strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

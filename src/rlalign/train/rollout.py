@@ -39,7 +39,7 @@ from rlalign.rl import (
 )
 from rlalign.train.data import BlockBatches
 from rlalign.train.dist import RankInfo, all_gather_objects, is_distributed
-from rlalign.train.loop import uses_bf16
+from rlalign.train.loop import resolve_device, uses_bf16
 from rlalign.train.policy_model import completion_forward, unwrap_policy
 from rlalign.train.rl_config import RLConfig
 
@@ -157,21 +157,17 @@ class RolloutSource:
         self.order: torch.Tensor | None = None
         self.position = 0
         self.pending_metrics: list[dict[str, float]] = []
-        self.rollout_dtype = torch.bfloat16 if self._rollout_bf16() else None
-        device = next(self.model.parameters()).device
-        self.train_dtype = torch.bfloat16 if uses_bf16(cfg.bf16, device) else None
         self.rank = RankInfo.detect()
+        # The precisions follow the device the loop will train on: the model is still where it
+        # was loaded (the CPU), and the loop moves it later.
+        train_bf16 = uses_bf16(cfg.bf16, resolve_device(cfg.device, self.rank))
+        self.train_dtype = torch.bfloat16 if train_bf16 else None
+        rollout_bf16 = cfg.rollout_bf16 if cfg.rollout_bf16 is not None else train_bf16
+        self.rollout_dtype = torch.bfloat16 if rollout_bf16 else None
         check_rollout_split(cfg, self.rank.world_size)
         # Under FSDP every rank must run the same forward passes (each gathers the weights).
         self._lockstep = self.rank.distributed and cfg.distributed == "fsdp"
         self._encoded = self._encode_all()
-
-    def _rollout_bf16(self) -> bool:
-        if self.cfg.rollout_bf16 is not None:
-            return self.cfg.rollout_bf16
-        if self.cfg.bf16 is not None:
-            return self.cfg.bf16
-        return next(self.model.parameters()).device.type == "cuda"
 
     def _encode_all(self) -> list[list[int]]:
         """Chat-format every prompt once; reject those that leave no room for an answer."""
