@@ -396,9 +396,10 @@ class World:
             # balancing, an RL batch rarely holds one and refusal is barely trained.
             target = max(len(rows) for rows in by_kind)
             weights = self.config.rl_kind_weights
+            counts = [max(1, round(target * weights.get(KIND_OF_SET[name], 1.0))) for name in KINDS]
             by_kind = [
-                [rows[i % len(rows)] for i in range(max(1, round(target * weights.get(kind, 1.0))))]
-                for rows, kind in zip(by_kind, (KIND_OF_SET[name] for name in KINDS))
+                [rows[i % len(rows)] for i in range(n)]
+                for rows, n in zip(by_kind, counts, strict=True)
             ]
         rows = [row for rows in by_kind for row in rows]
         random.Random(self.config.seed + 3).shuffle(rows)
