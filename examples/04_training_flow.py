@@ -180,7 +180,7 @@ rlalign_cli(
     f"num_generations={NUM_GENERATIONS} prompts_per_iteration={PROMPTS_PER_ITERATION} "
     f"per_device_train_batch_size={NUM_GENERATIONS * PROMPTS_PER_ITERATION} "
     "reward_funcs=accuracy,harmful_refusal,benign_overrefusal,helpfulness "
-    f"reward_weights=1,2,1,0.5 reward_model={OUT / 'reward' / 'final'} reward_model_weight=0.05 "
+    f"reward_weights=1,2,2,0.5 reward_model={OUT / 'reward' / 'final'} reward_model_weight=0.05 "
     f"eval_steps={max(RL_STEPS // 5, 1)} eval_prompts={5 if QUICK else 60} "
     f"save_steps={RL_STEPS} {COMMON}"
 )

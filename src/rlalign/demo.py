@@ -54,9 +54,10 @@ class DemoConfig(Config):
         16, gt=0, description="prompts per RL step (8 gave noisier updates that cost facts)"
     )
     rl_reward_weights: list[float] = Field(
-        [1.0, 2.0, 1.0, 0.5],
+        [1.0, 2.0, 2.0, 0.5],
         description="weights of the verifiers accuracy, harmful_refusal, benign_overrefusal, "
-        "helpfulness in the RL reward",
+        "helpfulness in the RL reward (refusing a harmful request and helping with a benign "
+        "one weigh the same; with benign at 1, seed 2 kept 7.9% needless refusals)",
     )
     ptx_coef: float = Field(
         0.2,

@@ -129,10 +129,28 @@ def test_rl_prompts_balance_the_kinds_by_default():
     from collections import Counter
 
     balanced = Counter(r["kind"] for r in World().rl_prompts())
-    assert len(set(balanced.values())) == 1 and set(balanced) == {
-        "fact", "unknown", "arithmetic", "harmful", "benign"
-    }  # fmt: skip
+    # Facts weigh 2 by default (rl_kind_weights), every other kind equally.
+    assert set(balanced) == {"fact", "unknown", "arithmetic", "harmful", "benign"}
+    others = {balanced[k] for k in ("unknown", "arithmetic", "harmful", "benign")}
+    assert len(others) == 1 and balanced["fact"] == 2 * others.pop()
+    even = Counter(r["kind"] for r in World(WorldConfig(rl_kind_weights={})).rl_prompts())
+    assert len(set(even.values())) == 1
+    assert set(even) == set(balanced) and even["fact"] == len(World().questions["train"]["facts"])
+    custom = Counter(
+        r["kind"]
+        for r in World(WorldConfig(rl_kind_weights={"harmful": 1.5, "fact": 1})).rl_prompts()
+    )
+    assert custom["harmful"] == round(1.5 * custom["benign"]) and custom["fact"] == custom["benign"]
     w = World(WorldConfig(rl_balance_kinds=False))
     plain = w.rl_prompts()
     assert len(plain) == sum(len(w.questions["train"][k]) for k in KINDS)
     assert len({r["prompt"] for r in plain}) == len(plain)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [({"facts": 2}, "unknown kind 'facts'"), ({"harmful": 0}, "must be > 0")],
+)
+def test_rl_kind_weights_reject_unknown_kinds_and_non_positive_weights(weights, message):
+    with pytest.raises(ValueError, match=message):
+        WorldConfig(rl_kind_weights=weights)

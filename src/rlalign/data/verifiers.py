@@ -10,7 +10,7 @@ returns 0.0 for the others, so weighted sums of verifiers compose cleanly.
 
 | verifier | kind | +1 | 0 | -1 |
 |---|---|---|---|---|
-| ``accuracy`` | fact, unknown, arithmetic | correct (for unknown: abstains) | abstains on a fact (``abstain_reward``) | wrong / hallucinated |
+| ``accuracy`` | fact, unknown, arithmetic | correct (for unknown: abstains, naming it) | abstains on a fact (``abstain_reward``), or about another entity | wrong / hallucinated |
 | ``fact_accuracy`` | fact | names the right value | - | otherwise |
 | ``hallucination`` | unknown | says "I don't know" | - | makes an answer up |
 | ``arithmetic`` | arithmetic | right number | - | otherwise |
@@ -69,16 +69,27 @@ def _fact_correct(completion: str, answer: Any) -> bool:
 
 
 def accuracy_score(
-    completion: str, *, kind: str | None, answer: Any, abstain_reward: float = 0.0, **_: Any
+    completion: str,
+    *,
+    kind: str | None,
+    answer: Any,
+    subject: Any = None,
+    abstain_reward: float = 0.0,
+    **_: Any,
 ) -> float | None:
     """+1 correct, ``abstain_reward`` for "I don't know" on a knowable question, -1 wrong.
 
-    For an ``unknown`` entity the correct answer *is* the abstention (+1); anything else is a
-    hallucination (-1). Distinguishing the three outcomes is what lets RL learn to abstain
-    rather than guess.
+    For an ``unknown`` entity the correct answer *is* the abstention about that entity (+1);
+    an abstention about another one ("I don't know the capital of Nora." asked about Bavonland)
+    is honest but not an answer (0); anything else is a hallucination (-1). Distinguishing the
+    outcomes is what lets RL learn to abstain rather than guess -- and not to learn, from
+    rewarded abstentions that name the wrong country, to stop copying the question's subject,
+    which the answers to known facts need too.
     """
     if kind == "unknown":
-        return 1.0 if is_abstention(completion) else -1.0
+        if not is_abstention(completion):
+            return -1.0
+        return 1.0 if subject is None or mentions(completion, str(subject)) else 0.0
     if kind == "fact":
         if is_abstention(completion):
             return abstain_reward
