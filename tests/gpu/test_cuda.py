@@ -386,6 +386,40 @@ def test_rl_rollouts_use_the_training_precision_by_default(
     assert seen["score"] == [want]  # the reference model's log-probs (beta > 0)
 
 
+def test_rl_scores_with_the_reward_model_on_the_training_device(
+    world_dir, base_model_dir, tmp_path
+):
+    """``reward_model=DIR`` in RL: the reward model and its likelihood prior sit on the device
+    the policy trains on, and score as the same model does on the CPU."""
+    from rlalign.train.reward_model import RewardModel
+    from rlalign.train.rl import build_rewarder
+    from rlalign.train.rl_config import RLConfig
+
+    out = tmp_path / "rm"
+    settings = {
+        "model": base_model_dir,
+        "data": world_dir / "preferences.jsonl",
+        "output_dir": out,
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "prior_coef": 0.5,
+        "device": "cpu",
+        "bf16": "false",
+        "disable_tqdm": "true",
+    }
+    assert main(cli_args("reward", settings)) == 0
+    cfg = RLConfig(model=str(base_model_dir), reward_model=str(out / "final"), device=str(DEVICE))
+    (term,) = [t for t in build_rewarder(cfg).terms if t.name == "reward_model"]
+    on_device = term.fn
+    for model in (on_device.model, on_device.prior):
+        assert {p.device.type for p in model.parameters()} == {DEVICE.type}
+    pairs = [json.loads(line) for line in (world_dir / "preferences.jsonl").open()][:6]
+    prompts = [p["prompt"] for p in pairs for _ in range(2)]
+    responses = [r for p in pairs for r in (p["chosen"], p["rejected"])]
+    want = RewardModel(out / "final")(prompts, responses)
+    assert on_device(prompts, responses) == pytest.approx(want, rel=1e-5, abs=1e-4)
+
+
 # --- two ranks sharing the device -------------------------------------------------------------
 
 

@@ -153,11 +153,13 @@ def build_rewarder(cfg: RLConfig):
             RewardTerm(name, VERIFIERS[name], w) for name, w in DEFAULT_REWARD_WEIGHTS.items()
         ]
     if cfg.reward_model is not None:
+        from rlalign.train.loop import resolve_device
         from rlalign.train.reward_model import RewardModel
 
-        terms.append(
-            RewardTerm("reward_model", RewardModel(cfg.reward_model), cfg.reward_model_weight)
-        )
+        # On the device the policy trains on: a GPU run scoring with a real reward model on
+        # the CPU would spend most of each step there.
+        model = RewardModel(cfg.reward_model, device=resolve_device(cfg.device))
+        terms.append(RewardTerm("reward_model", model, cfg.reward_model_weight))
     return RewardComposer(terms)
 
 
