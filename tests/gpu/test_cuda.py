@@ -30,6 +30,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lm.conftest import left_padded_batch, make_model
 from rlalign.cli import main
 from rlalign.metrics import read_metrics
 from rlalign.train.checkpoint import list_checkpoints
@@ -60,38 +61,15 @@ def cli_args(stage: str, settings: dict[str, object]) -> list[str]:
 # --- the sampler ---------------------------------------------------------------------------
 
 PROMPT_LENGTHS = [5, 9, 3]
-VOCAB = 97
 
 
 def tiny_lm(arch: str, seed: int = 0):
-    """A tiny random Llama/Qwen2 (grouped-query attention), built on the CPU, in eval mode."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
-
-    config = {"llama": LlamaConfig, "qwen2": Qwen2Config}[arch](
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=2,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return AutoModelForCausalLM.from_config(config).eval()
+    """The LM tests' tiny random Llama/Qwen2 (grouped-query attention), on the CPU."""
+    return make_model(arch, context=64, seed=seed)
 
 
 def left_padded(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    width = max(PROMPT_LENGTHS)
-    ids = torch.randint(3, VOCAB, (len(PROMPT_LENGTHS), width), generator=g)
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(PROMPT_LENGTHS):
-        mask[row, width - n :] = 1
-    return ids.masked_fill(mask == 0, 2), mask
+    return left_padded_batch(PROMPT_LENGTHS, seed=seed)
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

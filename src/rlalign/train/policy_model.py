@@ -79,7 +79,7 @@ def completion_forward(
     The forward and the log-probs are :func:`rlalign.lm.sampling.completion_logits` and
     :func:`~rlalign.lm.sampling.token_logprobs`, the same as the sampler's ``sequence_logprobs``.
     The last ``untempered_rows`` rows (PPO-ptx text riding in the same forward) get their
-    log-probs at temperature 1.
+    log-probs at temperature 1, and no entropy (``entropy`` covers the other rows only).
     """
     from rlalign.lm.sampling import completion_logits, token_logprobs
     from rlalign.train.parallel import unwrap_model
@@ -96,11 +96,8 @@ def completion_forward(
         out.logits[:split], targets[:split], temperature, chunk_rows, with_entropy=with_entropy
     )
     if untempered_rows:
-        plain, plain_entropy = token_logprobs(
-            out.logits[split:], targets[split:], 1.0, chunk_rows, with_entropy=with_entropy
-        )
+        plain, _ = token_logprobs(out.logits[split:], targets[split:], 1.0, chunk_rows)
         logp = torch.cat([logp, plain])
-        entropy = torch.cat([entropy, plain_entropy]) if with_entropy else None
     result = {"logp": logp}
     if entropy is not None:
         result["entropy"] = entropy

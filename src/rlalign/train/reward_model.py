@@ -459,28 +459,26 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
         )
         return pair, [chosen, rejected]
 
-    def encode_all(rows: list[dict[str, Any]], what: str) -> list[PairBatch]:
-        encoded = [encode(p) for p in rows]
-        if prior is not None and encoded:
-            seqs = [seq for _, both in encoded for seq in both]
-            # each rank scores its share, then every rank takes all of them
-            share = -(-len(seqs) // rank.world_size)
-            device = resolve_device(cfg.device, rank)
-            mine = response_logprobs(
-                prior.to(device),
-                seqs[rank.rank * share : (rank.rank + 1) * share],
-                batch_size=cfg.eval_batch_size,
-                device=device,
-                desc=f"prior of the {what} pairs" if rank.is_main else None,
-            )
-            prior.to("cpu")  # only saved from here on: no accelerator memory kept
-            logps = [lp for part in all_gather_objects(mine) for lp in part]
-            for k, (pair, _) in enumerate(encoded):
-                pair.prior = (cfg.prior_coef * logps[2 * k], cfg.prior_coef * logps[2 * k + 1])
-        return [pair for pair, _ in encoded]
-
-    train = encode_all(train_pairs, "training")
-    held_out = encode_all(held_pairs, "held-out")
+    encoded = [encode(p) for p in train_pairs + held_pairs]
+    if prior is not None and encoded:
+        # one pass over the training and held-out sequences together; each rank scores its
+        # share, then every rank takes all of them
+        seqs = [seq for _, both in encoded for seq in both]
+        share = -(-len(seqs) // rank.world_size)
+        device = resolve_device(cfg.device, rank)
+        mine = response_logprobs(
+            prior.to(device),
+            seqs[rank.rank * share : (rank.rank + 1) * share],
+            batch_size=cfg.eval_batch_size,
+            device=device,
+            desc="prior of the preference pairs" if rank.is_main else None,
+        )
+        prior.to("cpu")  # only saved from here on: no accelerator memory kept
+        logps = [lp for part in all_gather_objects(mine) for lp in part]
+        for k, (pair, _) in enumerate(encoded):
+            pair.prior = (cfg.prior_coef * logps[2 * k], cfg.prior_coef * logps[2 * k + 1])
+    train = [pair for pair, _ in encoded[: len(train_pairs)]]
+    held_out = [pair for pair, _ in encoded[len(train_pairs) :]]
     prepare_run(cfg, resume=resume, rank=rank)
     pad_id = tokenizer.pad_token_id
     data = ExampleBatches(

@@ -63,9 +63,9 @@ def make_loss_fn(cfg: RLConfig, has_reference: bool):
             with_entropy=True,
             untempered_rows=ptx_rows,
         )
-        if ptx_rows:
+        if ptx_rows:  # entropy covers the RL rows only
             ptx_logp = out["logp"][-ptx_rows:]
-            out = {k: v[:-ptx_rows] for k, v in out.items()}
+            out = {k: v if k == "entropy" else v[:-ptx_rows] for k, v in out.items()}
         loss, stats = policy_loss(
             out["logp"],
             batch["old_logp"],
@@ -136,9 +136,11 @@ def with_ptx_rows(
     return torch.cat([ids, rows]), torch.cat([attention, rows_mask]), targets
 
 
-def build_rewarder(cfg: RLConfig):
+def build_rewarder(cfg: RLConfig, device: torch.device | None = None):
     """The composed reward: rule functions and/or a reward model; the world's verifiers by
-    default."""
+    default. A reward model goes on ``device`` (default: ``cfg.device``), the one the policy
+    trains on: a GPU run scoring with a real reward model on the CPU would spend most of each
+    step there."""
     from rlalign.data.verifiers import DEFAULT_REWARD_WEIGHTS, VERIFIERS
     from rlalign.rewards import RewardComposer, RewardTerm
 
@@ -156,9 +158,7 @@ def build_rewarder(cfg: RLConfig):
         from rlalign.train.loop import resolve_device
         from rlalign.train.reward_model import RewardModel
 
-        # On the device the policy trains on: a GPU run scoring with a real reward model on
-        # the CPU would spend most of each step there.
-        model = RewardModel(cfg.reward_model, device=resolve_device(cfg.device))
+        model = RewardModel(cfg.reward_model, device=device or resolve_device(cfg.device))
         terms.append(RewardTerm("reward_model", model, cfg.reward_model_weight))
     return RewardComposer(terms)
 
@@ -205,6 +205,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
     from rlalign.train.stage import train_and_save
 
     rank = RankInfo.detect()
+    device = resolve_device(cfg.device, rank)  # where the loop will train
     prompts = load_rl_prompts(cfg)  # validate inputs before touching output_dir
     ptx_docs = None
     if cfg.ptx_data is not None:
@@ -213,7 +214,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
         ptx_docs = read_corpus(cfg.ptx_data)
     policy, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
     policy = apply_lora(policy, cfg.lora, task="causal_lm", seed=cfg.seed)
-    rewarder = build_rewarder(cfg)
+    rewarder = build_rewarder(cfg, device)
     try:
         ref_model = None
         if cfg.beta > 0 and cfg.lora is not None:
@@ -221,7 +222,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
             ref_model = AdapterDisabled(policy)
         elif cfg.beta > 0:
             ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
-            ref_model.to(resolve_device(cfg.device))
+            ref_model.to(device)
         model = PolicyWithValueHead(policy) if cfg.algorithm == "ppo" else policy
         out_dir = Path(cfg.output_dir)
         source = RolloutSource(  # rejects prompts too long for the context: before any write
@@ -233,6 +234,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
             rewarder,
             rollout_dir=out_dir / "rollouts" if rank.is_main else None,
             ptx=ptx_batches(cfg, ptx_docs, tokenizer) if ptx_docs is not None else None,
+            device=device,
         )
         prepare_run(cfg, resume=resume, rank=rank)
         eval_rows = world_eval_rows(cfg)

@@ -139,6 +139,7 @@ class RolloutSource:
         *,
         rollout_dir: Path | None = None,
         ptx: Any = None,
+        device: torch.device | None = None,
     ) -> None:
         self.cfg = cfg
         self.ptx = ptx  # PPO-ptx text blocks (BlockBatches), one draw per micro-batch
@@ -158,9 +159,9 @@ class RolloutSource:
         self.position = 0
         self.pending_metrics: list[dict[str, float]] = []
         self.rank = RankInfo.detect()
-        # The precisions follow the device the loop will train on: the model is still where it
-        # was loaded (the CPU), and the loop moves it later.
-        train_bf16 = uses_bf16(cfg.bf16, resolve_device(cfg.device, self.rank))
+        # The precisions follow the device the loop will train on (default: cfg.device): the
+        # model is still where it was loaded (the CPU), and the loop moves it later.
+        train_bf16 = uses_bf16(cfg.bf16, device or resolve_device(cfg.device, self.rank))
         self.train_dtype = torch.bfloat16 if train_bf16 else None
         rollout_bf16 = cfg.rollout_bf16 if cfg.rollout_bf16 is not None else train_bf16
         self.rollout_dtype = torch.bfloat16 if rollout_bf16 else None
