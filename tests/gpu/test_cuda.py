@@ -30,7 +30,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lm.conftest import left_padded_batch, make_model
+from lm.conftest import hf_greedy_completions, left_padded_batch, make_model
 from rlalign.cli import main
 from rlalign.metrics import read_metrics
 from rlalign.train.checkpoint import list_checkpoints
@@ -79,17 +79,8 @@ def test_greedy_sampling_equals_hf_generate_on_the_device(arch):
     model = tiny_lm(arch, seed=3).to(DEVICE)
     ids, mask = (t.to(DEVICE) for t in left_padded(seed=3))
     ours = sample(model, ids, mask, max_new_tokens=12, temperature=0.0, pad_token_id=2)
-    with torch.no_grad():
-        hf = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            max_new_tokens=12,
-            eos_token_id=1,
-            pad_token_id=2,
-        )
     assert ours.sequences.device.type == DEVICE.type
-    assert torch.equal(ours.completion_ids, hf[:, ids.shape[1] :])
+    assert torch.equal(ours.completion_ids, hf_greedy_completions(model, ids, mask, 12))
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

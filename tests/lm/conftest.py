@@ -70,6 +70,22 @@ def left_padded_batch(
     return ids.masked_fill(mask == 0, pad), mask
 
 
+def hf_greedy_completions(
+    model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, *, eos_token_id=1
+) -> torch.Tensor:
+    """The reference for greedy sampling: HF ``generate``'s new tokens (pad id 2)."""
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_token_id,
+            pad_token_id=2,
+        )
+    return out[:, ids.shape[1] :]
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from rlalign.lm.tokenizer import train_tokenizer

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2
 from rlalign.lm.fast_decode import LlamaDecoder, unsupported_reason
 from rlalign.lm.sampling import sample
 
-from .conftest import left_padded_batch, make_model
+from .conftest import hf_greedy_completions, left_padded_batch, make_model
 
 LENGTHS = [7, 2, 5, 1]
 SMALL = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "vocab_size": 61}
@@ -142,16 +142,8 @@ def test_greedy_equals_generate(name, steps_run):
     ids, mask = left_padded_batch(LENGTHS, vocab=SMALL["vocab_size"], seed=3)
     ours = sample(model, ids, mask, max_new_tokens=12, temperature=0.0, eos_token_id=[])
     assert len(steps_run) == 11  # every step after the prefill ran on the fast path
-    with torch.no_grad():
-        hf = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            max_new_tokens=12,
-            eos_token_id=None,
-            pad_token_id=2,
-        )
-    assert torch.equal(ours.completion_ids, hf[:, ids.shape[1] :])
+    hf = hf_greedy_completions(model, ids, mask, 12, eos_token_id=None)
+    assert torch.equal(ours.completion_ids, hf)
 
 
 @pytest.mark.parametrize("name", ["llama-mha-bias-tied", "qwen2-gqa"])

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from rlalign.errors import UserError
 from rlalign.lm.sampling import generate_text, sample, sample_from_logits, sequence_logprobs
 
-from .conftest import left_padded_batch, make_model
+from .conftest import hf_greedy_completions, left_padded_batch, make_model
 
 LENGTHS = [9, 3, 6, 1, 9, 4]
 
@@ -146,17 +146,7 @@ def test_greedy_equals_hf_generate(arch):
     model = make_model(arch)
     ids, mask = left_padded_batch(LENGTHS, seed=3)
     ours = sample(model, ids, mask, max_new_tokens=16, temperature=0.0)
-    with torch.no_grad():
-        hf = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            max_new_tokens=16,
-            eos_token_id=1,
-            pad_token_id=2,
-        )
-    hf_completion = hf[:, ids.shape[1] :]
-    assert torch.equal(ours.completion_ids, hf_completion)
+    assert torch.equal(ours.completion_ids, hf_greedy_completions(model, ids, mask, 16))
     assert (ours.logprobs == 0).all()  # greedy: the sampling distribution is a point mass
 
 
