@@ -41,9 +41,9 @@ HERE = Path(__file__).resolve()
 
 def worker(args: argparse.Namespace) -> None:
     """Runs under torchrun (or alone): timed SFT-style steps of the shared loop."""
+    from rlalign.dist import barrier, init_distributed, shutdown_distributed
     from rlalign.lm.models import create_model
     from rlalign.train.config import TrainingConfig
-    from rlalign.train.dist import barrier, init_distributed, shutdown_distributed
     from rlalign.train.loop import Trainer
     from rlalign.train.losses import causal_lm_loss, count_label_tokens
 
@@ -102,7 +102,7 @@ def worker(args: argparse.Namespace) -> None:
         "state_mb": state_bytes / 2**20,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    from rlalign.train.dist import all_gather_objects
+    from rlalign.dist import all_gather_objects
 
     reports = all_gather_objects(report)
     if rank.is_main:

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from rlalign import cli
-from rlalign.train import checkpoint, loop
+from rlalign import checkpoint, cli
+from rlalign.train import loop
 
 
 def hang() -> None:

@@ -93,7 +93,7 @@ class Kill9:
 
     def _check_checkpoints(self, argv: list[str], point: str, kills: list[str]) -> None:
         """After a kill: a half-written checkpoint is invisible, every visible one loads."""
-        from rlalign.train.checkpoint import list_checkpoints, load_trainer_state
+        from rlalign.checkpoint import list_checkpoints, load_trainer_state
 
         out = Path(next(a for a in argv if a.startswith("output_dir=")).partition("=")[2])
         where, _, step = point.partition(":")

@@ -1,4 +1,6 @@
-__version__ = "0.1.0"
+from rlalign.version import __version__
+
+__all__ = ["__version__"]
 
 
 def _register_envs() -> None:

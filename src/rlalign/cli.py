@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = f"rlalign {args.command}"
     try:
         if launched_distributed():  # under torchrun: join the process group first
-            from rlalign.train.dist import init_distributed
+            from rlalign.dist import init_distributed
 
             rank = init_distributed()
             where += f" [rank {rank.rank}/{rank.world_size}]"
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         if launched_distributed():
-            from rlalign.train.dist import shutdown_distributed
+            from rlalign.dist import shutdown_distributed
 
             shutdown_distributed()
 

@@ -17,7 +17,28 @@ from typing import Any
 from pydantic import Field
 
 from rlalign.config import Config
+from rlalign.data.verifiers import REPORT_CARD_KEYS
+from rlalign.data.world import World, WorldConfig
+from rlalign.dist import RankInfo, barrier
 from rlalign.errors import UserError
+from rlalign.lm.models import load_model
+from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
+from rlalign.metrics import read_metrics
+from rlalign.report.html import card_table, image_tag, write_report
+from rlalign.report.plots import plot_series
+from rlalign.report.run_report import write_run_report
+from rlalign.report_card import (
+    CRITERIA_LABELS,
+    HIGHER_IS_BETTER,
+    eval_rows,
+    evaluate_model,
+    format_card,
+)
+from rlalign.train.pretrain import PretrainConfig, run_pretrain
+from rlalign.train.reward_model import RewardConfig, run_reward
+from rlalign.train.rl import run_rl
+from rlalign.train.rl_config import RLConfig
+from rlalign.train.sft import SFTConfig, run_sft
 
 
 class DemoConfig(Config):
@@ -97,7 +118,6 @@ def _banner(index: int, total: int, text: str) -> None:
 
 def _say(text: str) -> None:
     """Print on rank 0 only (every rank runs the demo under torchrun)."""
-    from rlalign.train.dist import RankInfo
 
     if RankInfo.detect().is_main:
         print(text, flush=True)
@@ -119,17 +139,6 @@ def _batch(global_size: int, world_size: int) -> dict[str, int]:
 def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     """Run the flow into ``out``; returns the report (also written to ``out/report.json``)."""
     import torch
-
-    from rlalign.data.world import World, WorldConfig
-    from rlalign.lm.models import load_model
-    from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
-    from rlalign.report_card import eval_rows, evaluate_model, format_card
-    from rlalign.train.dist import RankInfo, barrier
-    from rlalign.train.pretrain import PretrainConfig, run_pretrain
-    from rlalign.train.reward_model import RewardConfig, run_reward
-    from rlalign.train.rl import run_rl
-    from rlalign.train.rl_config import RLConfig
-    from rlalign.train.sft import SFTConfig, run_sft
 
     rank = RankInfo.detect()
     world_size = rank.world_size
@@ -294,6 +303,8 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         "config": cfg.model_dump(),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
+    for stage in ("pretrain", "sft", "reward", "rl"):  # each stage's own plots and report
+        write_run_report(out / stage)
     html_path = write_demo_report(out, report)
     print(f"\nreport: {out / 'report.json'}, {html_path}; total {report['seconds']['total']:.0f} s")
     barrier()
@@ -302,11 +313,6 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
 
 def write_demo_report(out: Path, report: dict[str, Any]) -> Path:
     """Plots of the RL run and the report card as one self-contained HTML page."""
-    from rlalign.data.verifiers import REPORT_CARD_KEYS
-    from rlalign.metrics import read_metrics
-    from rlalign.report.html import card_table, image_tag, write_report
-    from rlalign.report.plots import plot_series
-    from rlalign.report_card import CRITERIA_LABELS, HIGHER_IS_BETTER
 
     rows = read_metrics(out / "rl")
     plots = out / "plots"

@@ -26,6 +26,12 @@ class DiskFullError(UserError):
     exit_code = 1  # the run failed for a reason outside its input, like a NaN loss
 
 
+class NonFiniteLossError(UserError):
+    """The loss or gradient norm became NaN/inf; the weights were not updated."""
+
+    exit_code = 1
+
+
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # EDQUOT: disk quota exceeded
 
 

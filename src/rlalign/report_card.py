@@ -12,8 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rlalign.data.formats import load_prompts
 from rlalign.data.verifiers import REPORT_CARD_KEYS, report_card, world_reward
+from rlalign.data.world import KINDS, World, WorldConfig
 from rlalign.errors import UserError
+from rlalign.lm.generate import generate_text
 
 CRITERIA_LABELS = {
     "fact_accuracy": "known facts answered correctly",
@@ -35,12 +38,10 @@ HIGHER_IS_BETTER = {
 
 def eval_rows(data_dir: str | Path | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Held-out rows: from an exported world directory (``eval/*.jsonl``) or generated."""
-    from rlalign.data.world import KINDS, World, WorldConfig
 
     if data_dir is None:
         sets = World(WorldConfig(seed=seed)).eval_sets()
         return [row for name in KINDS for row in sets[name]]
-    from rlalign.data.formats import load_prompts
 
     root = Path(data_dir) / "eval"
     if not root.is_dir():
@@ -65,7 +66,6 @@ def evaluate_model(
     autocast_dtype: Any = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Greedy completions for ``rows`` and the report card they earn; ``(card, completions)``."""
-    from rlalign.lm.sampling import generate_text
 
     was_training = model.training
     model.eval()

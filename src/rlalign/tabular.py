@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rlalign.rl import discounted_returns, policy_loss
+
 
 @dataclass(frozen=True)
 class Episodes:
@@ -174,7 +176,6 @@ def train_policy_gradient(
     ``"reinforce"`` or ``"ppo"``) with Adam. ``callback(step, logits)`` is called after each
     step. Returns the final logits ``(H, S, A)``.
     """
-    from rlalign.rl import discounted_returns, policy_loss
 
     gen = torch.Generator().manual_seed(seed)
     theta = mdp.init_logits().requires_grad_(True)

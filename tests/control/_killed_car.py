@@ -12,8 +12,7 @@ import os
 import sys
 import time
 
-from rlalign import cli
-from rlalign.train import checkpoint
+from rlalign import checkpoint, cli
 
 real_save = checkpoint.torch.save
 hang = f".step_{os.environ['HANG_STEP']}."

@@ -31,9 +31,9 @@ import torch
 from safetensors.torch import load_file
 
 from lm.conftest import hf_greedy_completions, left_padded_batch, make_model
+from rlalign.checkpoint import list_checkpoints
 from rlalign.cli import main
 from rlalign.metrics import read_metrics
-from rlalign.train.checkpoint import list_checkpoints
 
 from .helpers import DEVICE, ON_CUDA, DeviceUse, requires_device
 
@@ -88,7 +88,7 @@ def test_sampled_logprobs_equal_a_forward_and_the_cpu_fast_decoder(arch, monkeyp
     """On a GPU the sampler keeps the HF forward (the fast decoder is CPU-only); with the same
     random numbers it draws the CPU fast decoder's tokens, and every log-prob it returns is the
     log-softmax of a fresh full forward on the device."""
-    from rlalign.lm import sampling
+    from rlalign.lm import logprobs, sampling
     from rlalign.lm.fast_decode import unsupported_reason
 
     built_on: list[str] = []
@@ -130,7 +130,7 @@ def test_sampled_logprobs_equal_a_forward_and_the_cpu_fast_decoder(arch, monkeyp
         torch.testing.assert_close(out.raw_logprobs[row], expected, rtol=0, atol=2e-5)
     # RL's scorer (one padded forward over the batch) agrees on the device too
     with torch.no_grad():
-        scored = sampling.sequence_logprobs(
+        scored = logprobs.sequence_logprobs(
             model, out.sequences, out.attention_mask, start=out.prompt_length
         )
     torch.testing.assert_close(scored, out.raw_logprobs, rtol=0, atol=2e-5)
@@ -329,8 +329,8 @@ def test_rl_rollouts_use_the_training_precision_by_default(
     """With no precision set, sampling, reference log-probs and training all use the loop's
     default: bf16 autocast on a GPU, fp32 on the CPU (``rollout_bf16``: default bf16)."""
     from rlalign.lm import sampling
+    from rlalign.runtime import uses_bf16
     from rlalign.train import rollout
-    from rlalign.train.loop import uses_bf16
 
     seen: dict[str, list] = {"sample": [], "score": []}
     sample, forward = sampling.sample, rollout.completion_forward
@@ -360,7 +360,7 @@ def test_rl_scores_with_the_reward_model_on_the_training_device(
 ):
     """``reward_model=DIR`` in RL: the reward model and its likelihood prior sit on the device
     the policy trains on, and score as the same model does on the CPU."""
-    from rlalign.train.reward_model import RewardModel
+    from rlalign.rewards.reward_model import RewardModel
     from rlalign.train.rl import build_rewarder
     from rlalign.train.rl_config import RLConfig
 

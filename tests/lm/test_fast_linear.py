@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from rlalign.lm.fast_linear import inference_linears, onednn_available
-from rlalign.lm.sampling import sample, sequence_logprobs
+from rlalign.lm.logprobs import sequence_logprobs
+from rlalign.lm.sampling import sample
 
 from .conftest import left_padded_batch, make_model
 
@@ -95,6 +96,7 @@ def test_bf16_cache_under_autocast_changes_no_bit(monkeypatch, arch):
     """The KV cache is stored in bf16 under CPU autocast with eager attention: autocast's
     matmul would cast it to bf16 at every step anyway, so nothing sampled may change."""
     import rlalign.lm.sampling as sampling
+    from rlalign.lm.kv_cache import cache_dtype
 
     model = make_model(arch)
     ids, mask = left_padded_batch([9, 3, 6, 1])
@@ -106,9 +108,9 @@ def test_bf16_cache_under_autocast_changes_no_bit(monkeypatch, arch):
             autocast_dtype=torch.bfloat16, uniforms=uniforms, return_raw_logprobs=True,
         )  # fmt: skip
 
-    assert sampling._cache_dtype(model, torch.bfloat16, "eager") == torch.bfloat16
+    assert cache_dtype(model, torch.bfloat16, "eager") == torch.bfloat16
     stored_bf16 = run()
-    monkeypatch.setattr(sampling, "_cache_dtype", lambda *args: None)
+    monkeypatch.setattr(sampling, "cache_dtype", lambda *args: None)
     as_computed = run()
     assert torch.equal(stored_bf16.sequences, as_computed.sequences)
     assert torch.equal(stored_bf16.logprobs, as_computed.logprobs)

@@ -9,7 +9,8 @@ import torch
 
 from rlalign.cli import main
 from rlalign.errors import UserError
-from rlalign.lm.inspect import format_table, load_model_and_tokenizer, next_token_distribution
+from rlalign.lm.inspect import format_table, next_token_distribution
+from rlalign.lm.loading import load_model_and_tokenizer
 
 PROMPT = "The president of Valdoria is"
 

@@ -16,7 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlalign.errors import UserError
-from rlalign.lm.sampling import generate_text, sample, sample_from_logits, sequence_logprobs
+from rlalign.lm.generate import generate_text
+from rlalign.lm.logprobs import sequence_logprobs
+from rlalign.lm.sampling import sample, sample_from_logits
 
 from .conftest import hf_greedy_completions, left_padded_batch, make_model
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from rlalign.lm.sampling import completion_logits, sample, sequence_logprobs
-from rlalign.train.policy_model import PolicyWithValueHead, completion_forward
+from rlalign.lm.logprobs import completion_forward, completion_logits, sequence_logprobs
+from rlalign.lm.sampling import sample
+from rlalign.lm.value_head import PolicyWithValueHead
 
 from .conftest import left_padded_batch, make_model
 

@@ -14,9 +14,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from rlalign.cli import main
+from rlalign.lm.logprobs import completion_forward
 from rlalign.lm.models import load_model
 from rlalign.train.lora import AdapterDisabled, LoraSettings, apply_lora
-from rlalign.train.policy_model import completion_forward
 
 from .test_rl import rewards_of, rl_args
 

@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from rlalign.cli import main
+from rlalign.rewards.reward_model import encode_scored, encode_scored_labelled
 from rlalign.train.reward_model import (
     LMHeadTap,
     PairBatch,
     collate_pairs,
-    encode_scored,
-    encode_scored_labelled,
     load_backbone_as_reward_model,
     make_preference_loss,
     untied_lm_head,

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rlalign.cli import main
+from rlalign.rewards.reward_model import RewardModel
 from rlalign.train.reward_model import (
-    RewardModel,
     bradley_terry_loss,
     collate_pairs,
     evaluate_pairs,

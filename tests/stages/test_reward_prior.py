@@ -12,16 +12,18 @@ import pytest
 import torch
 
 from rlalign.cli import main
-from rlalign.train.reward_model import (
+from rlalign.rewards.reward_model import (
     PRIOR_FILE,
-    PairBatch,
     RewardModel,
+    encode_scored_labelled,
+    response_logprobs,
+)
+from rlalign.train.reward_model import (
+    PairBatch,
     bradley_terry_loss,
     collate_pairs,
-    encode_scored_labelled,
     evaluate_pairs,
     make_preference_loss,
-    response_logprobs,
 )
 
 PAIRS = [

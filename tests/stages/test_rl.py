@@ -73,13 +73,13 @@ def test_a_large_kl_penalty_keeps_the_policy_near_the_reference(
 
 
 def make_source(word_model_dir, word_task, tmp_path, **overrides):
+    from rlalign.lm.loading import resolve_model_and_tokenizer
     from rlalign.train.rl import build_rewarder, load_rl_prompts
     from rlalign.train.rollout import RolloutSource
-    from rlalign.train.sft import load_model_and_tokenizer
 
     args = rl_args(word_model_dir, word_task, tmp_path / "unused", **overrides)[1:]
     cfg = load_config(RLConfig, None, args)
-    policy, tokenizer = load_model_and_tokenizer(cfg.model, None, cfg.seed)
+    policy, tokenizer = resolve_model_and_tokenizer(cfg.model, None, cfg.seed)
     rewarder = build_rewarder(cfg)
     source = RolloutSource(cfg, policy, None, tokenizer, load_rl_prompts(cfg), rewarder)
     return cfg, source, tokenizer, rewarder
@@ -247,7 +247,8 @@ def test_a_raising_reward_function_stops_the_run_with_its_name(
 
 def test_a_reward_model_is_one_reward_term(word_model_dir, word_task, tmp_path):
     from rlalign.lm.tokenizer import load_tokenizer
-    from rlalign.train.reward_model import RewardModel, load_backbone_as_reward_model
+    from rlalign.rewards.reward_model import RewardModel
+    from rlalign.train.reward_model import load_backbone_as_reward_model
 
     tok = load_tokenizer(word_model_dir)
     rm_dir = tmp_path / "rm"

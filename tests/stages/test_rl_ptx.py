@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlalign.cli import main
-from rlalign.train.policy_model import completion_forward
+from rlalign.lm.logprobs import completion_forward
 from rlalign.train.rl import make_loss_fn, with_ptx_rows
 from rlalign.train.rl_config import RLConfig
 
@@ -71,7 +71,7 @@ def test_text_rows_score_like_a_plain_forward_of_the_text():
 
 @pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
 def test_the_loss_adds_coef_times_the_text_nll(algorithm):
-    from rlalign.train.policy_model import PolicyWithValueHead
+    from rlalign.lm.value_head import PolicyWithValueHead
 
     cfg = RLConfig(
         algorithm=algorithm, beta=0.1, ptx_data="corpus.txt", ptx_coef=0.3,

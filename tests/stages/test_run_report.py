@@ -185,12 +185,13 @@ def test_report_command_and_its_errors(tmp_path, capsys):
     assert (tmp_path / "plots" / "pretrain_loss.png").is_file()
 
 
-def test_only_rank_0_writes_the_report(tmp_path):
+def test_only_rank_0_writes_the_report(tmp_path, monkeypatch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from rlalign.commands import report_stage
+    from rlalign.dist import RankInfo
     from rlalign.train.config import TrainingConfig
     from rlalign.train.data import BlockBatches
-    from rlalign.train.dist import RankInfo
     from rlalign.train.losses import causal_lm_loss, count_label_tokens
     from rlalign.train.stage import train_and_save
 
@@ -208,8 +209,10 @@ def test_only_rank_0_writes_the_report(tmp_path):
         cfg = TrainingConfig(data="unused", output_dir=str(out), max_steps=2, device="cpu",
                              per_device_train_batch_size=4, disable_tqdm=True)  # fmt: skip
         data = BlockBatches({"input_ids": ids, "labels": ids}, 4, seed=0)
-        train_and_save(LlamaForCausalLM(config), Tokenizer(), causal_lm_loss, data, cfg,
-                       resume=False, count_fn=count_label_tokens, rank=RankInfo(rank, 2))  # fmt: skip
+        result = train_and_save(LlamaForCausalLM(config), Tokenizer(), causal_lm_loss, data, cfg,
+                                resume=False, count_fn=count_label_tokens, rank=RankInfo(rank, 2))  # fmt: skip
+        monkeypatch.setattr(RankInfo, "detect", staticmethod(lambda r=rank: RankInfo(r, 2)))
+        assert report_stage(result, str(out), "done") == 0
     assert sorted(p.name for p in (tmp_path / "rank1").iterdir()) == ["config.yaml"]
     assert (tmp_path / "rank0" / "report.html").is_file()
     assert (tmp_path / "rank0" / "plots" / "pretrain_loss.png").is_file()

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from rlalign.cli import main
+from rlalign.lm.chat import IGNORE_INDEX
 from rlalign.lm.tokenizer import load_tokenizer
 from rlalign.train.chat_data import collate, encode_conversation
-from rlalign.train.losses import IGNORE_INDEX, causal_lm_loss
+from rlalign.train.losses import causal_lm_loss
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},

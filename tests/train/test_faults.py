@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rlalign import checkpoint as ckpt
 from rlalign.cli import main
 from rlalign.metrics import read_metrics
-from rlalign.train import checkpoint as ckpt
 
 from .helpers import repetitive_corpus
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlalign.errors import DiskFullError, UserError
+from rlalign import checkpoint as ckpt
+from rlalign.errors import DiskFullError, NonFiniteLossError, UserError
 from rlalign.metrics import read_metrics
-from rlalign.train import checkpoint as ckpt
-from rlalign.train.loop import NonFiniteLossError, Trainer
+from rlalign.train.loop import Trainer
 from rlalign.train.losses import causal_lm_loss, count_label_tokens
 
 from .helpers import RandomTokens, loop_config, tiny_llama

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rlalign.checkpoint import list_checkpoints
 from rlalign.cli import main
 from rlalign.metrics import read_metrics
-from rlalign.train.checkpoint import list_checkpoints
 
 from .helpers import repetitive_corpus
 

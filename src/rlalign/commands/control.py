@@ -114,7 +114,6 @@ def _train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         baselines=not args.no_baselines,
         resume=args.resume,
-        report=not args.no_report,
     )
     if "interrupted_by" in result:
         import signal
@@ -128,6 +127,10 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 128 + int(result["interrupted_by"])
+    if not args.no_report:
+        from rlalign.report.car import write_run_report
+
+        write_run_report(args.out)
     _print_summary(result)
     print(f"saved {args.out}/policy.safetensors, {args.out}/result.json")
     return 0

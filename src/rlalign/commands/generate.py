@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from rlalign.errors import UserError
-    from rlalign.lm.inspect import load_model_and_tokenizer
-    from rlalign.lm.sampling import check_sampling_args, generate_text
+    from rlalign.lm.generate import generate_text
+    from rlalign.lm.loading import load_model_and_tokenizer
+    from rlalign.lm.sampling import check_sampling_args
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")

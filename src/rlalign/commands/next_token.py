@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     from rlalign.errors import UserError
-    from rlalign.lm.inspect import format_table, load_model_and_tokenizer, next_token_distribution
+    from rlalign.lm.inspect import format_table, next_token_distribution
+    from rlalign.lm.loading import load_model_and_tokenizer
 
     if args.top_k <= 0:  # checked before loading anything: a typo should fail fast
         raise UserError(f"--top-k must be a positive integer, got {args.top_k}")

@@ -2,7 +2,7 @@
 
 A checkpoint is written with the shared atomic helpers (:func:`rlalign.io.atomic_directory`:
 temporary directory, fsync, rename; the naming, listing, pruning and safe loading of
-:mod:`rlalign.train.checkpoint`), as ``RUN_DIR/checkpoints/step_<env steps>/``:
+:mod:`rlalign.checkpoint`), as ``RUN_DIR/checkpoints/step_<env steps>/``:
 
 - ``model.safetensors``: the actor-critic (policy and value net);
 - ``best.safetensors``: the best evaluated policy so far, when ``keep_best`` tracks one;
@@ -25,10 +25,10 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from rlalign import checkpoint as ckpt
 from rlalign.errors import DiskFullError, UserError
 from rlalign.io import atomic_directory
-from rlalign.train import checkpoint as ckpt
-from rlalign.train.loop import StopSignals  # noqa: F401  (the car's trainer stops the same way)
+from rlalign.runtime import StopSignals  # noqa: F401  (the car's trainer stops the same way)
 
 FORMAT = "rlalign-control-checkpoint"
 WEIGHTS = "model.safetensors"

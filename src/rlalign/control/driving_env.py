@@ -55,6 +55,7 @@ import numpy as np
 from gymnasium import spaces
 
 from rlalign.control.driving_config import DrivingConfig, make_config
+from rlalign.control.render import render_frame
 
 ACTION_NAMES: tuple[str, ...] = ("keep", "accelerate", "brake", "lane_left", "lane_right", "stop")
 KEEP, ACCELERATE, BRAKE, LANE_LEFT, LANE_RIGHT, STOP = range(6)
@@ -548,8 +549,6 @@ class DrivingEnv(gym.Env[np.ndarray, Any]):
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
-        from rlalign.control.render import render_frame
-
         return render_frame(self)
 
 

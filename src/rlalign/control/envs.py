@@ -8,6 +8,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from rlalign.control.registration import register_envs
 from rlalign.errors import UserError
 
 DRIVING_IDS = ("rlalign/Driving-v0", "rlalign/DrivingContinuous-v0")
@@ -15,8 +16,7 @@ DRIVING_IDS = ("rlalign/Driving-v0", "rlalign/DrivingContinuous-v0")
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     """The spec of ``env_id``; an unknown id is a ``UserError`` with the closest registered ids."""
-    import rlalign  # noqa: F401  (registers rlalign/* ids)
-
+    register_envs()  # idempotent: the ids exist even if gymnasium's registry was reset
     if env_id in gym.registry:
         return gym.registry[env_id]
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from rlalign.control.envs import env_factory
+from rlalign.control.policies import resolve_policy
+from rlalign.control.render import caption, render_frame
 from rlalign.errors import UserError
 from rlalign.rl import discounted_returns
 
@@ -58,8 +60,6 @@ class Episode:
         return lines
 
     def captioned(self) -> list[np.ndarray]:
-        from rlalign.control.render import caption
-
         return [caption(f, line) for f, line in zip(self.frames, self.captions(), strict=True)]
 
 
@@ -85,8 +85,6 @@ def record_episode(
 
     ``gamma`` defaults to the run's own (``config.yaml`` beside the policy), else 0.99.
     """
-    from rlalign.control.runs import resolve_policy
-
     env_id, env_kwargs, policy, label = resolve_policy(policy_dir, env_id, baseline, seed)
     if gamma is None:
         gamma = _run_gamma(policy_dir)
@@ -129,8 +127,6 @@ def _run_gamma(policy_dir: str | Path | None) -> float:
 
 def _frame(env: Any, label: str) -> np.ndarray:
     if hasattr(env.unwrapped, "obs_fields"):
-        from rlalign.control.render import render_frame
-
         return render_frame(env.unwrapped, title=label)
     frame = env.render()
     if frame is None:

@@ -24,17 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlalign.checkpoint import rng_state, set_rng_state
 from rlalign.control import checkpointing
 from rlalign.control.envs import env_factory
 from rlalign.control.networks import ActorCritic, net_spec_for
 from rlalign.control.normalize import ObsNormalizer, RewardScaler
 from rlalign.control.train_config import PPOConfig
-from rlalign.control.training import Monitor, TrainResult, torch_threads
+from rlalign.control.training import Monitor, TrainResult
 from rlalign.control.vec import EnvBatch
+from rlalign.errors import NonFiniteLossError
 from rlalign.metrics import MetricsLogger
 from rlalign.rl import gae, policy_loss, value_loss, whiten
-from rlalign.train.checkpoint import rng_state, set_rng_state
-from rlalign.train.loop import NonFiniteLossError
+from rlalign.runtime import torch_threads
 
 
 def train_ppo(

@@ -23,9 +23,10 @@ from rlalign.control.envs import env_factory
 from rlalign.control.networks import ActorCritic, net_spec_for
 from rlalign.control.normalize import ObsNormalizer
 from rlalign.control.train_config import ReinforceConfig
-from rlalign.control.training import Monitor, TrainResult, torch_threads
+from rlalign.control.training import Monitor, TrainResult
 from rlalign.metrics import MetricsLogger
 from rlalign.rl import discounted_returns, policy_loss, value_loss, whiten
+from rlalign.runtime import torch_threads
 
 
 def train_reinforce(

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-
-if TYPE_CHECKING:
-    from rlalign.control.driving_env import DrivingEnv
 
 VIEW_BEHIND = 30.0
 VIEW_AHEAD = 120.0
@@ -34,7 +31,7 @@ _PED = (250, 150, 30)
 _SIGNAL = {0: (40, 200, 60), 1: (240, 200, 30), 2: (230, 40, 40)}
 
 
-def render_frame(env: DrivingEnv, title: str = "") -> np.ndarray:
+def render_frame(env: Any, title: str = "") -> np.ndarray:
     """Draw the current state of ``env`` as an ``(H, W, 3)`` uint8 array."""
     c = env.cfg
     width = int((VIEW_BEHIND + VIEW_AHEAD) * PX_PER_M_X)

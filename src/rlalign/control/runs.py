@@ -10,18 +10,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlalign import __version__
+from rlalign.checkpoint import checkpoint_root
 from rlalign.config import dump_config
 from rlalign.control.baselines import BASELINES, make_baseline
 from rlalign.control.checkpointing import has_checkpoints
 from rlalign.control.envs import check_env_id, env_factory, is_driving
-from rlalign.control.evaluate import BatchPolicy, evaluate
-from rlalign.control.policy_io import Agent, load_policy, save_policy
+from rlalign.control.evaluate import evaluate
+from rlalign.control.policies import resolve_policy
+from rlalign.control.policy_io import save_policy
+from rlalign.control.ppo import train_ppo
+from rlalign.control.reinforce import train_reinforce
 from rlalign.control.train_config import PPOConfig, ReinforceConfig
-from rlalign.control.training import eval_seed, torch_threads
+from rlalign.control.training import eval_seed
 from rlalign.errors import UserError
 from rlalign.io import atomic_write_json
-from rlalign.train.checkpoint import checkpoint_root
+from rlalign.runtime import torch_threads
+from rlalign.version import __version__
 
 
 def train_run(
@@ -32,9 +36,9 @@ def train_run(
     progress: bool = True,
     baselines: bool = True,
     resume: bool = False,
-    report: bool = True,
 ) -> dict[str, Any]:
-    """Train, save the policy, evaluate it (and the baselines for the driving envs).
+    """Train, save the policy, evaluate it (and the baselines for the driving envs); the run's
+    report.html is :func:`rlalign.report.car.write_run_report`'s.
 
     With ``resume``, continue from the newest checkpoint in ``out_dir``. A run stopped by
     SIGTERM/SIGINT returns ``{"interrupted_by": signal, "env_steps": ..., "checkpoint": ...}``
@@ -59,12 +63,8 @@ def train_run(
     dump_config(cfg, out / "config.yaml")
     t0 = time.perf_counter()
     if algo == "ppo":
-        from rlalign.control.ppo import train_ppo
-
         res = train_ppo(env_id, cfg, run_dir=out, progress=progress, resume=resume)
     else:
-        from rlalign.control.reinforce import train_reinforce
-
         res = train_reinforce(env_id, cfg, run_dir=out, progress=progress)
     if res.interrupted_by is not None:
         return {
@@ -119,10 +119,6 @@ def train_run(
     # Wall time of the whole run: the training before a resume counts too.
     result["wall_seconds"] = time.perf_counter() - t0 + res.wall_seconds_before
     atomic_write_json(out / "result.json", result)
-    if report:
-        from rlalign.control.report import write_run_report
-
-        write_run_report(out)
     return result
 
 
@@ -144,70 +140,6 @@ def _check_same_config(cfg: PPOConfig | ReinforceConfig, path: Path) -> None:
             f"{saved.get(first)!r} in the run, {now.get(first)!r} now); repeat the command line "
             "that started the run"
         )
-
-
-def resolve_policy(
-    policy_dir: str | Path | None,
-    env_id: str | None,
-    baseline: str | None,
-    seed: int = 0,
-) -> tuple[str, dict[str, Any], BatchPolicy, str]:
-    """``(env_id, env_kwargs, policy, label)`` for a saved policy directory or a baseline.
-
-    A policy used on an env other than its own is a ``UserError``.
-    """
-    agent: Agent | None = None
-    env_kwargs: dict[str, Any] = {}
-    if policy_dir is not None:
-        agent = load_policy(policy_dir, seed=seed)
-        own = agent.env_id
-        env_kwargs = dict(agent.meta.get("env_kwargs") or {})
-        if env_id is not None and env_id != own:
-            raise UserError(
-                f"{policy_dir}: this policy was trained on {own!r}, not {env_id!r}; drop --env "
-                f"or pass a policy trained on {env_id!r}"
-            )
-        env_id = own
-    if env_id is None:
-        raise UserError("give a policy directory or --env (to run a baseline without a policy)")
-    check_env_id(env_id)
-    make_env = env_factory(env_id, env_kwargs)
-    probe = make_env()
-    if agent is not None:
-        _check_spaces(policy_dir, agent, probe)
-    if baseline is not None and baseline != "learned":
-        if not hasattr(probe.unwrapped, "obs_fields"):
-            raise UserError(
-                f"baseline {baseline!r} drives the rlalign driving envs only, not {env_id!r}"
-            )
-        if baseline not in BASELINES:
-            raise UserError(
-                f"unknown --policy {baseline!r}; choose learned, {', '.join(BASELINES)}"
-            )
-        policy: BatchPolicy = make_baseline(baseline, probe.unwrapped.cfg, seed)
-        label = baseline
-    elif agent is not None:
-        policy, label = agent, f"{agent.meta.get('algo', 'learned')}"
-    else:
-        raise UserError("--policy learned needs a policy directory")
-    probe.close()
-    return env_id, env_kwargs, policy, label
-
-
-def _check_spaces(policy_dir: Any, agent: Agent, env: Any) -> None:
-    spec = agent.net.spec
-    obs_shape = tuple(env.observation_space.shape or ())
-    if obs_shape != (spec.obs_dim,):
-        raise UserError(
-            f"{policy_dir}: policy expects observations of shape ({spec.obs_dim},), "
-            f"the env gives {obs_shape}"
-        )
-    n = getattr(env.action_space, "n", None)
-    dims = tuple(getattr(env.action_space, "shape", ()) or ())
-    if (spec.kind == "discrete" and n != spec.n_actions) or (
-        spec.kind == "box" and dims != (spec.n_actions,)
-    ):
-        raise UserError(f"{policy_dir}: policy actions do not match the env's {env.action_space}")
 
 
 def eval_policy(

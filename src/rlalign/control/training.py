@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from rlalign.control.evaluate import evaluate
 from rlalign.control.networks import ActorCritic
@@ -32,17 +30,6 @@ def selection_seed(seed: int) -> int:
     """First seed of the evaluations *during* training (they pick the best policy, so they
     must not reuse the final evaluation's episodes: that would bias the reported figure)."""
     return 2 * EVAL_SEED_OFFSET + 1000 * seed
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op threads, restoring the previous setting afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from pydantic import Field, field_validator
 
 from rlalign.config import Config
 from rlalign.data.text_rules import ABSTAIN_TEMPLATE, REFUSAL
+from rlalign.io import atomic_write_text, write_jsonl
 
 KINDS = ("facts", "unknown", "arithmetic", "harmful", "benign")
 """Held-out set names (``eval/<name>.jsonl``); each row's ``kind`` is the singular below."""
@@ -499,7 +500,6 @@ class World:
     # ---------------------------------------------------------------- export
     def export(self, directory: str | Path) -> dict[str, int]:
         """Write every part as JSONL under ``directory``; returns the line count of each file."""
-        from rlalign.io import atomic_write_text, write_jsonl
 
         root = Path(directory)
         files: dict[str, list[dict[str, Any]]] = {

@@ -7,13 +7,13 @@ tokenizer and return plain data, so tests and notebooks use them without the CLI
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from rlalign.errors import UserError
-from rlalign.lm.sampling import context_length, encode_prompts, keep_logits
+from rlalign.lm.forward import context_length, keep_logits
+from rlalign.lm.generate import encode_prompts
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -40,7 +40,7 @@ def next_token_distribution(
 
     The probabilities are the softmax of the model's logits at the prompt's last position
     (temperature 1, full vocabulary), so they are the policy's action probabilities in this
-    state. The prompt is encoded exactly as :func:`rlalign.lm.sampling.generate_text` encodes it
+    state. The prompt is encoded exactly as :func:`rlalign.lm.generate.generate_text` encodes it
     (bos prepended by the tokenizer; ``chat=True`` wraps it as a user turn).
 
     Raises:
@@ -72,27 +72,6 @@ def next_token_distribution(
         TokenProb(token=tokenizer.decode([i]), id=i, prob=float(p))
         for p, i in zip(values.tolist(), ids.tolist(), strict=True)
     ]
-
-
-def load_model_and_tokenizer(
-    path: str | Path, dtype: torch.dtype | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the model and tokenizer of a run's ``final/`` directory or any local HF model dir.
-
-    Raises:
-        UserError: missing config/weights/tokenizer, or a model that is not a causal LM.
-    """
-    from rlalign.lm.models import load_model
-    from rlalign.lm.tokenizer import load_tokenizer
-
-    model = load_model(path, dtype=dtype)
-    tokenizer = load_tokenizer(path)
-    rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
-        raise UserError(
-            f"the tokenizer in {path} has {len(tokenizer)} tokens but the model embeds only {rows}"
-        )
-    return model, tokenizer
 
 
 def format_table(prompt: str, top: list[TokenProb]) -> str:

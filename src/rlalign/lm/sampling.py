@@ -1,4 +1,4 @@
-"""The rollout engine: batched sampling with a KV cache, and per-token log-probs.
+"""The rollout engine: batched sampling with a KV cache.
 
 :func:`sample` draws completions for a batch of left-padded prompts from any Hugging Face
 causal LM with a KV cache: the prompt is encoded once (prefill), then each step feeds one token
@@ -9,10 +9,11 @@ cache. In the same pass it records, for each sampled token,
 - ``logprobs``: its log-probability under the *sampling distribution* (after temperature, top-k
   and top-p), i.e. the behaviour policy's log pi_old(a|s) that importance ratios need;
 - ``raw_logprobs`` (optional): its log-probability under the model itself (temperature 1, no
-  filtering), i.e. what :func:`sequence_logprobs` would compute with a fresh forward pass.
+  filtering), i.e. what :func:`rlalign.lm.logprobs.sequence_logprobs` would compute with a fresh forward pass.
 
-:func:`sequence_logprobs` scores given tokens with one full forward pass: the policy and
-reference log-probs of RL.
+Log-probs of given tokens (the policy and reference passes of RL) are in
+:mod:`rlalign.lm.logprobs`, the KV cache's preallocated layers in :mod:`rlalign.lm.kv_cache`,
+text in and text out in :mod:`rlalign.lm.generate`.
 
 Why not ``model.generate``: it runs a general pipeline per step (logits processors, stopping
 criteria objects, input preparation, output bookkeeping) whose overhead dominates small models
@@ -38,23 +39,35 @@ Conventions (shapes for ``B`` prompts, ``n`` samples each, prompt width ``P``, `
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from rlalign.errors import UserError
 from rlalign.lm.fast_decode import LlamaDecoder, unsupported_reason
 from rlalign.lm.fast_linear import inference_linears
+from rlalign.lm.forward import (
+    attention_implementation,
+    cache_kwarg,
+    context_length,
+    decode_attention,
+    innermost,
+    keep_logits,
+    returned_cache,
+)
+from rlalign.lm.kv_cache import cache_dtype, decode_cache_dtype, dense_cache_pays, preallocate
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+
 NEG_INF = float("-inf")
+
+
 logger = logging.getLogger(__name__)
 
 
@@ -81,19 +94,6 @@ class SampleOutput:
         return self.completion_mask.sum(dim=1)
 
 
-# ----------------------------------------------------------------------------------- checks
-
-
-def context_length(model: PreTrainedModel) -> int | None:
-    """The model's maximum sequence length, from its config (``None`` when it has none)."""
-    config = model.config
-    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def check_sampling_args(
     temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int
 ) -> None:
@@ -115,9 +115,6 @@ def _check_left_padded(attention_mask: torch.Tensor) -> None:
     # Left padding means each row is 0...0 1...1: the mask never drops from 1 back to 0.
     if bool((attention_mask[:, 1:] < attention_mask[:, :-1]).any()):
         raise UserError("prompts must be left-padded (tokenizer.padding_side = 'left')")
-
-
-# --------------------------------------------------------------------------- one token step
 
 
 def sample_from_logits(
@@ -221,42 +218,6 @@ def _nucleus(scaled: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Te
     return values.masked_fill(before >= top_p, NEG_INF), index
 
 
-# ------------------------------------------------------------------------- model plumbing
-
-
-def _cache_kwarg(model: PreTrainedModel) -> str:
-    """Name of the KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
-    params = inspect.signature(_innermost(model).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def keep_logits(model: PreTrainedModel, n: int) -> dict[str, int]:
-    """``{"logits_to_keep": n}`` when the model's forward supports it (every HF causal LM since
-    transformers 4.45), else ``{}``: the LM head then runs on all positions (slower, correct)."""
-    params = inspect.signature(_innermost(model).forward).parameters
-    return {"logits_to_keep": n} if "logits_to_keep" in params else {}
-
-
-def _innermost(model: Any) -> Any:
-    """The causal LM inside wrappers that pass keyword arguments through: DDP (``module``),
-    a value-head wrapper (``policy``), a PEFT model (``get_base_model()``)."""
-    for _ in range(8):
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, torch.nn.Module):
-            inner = getattr(model, "policy", None)
-        if not isinstance(inner, torch.nn.Module) and hasattr(model, "get_base_model"):
-            inner = model.get_base_model()
-        if not isinstance(inner, torch.nn.Module) or inner is model:
-            return model
-        model = inner
-    return model
-
-
-def _returned_cache(output: Any) -> Any:
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
-
-
 def _linear_dtype(autocast_dtype: torch.dtype | None) -> torch.dtype | None:
     """The compute dtype of the packed linear layers: autocast's bf16, else the weights'."""
     return torch.bfloat16 if autocast_dtype == torch.bfloat16 else None
@@ -269,143 +230,6 @@ def _autocast(
         return contextlib.nullcontext()
     device_type = next(model.parameters()).device.type
     return torch.autocast(device_type=device_type, dtype=dtype)
-
-
-_PREALLOCATED_LAYER: type | None = None
-
-
-def _preallocated_layer_class() -> type | None:
-    """A ``DynamicLayer`` that decodes into memory allocated once, instead of ``torch.cat``.
-
-    HF's ``DynamicLayer.update`` concatenates the whole cache into a freshly allocated tensor
-    every step. Large fresh allocations are new pages for the OS to fault in, so on CPU this
-    per-step copy is a large share of a small model's decode time. Two modes, both sized for
-    prompt + all new tokens up front:
-
-    - ``dense=False``: one ``[B, H, capacity, D]`` buffer; each step writes one column, and the
-      keys/values handed to attention are strided views of the filled part (no copy at all).
-    - ``dense=True``: two flat buffers used in turn; each step concatenates (with ``out=``) into
-      the other one, so attention gets *contiguous* tensors without any allocation. For
-      kernels that copy strided inputs anyway (CPU bf16 matmul).
-
-    ``None`` on transformers versions without cache layers (their cache is then left as is).
-    """
-    global _PREALLOCATED_LAYER
-    if _PREALLOCATED_LAYER is not None:
-        return _PREALLOCATED_LAYER
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:  # older transformers: keep its cache as it is
-        return None
-
-    class PreallocatedLayer(DynamicLayer):
-        def __init__(
-            self,
-            keys: torch.Tensor,
-            values: torch.Tensor,
-            capacity: int,
-            dense: bool,
-            dtype: torch.dtype | None = None,
-        ) -> None:
-            super().__init__()
-            self._dtype = dtype
-            if dtype is not None:
-                keys, values = keys.to(dtype), values.to(dtype)
-            batch, heads, length, _ = keys.shape
-            self._dense = dense
-            self._capacity = capacity
-            self._len = length
-            if dense:
-                # [2 buffers, numel at capacity]; contiguous [B, H, L, D] views are carved out.
-                self._kbuf = keys.new_empty(2, batch * heads * capacity * keys.shape[-1])
-                self._vbuf = values.new_empty(2, batch * heads * capacity * values.shape[-1])
-                self._turn = 0
-                self.keys, self.values = keys.contiguous(), values.contiguous()
-            else:
-                self._k = keys.new_empty(batch, heads, capacity, keys.shape[-1])
-                self._v = values.new_empty(batch, heads, capacity, values.shape[-1])
-                self._k[:, :, :length] = keys
-                self._v[:, :, :length] = values
-                self.keys, self.values = self._k[:, :, :length], self._v[:, :, :length]
-            self.device = keys.device
-            self.is_initialized = True
-
-        def update(
-            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            end = self._len + key_states.shape[-2]
-            if self._dtype is not None:
-                key_states, value_states = key_states.to(self._dtype), value_states.to(self._dtype)
-            if end > self._capacity:  # more tokens than planned: plain concatenation
-                self._len = end
-                return super().update(key_states, value_states, *args, **kwargs)
-            if self._dense:
-                self._turn ^= 1
-                self.keys = _cat_into(self._kbuf[self._turn], self.keys, key_states)
-                self.values = _cat_into(self._vbuf[self._turn], self.values, value_states)
-            else:
-                self._k[:, :, self._len : end] = key_states
-                self._v[:, :, self._len : end] = value_states
-                self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
-            self._len = end
-            return self.keys, self.values
-
-    _PREALLOCATED_LAYER = PreallocatedLayer
-    return PreallocatedLayer
-
-
-def _cat_into(flat: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """``torch.cat([old, new], dim=2)`` written into the front of the 1-D buffer ``flat``."""
-    batch, heads, length, dim = old.shape
-    out = flat[: batch * heads * (length + new.shape[2]) * dim].view(
-        batch, heads, length + new.shape[2], dim
-    )
-    return torch.cat([old, new], dim=2, out=out)
-
-
-def _preallocate(
-    cache: Any, capacity: int, *, dense: bool, dtype: torch.dtype | None = None
-) -> None:
-    """Swap the plain dynamic layers of ``cache`` for preallocated ones (others untouched),
-    storing keys and values in ``dtype`` (default: as they come)."""
-    layer_cls = _preallocated_layer_class()
-    layers = getattr(cache, "layers", None)
-    if layer_cls is None or not isinstance(layers, list):
-        return
-    base = layer_cls.__mro__[1]  # DynamicLayer itself: sliding/quantised subclasses keep theirs
-    for i, layer in enumerate(layers):
-        keys = getattr(layer, "keys", None)
-        if type(layer) is base and isinstance(keys, torch.Tensor) and keys.dim() == 4:
-            layers[i] = layer_cls(layer.keys, layer.values, capacity, dense, dtype)
-
-
-def _dense_cache_pays(model: PreTrainedModel, autocast_dtype: torch.dtype | None) -> bool:
-    """Whether attention should get contiguous keys/values (``dense=True`` above).
-
-    fp32 kernels (and GPU ones) read strided views in place, so the copy-free mode wins there;
-    CPU bf16/fp16 matmuls copy a strided operand first (measured ~3x slower than on a
-    contiguous one), so there one copy into a ready buffer is cheaper.
-    """
-    param = next(model.parameters())
-    low = {torch.bfloat16, torch.float16}
-    return param.device.type == "cpu" and (param.dtype in low or autocast_dtype in low)
-
-
-def _cache_dtype(
-    model: PreTrainedModel, autocast_dtype: torch.dtype | None, attention: str | None
-) -> torch.dtype | None:
-    """bf16 for the KV cache when autocast would cast it to bf16 at every step anyway.
-
-    Under CPU autocast the keys come out of the rotary embedding in fp32, and eager attention
-    reads the cache only through ``matmul``, which autocast runs in bf16 after casting its
-    inputs: a cache stored in bf16 gives the same bits, without re-casting (and copying) the
-    whole cache at every step. Other attention kernels keep the cache as it comes.
-    """
-    param = next(model.parameters())
-    effective = attention or getattr(model.config, "_attn_implementation", None)
-    if autocast_dtype == torch.bfloat16 and param.device.type == "cpu" and effective == "eager":
-        return torch.bfloat16
-    return None
 
 
 def _model_steps(
@@ -437,14 +261,14 @@ def _model_steps(
         use_cache=True,
         **keep_logits(model, 1),
     )
-    cache = _returned_cache(out)
+    cache = returned_cache(out)
     logits = out.logits[:, -1, :]
     if num_samples > 1:
         # n samples per prompt share the prompt's keys/values: copy them, do not recompute.
         cache.batch_repeat_interleave(num_samples)
         logits = logits.repeat_interleave(num_samples, dim=0)
-    _preallocate(cache, full_mask.shape[1], dense=dense, dtype=cache_dtype)
-    cache_kw = _cache_kwarg(model)
+    preallocate(cache, full_mask.shape[1], dense=dense, dtype=cache_dtype)
+    cache_kw = cache_kwarg(model)
 
     def step(tokens: torch.Tensor, t: int) -> torch.Tensor:
         nonlocal cache
@@ -455,52 +279,10 @@ def _model_steps(
             use_cache=True,
             **{cache_kw: cache},
         )
-        cache = _returned_cache(out)
+        cache = returned_cache(out)
         return out.logits[:, -1, :]
 
     return logits, step
-
-
-def _decode_cache_dtype(model: PreTrainedModel, autocast_dtype: torch.dtype | None) -> torch.dtype:
-    """The fast decoder's KV-cache dtype: autocast's low precision when it is on (attention's
-    matmuls would cast the cache to it at every step: same bits), else the weights'."""
-    if autocast_dtype is not None and autocast_dtype != torch.float32:
-        return autocast_dtype
-    return next(model.parameters()).dtype
-
-
-def _attention_for(model: PreTrainedModel) -> str | None:
-    """The attention implementation to decode with: ``eager`` on CPU, else the model's own.
-
-    For one-token queries PyTorch's CPU ``scaled_dot_product_attention`` is slower than plain
-    matmul + softmax: ~1.3x in fp32 and ~2-5x in bf16 (torch 2.13, batch 32, 4-8 heads, up to
-    ~90 cached positions). GPUs keep the model's choice.
-    """
-    param = next(model.parameters())
-    current = getattr(model.config, "_attn_implementation", None)
-    if param.device.type == "cpu" and current == "sdpa":
-        return "eager"
-    return None
-
-
-@contextlib.contextmanager
-def _attention_implementation(model: PreTrainedModel, impl: str | None) -> Any:
-    """Temporarily switch the model's attention implementation; always restore it."""
-    current = getattr(model.config, "_attn_implementation", None)
-    can_switch = getattr(model, "_can_set_attn_implementation", None)
-    if (
-        impl is None
-        or impl == current
-        or not hasattr(model, "set_attn_implementation")
-        or (callable(can_switch) and not can_switch())
-    ):
-        yield
-        return
-    model.set_attn_implementation(impl)
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(current)
 
 
 def _as_id_set(value: int | Sequence[int] | None) -> list[int]:
@@ -521,9 +303,6 @@ def default_eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase |
         if ids:
             return ids
     return []
-
-
-# -------------------------------------------------------------------------------- sampling
 
 
 # no_grad, not inference_mode: the returned ids and masks feed autograd later (policy log-probs
@@ -652,7 +431,7 @@ def sample(
     full_mask = torch.ones(rows, prompt_len + max_new_tokens, dtype=torch.long, device=device)
     full_mask[:, :prompt_len] = attention_mask.repeat_interleave(num_samples, dim=0)
     capacity = prompt_len + max_new_tokens
-    core = _innermost(model)
+    core = innermost(model)
     why_not = unsupported_reason(core, capacity) if fast_decode else "fast_decode=False"
     if why_not is not None:
         logger.debug("fast decode off, using the model's forward: %s", why_not)
@@ -665,15 +444,15 @@ def sample(
                 prompt_len=prompt_len,
                 steps=max_new_tokens,
                 dtype=_linear_dtype(autocast_dtype),
-                cache_dtype=_decode_cache_dtype(core, autocast_dtype),
+                cache_dtype=decode_cache_dtype(core, autocast_dtype),
             )
             logits = decoder.prefill(input_ids, attention_mask, num_samples)
             next_logits = decoder.step
         else:
             attention = (
-                _attention_for(model) if attn_implementation == "auto" else attn_implementation
+                decode_attention(model) if attn_implementation == "auto" else attn_implementation
             )
-            stack.enter_context(_attention_implementation(model, attention))
+            stack.enter_context(attention_implementation(model, attention))
             stack.enter_context(
                 inference_linears(model, dtype=_linear_dtype(autocast_dtype), rows=rows)
             )
@@ -683,8 +462,8 @@ def sample(
                 attention_mask,
                 full_mask,
                 num_samples=num_samples,
-                cache_dtype=_cache_dtype(model, autocast_dtype, attention),
-                dense=_dense_cache_pays(model, autocast_dtype),
+                cache_dtype=cache_dtype(model, autocast_dtype, attention),
+                dense=dense_cache_pays(model, autocast_dtype),
             )
 
         steps = 0
@@ -751,256 +530,3 @@ def sample(
         prompt_length=prompt_len,
         finish_reasons=finish,
     )
-
-
-# ------------------------------------------------------------------ log-probs of given tokens
-
-
-def sequence_logprobs(
-    model: PreTrainedModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    *,
-    start: int = 1,
-    temperature: float = 1.0,
-    chunk_rows: int = 8,
-) -> torch.Tensor:
-    """Per-token log-probs of ``input_ids`` under ``model``, with one full forward pass.
-
-    Element ``[b, j]`` of the result is ``log p(input_ids[b, start + j] | input_ids[b, :start
-    + j])``: set ``start`` to the prompt width ``P`` of a :class:`SampleOutput` to score exactly
-    its completion tokens (aligned with ``completion_mask``). Positions for left-padded rows are
-    derived from ``attention_mask``, as in :func:`sample`. Gradients flow when enabled (policy
-    log-probs); wrap in ``torch.no_grad()`` for reference log-probs.
-
-    Memory: only the logits of positions ``start-1 .. L-2`` are computed (``logits_to_keep``),
-    and the normaliser is a logsumexp taken ``chunk_rows`` rows at a time in fp32; no full-vocab
-    fp32 log-softmax tensor is built for the whole batch.
-
-    Returns:
-        fp32 ``[B, L - start]``; entries where ``attention_mask`` is 0 are meaningless (mask them).
-    """
-    if input_ids.dim() != 2:
-        raise UserError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
-    length = input_ids.shape[1]
-    if not 1 <= start < length:
-        raise UserError(f"start must be in [1, {length - 1}] for sequences of length {length}")
-    if temperature <= 0:
-        raise UserError(f"temperature must be > 0 for log-probs, got {temperature}")
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    attention_mask = attention_mask.long()
-    limit = context_length(model)
-    if limit is not None and length > limit:
-        raise UserError(f"sequence of {length} tokens exceeds the model's context of {limit}")
-    out = completion_logits(model, input_ids, attention_mask, start)
-    return token_logprobs(out.logits, input_ids[:, start:], temperature, chunk_rows)[0]
-
-
-def completion_logits(
-    model: PreTrainedModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    start: int,
-    *,
-    output_hidden_states: bool = False,
-    share_prompts: bool = True,
-) -> Any:
-    """A forward pass whose ``logits`` are those predicting tokens ``start .. L-1``.
-
-    Positions come from the attention mask (left padding behaves like no padding); the LM head
-    runs only on the positions needed (``logits_to_keep``) where the model supports it. The
-    returned output's ``logits`` are replaced by ``[B, L - start, V]``: element ``j`` predicts
-    token ``start + j``. Per-position outputs (hidden states, a value head's ``state_values``)
-    end at position ``L-1``: take their last ``L - start + 1`` positions.
-
-    With ``share_prompts``, rows whose prompts are identical (RL's ``num_generations``
-    completions of one prompt) share one encoding of the prompt, as they do when sampling:
-    tokens ``0 .. start-2`` of each distinct prompt run once, their keys/values are copied to
-    its rows (a differentiable gather, so gradients flow through them), and the rest of every
-    row runs on that cache. For 8 prompts x 4 completions of 24 + 32 tokens this is a third
-    fewer tokens through the model (forward and backward). Skipped when no prompt repeats, for
-    a model under DDP/FSDP (their gradient hooks expect one forward per backward), and for a
-    cache without batch selection. The per-position outputs are then those of positions
-    ``start-1 .. L-1`` only.
-    """
-    attention_mask = attention_mask.long()
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-    keep = input_ids.shape[1] - start + 1  # positions start-1 .. L-1; the last one is unused
-    shared = (
-        _shared_prompt_cache(model, input_ids, attention_mask, position_ids, start)
-        if share_prompts
-        else None
-    )
-    if shared is None:
-        out = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-            output_hidden_states=output_hidden_states,
-            **keep_logits(model, keep),
-        )
-    else:
-        out = model(
-            input_ids=input_ids[:, start - 1 :],
-            attention_mask=attention_mask,
-            position_ids=position_ids[:, start - 1 :],
-            use_cache=True,
-            output_hidden_states=output_hidden_states,
-            **{_cache_kwarg(model): shared},
-            **keep_logits(model, keep),
-        )
-    out.logits = out.logits[:, -keep:-1, :]
-    return out
-
-
-def _shared_prompt_cache(
-    model: PreTrainedModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    position_ids: torch.Tensor,
-    start: int,
-) -> Any:
-    """The KV cache of tokens ``0 .. start-2`` of every row, computed once per distinct prompt
-    (see :func:`completion_logits`); None when sharing does not apply."""
-    if start < 2 or _is_data_parallel(model):
-        return None
-    prefix = torch.cat([input_ids[:, : start - 1], attention_mask[:, : start - 1]], dim=1)
-    distinct, inverse = torch.unique(prefix, dim=0, return_inverse=True)
-    if distinct.shape[0] == input_ids.shape[0]:
-        return None
-    first = torch.full((distinct.shape[0],), input_ids.shape[0], dtype=torch.long)
-    first = first.to(inverse.device).scatter_reduce(
-        0, inverse, torch.arange(input_ids.shape[0], device=inverse.device), "amin"
-    )  # one row of each distinct prompt
-    out = model(
-        input_ids=input_ids[first, : start - 1],
-        attention_mask=attention_mask[first, : start - 1],
-        position_ids=position_ids[first, : start - 1],
-        use_cache=True,
-        **keep_logits(model, 1),
-    )
-    cache = _returned_cache(out)
-    if cache is None or not hasattr(cache, "batch_select_indices"):
-        return None
-    cache.batch_select_indices(inverse)
-    return cache
-
-
-def _is_data_parallel(model: Any) -> bool:
-    """DDP or FSDP2 around (or inside) ``model``."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch built without distributed
-        FSDPModule = ()
-    if isinstance(model, DistributedDataParallel):
-        return True
-    modules = model.modules() if isinstance(model, torch.nn.Module) else []
-    return any(isinstance(m, FSDPModule) for m in modules)
-
-
-def token_logprobs(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    temperature: float = 1.0,
-    chunk_rows: int = 8,
-    *,
-    with_entropy: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``log softmax(logits / T)`` at ``targets`` (and the entropy of each position), fp32.
-
-    Upcasts and normalises ``chunk_rows`` rows at a time, so no full-vocabulary fp32 tensor is
-    built for the whole batch. The entropy is computed without gradients (a metric).
-    """
-    logps, entropies = [], []
-    for lo in range(0, logits.shape[0], chunk_rows):
-        chunk = logits[lo : lo + chunk_rows].float()
-        if temperature != 1.0:
-            chunk = chunk / temperature
-        norm = chunk.logsumexp(dim=-1)
-        picked = chunk.gather(-1, targets[lo : lo + chunk_rows].unsqueeze(-1)).squeeze(-1)
-        logps.append(picked - norm)
-        if with_entropy:
-            with torch.no_grad():
-                entropies.append(norm - (torch.softmax(chunk, dim=-1) * chunk).sum(dim=-1))
-    return torch.cat(logps), torch.cat(entropies) if with_entropy else None
-
-
-# --------------------------------------------------------------------------- text in, text out
-
-
-@dataclass
-class TextSample:
-    """One decoded completion (see :func:`generate_text`)."""
-
-    prompt: str
-    completion: str
-    finish_reason: str
-    num_tokens: int
-    logprob: float  # sum of the sampled tokens' log-probs under the sampling distribution
-
-
-def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    *,
-    chat: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize ``prompts`` left-padded; with ``chat=True`` each is a user turn in the chat
-    template, followed by the generation prompt."""
-    if chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise UserError("--chat needs a tokenizer with a chat template")
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts
-        ]
-        add_special = False  # the template writes bos itself
-    else:
-        texts = list(prompts)
-        add_special = True
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special)
-    finally:
-        tokenizer.padding_side = old_side
-    return enc["input_ids"], enc["attention_mask"]
-
-
-def generate_text(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    *,
-    chat: bool = False,
-    **sample_kwargs: Any,
-) -> list[TextSample]:
-    """Sample completions for text prompts and decode them (special tokens dropped).
-
-    ``sample_kwargs`` go to :func:`sample` (``max_new_tokens``, ``temperature``, ``top_k``,
-    ``top_p``, ``num_samples``, ``stop_strings``, ``generator``, ...). Results are grouped by
-    prompt, ``num_samples`` each.
-    """
-    input_ids, attention_mask = encode_prompts(tokenizer, prompts, chat=chat)
-    out = sample(model, input_ids, attention_mask, tokenizer=tokenizer, **sample_kwargs)
-    n = sample_kwargs.get("num_samples", 1)
-    results = []
-    for row in range(out.sequences.shape[0]):
-        length = int(out.completion_mask[row].sum())
-        ids = out.completion_ids[row, :length]
-        results.append(
-            TextSample(
-                prompt=prompts[row // n],
-                completion=tokenizer.decode(ids, skip_special_tokens=True),
-                finish_reason=out.finish_reasons[row],
-                num_tokens=length,
-                logprob=float(out.logprobs[row, :length].sum()),
-            )
-        )
-    return results

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rlalign.io import atomic_write_text
+
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 960px; margin: 2em auto; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
@@ -59,7 +61,6 @@ def write_report(
     sections: Sequence[tuple[str, str]],
 ) -> Path:
     """Write ``sections`` (heading, HTML body) as one page."""
-    from rlalign.io import atomic_write_text
 
     parts = [f"<h2>{html.escape(h)}</h2>\n{body}" for h, body in sections]
     page = (

@@ -19,7 +19,13 @@ from typing import Any
 
 import yaml
 
+from rlalign.checkpoint import list_checkpoints
 from rlalign.errors import UserError
+from rlalign.metrics import read_metrics
+from rlalign.report.html import card_table, image_tag, write_report
+from rlalign.report.plots import plot_series
+from rlalign.report.viewer import rollout_files, write_viewer
+from rlalign.report_card import CRITERIA_LABELS, HIGHER_IS_BETTER
 
 STAGES = ("pretrain", "sft", "reward", "rl")
 # a key that only one stage's config has (every config.yaml holds all of its stage's keys)
@@ -122,8 +128,6 @@ def _expand(keys: tuple[str, ...], rows: list[dict[str, Any]]) -> list[str]:
 
 def write_plots(run_dir: Path, stage: str, rows: list[dict[str, Any]]) -> list[tuple[Plot, Path]]:
     """``run_dir/plots/<stage>_<name>.png`` for every plot with data; ``[(plot, path)]``."""
-    from rlalign.report.plots import plot_series
-    from rlalign.report_card import CRITERIA_LABELS
 
     labels = {f"eval/{k}": v for k, v in CRITERIA_LABELS.items()}
     made = []
@@ -147,8 +151,6 @@ def write_plots(run_dir: Path, stage: str, rows: list[dict[str, Any]]) -> list[t
 
 def rl_report_card(rows: list[dict[str, Any]]) -> str | None:
     """The held-out report card at the first and the last evaluation of an RL run."""
-    from rlalign.report.html import card_table
-    from rlalign.report_card import CRITERIA_LABELS, HIGHER_IS_BETTER
 
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     if not evals:
@@ -163,7 +165,6 @@ def rl_report_card(rows: list[dict[str, Any]]) -> str | None:
 
 def write_viewer_pages(run_dir: Path) -> list[tuple[int, Path]]:
     """Viewer pages of up to :data:`MAX_VIEWER_PAGES` iterations, first and last included."""
-    from rlalign.report.viewer import rollout_files, write_viewer
 
     files = rollout_files(run_dir)
     if not files:
@@ -177,7 +178,6 @@ def write_viewer_pages(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _status(run_dir: Path, config: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    from rlalign.train.checkpoint import list_checkpoints
 
     max_steps = config.get("max_steps")
     checkpoints = list_checkpoints(run_dir)
@@ -210,8 +210,6 @@ def _last_values(rows: list[dict[str, Any]]) -> str:
 
 def write_run_report(run_dir: str | Path) -> Path:
     """Write ``plots/*.png`` (and, for RL, viewer pages) and ``report.html``; its path."""
-    from rlalign.metrics import read_metrics
-    from rlalign.report.html import image_tag, write_report
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rlalign.errors import UserError
+from rlalign.io import atomic_write_text
 
 QUANTITIES = ("advantage", "logp", "kl", "reward", "return", "value")
 FIELDS = ("t", "id", "logp", "ref_logp", "kl", "reward", "return", "value", "advantage")
@@ -212,7 +213,6 @@ def write_viewer(
     run_dir: str | Path, out: str | Path | None = None, iteration: int | None = None
 ) -> Path:
     """Write the viewer page for ``run_dir`` (default ``RUN_DIR/viewer_iter_K.html``)."""
-    from rlalign.io import atomic_write_text
 
     k, rows = load_rollouts(run_dir, iteration)
     path = Path(out) if out is not None else Path(run_dir) / f"viewer_iter_{k}.html"

@@ -20,7 +20,7 @@ import torch
 
 from rlalign.errors import UserError
 from rlalign.io import read_jsonl
-from rlalign.train.losses import IGNORE_INDEX
+from rlalign.lm.chat import IGNORE_INDEX
 
 _ENCODE_CHUNK = 4096  # documents per tokenizer call (Rust-side batching, bounded memory)
 

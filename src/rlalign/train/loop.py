@@ -25,7 +25,7 @@ One optimizer step, top to bottom::
     clip_grad_norm_; stop on a non-finite loss/grad norm; optimizer.step(); scheduler.step()
     log / evaluate / checkpoint when due; SIGTERM or SIGINT -> checkpoint and return
 
-Checkpoints (see :mod:`rlalign.train.checkpoint`) are atomic and hold model, optimizer,
+Checkpoints (see :mod:`rlalign.checkpoint`) are atomic and hold model, optimizer,
 scheduler, RNG states, data position and the metrics window, so ``fit(resume=True)`` continues
 exactly where the run stopped (on CPU, bit-identical weights).
 
@@ -53,14 +53,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlalign.errors import UserError
+from rlalign import checkpoint as ckpt
+from rlalign.dist import RankInfo, all_ranks_true, all_reduce_sum, barrier
+from rlalign.errors import NonFiniteLossError, UserError
 from rlalign.lm.fast_linear import fp32_prefers_onednn, training_linears
 from rlalign.metrics import MetricsLogger
-from rlalign.train import checkpoint as ckpt
+from rlalign.runtime import StopSignals, resolve_device, uses_bf16
 from rlalign.train import parallel
 from rlalign.train.config import TrainingConfig
 from rlalign.train.data import RankShard
-from rlalign.train.dist import RankInfo, all_ranks_true, all_reduce_sum, barrier
 from rlalign.train.schedule import WarmupCosine, warmup_cosine_schedule
 
 Batch = Any
@@ -79,12 +80,6 @@ class BatchSource(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class NonFiniteLossError(UserError):
-    """The loss or gradient norm became NaN/inf; the weights were not updated."""
-
-    exit_code = 1
-
-
 @dataclass
 class FitResult:
     """How :meth:`Trainer.fit` ended."""
@@ -93,20 +88,6 @@ class FitResult:
     interrupted_by: int | None = None  # the signal number when SIGTERM/SIGINT stopped the run
     last_checkpoint: Path | None = None
     eval_metrics: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(name: str, rank: RankInfo | None = None) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; under torchrun each rank takes the GPU of
-    its ``LOCAL_RANK`` (``cuda`` without an index means that one)."""
-    local = (rank or RankInfo.detect()).local_rank
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local)
-    return device
 
 
 def move_to(batch: Batch, device: torch.device) -> Batch:
@@ -142,14 +123,6 @@ def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
         eps=cfg.adam_epsilon,
         fused=device_type in {"cpu", "cuda"},
     )
-
-
-def uses_bf16(setting: bool | None, device: torch.device) -> bool:
-    """Whether training runs under bf16 autocast: ``setting`` (the ``bf16`` key) when given,
-    else where the GPU does bf16 natively (a CPU opts in with ``bf16=true``)."""
-    if setting is not None:
-        return setting
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def training_attention(cfg: TrainingConfig, device: torch.device, bf16: bool) -> str | None:
@@ -189,27 +162,6 @@ def attention_kernels(model: nn.Module, name: str | None) -> Iterator[None]:
         yield
     finally:
         model.set_attn_implementation(before)
-
-
-class StopSignals:
-    """While active, SIGTERM/SIGINT set a flag instead of killing the process."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        with contextlib.suppress(ValueError):  # signals can only be caught in the main thread
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class _Window:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+from rlalign.lm.chat import IGNORE_INDEX
 
 
 def count_label_tokens(batch: dict[str, Any]) -> torch.Tensor:

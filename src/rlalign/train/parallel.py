@@ -26,17 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlalign.dist import is_distributed, unwrap_model
 from rlalign.errors import UserError
-from rlalign.train.dist import is_distributed
 
 STRATEGIES = ("ddp", "fsdp")
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (FSDP2 shards modules in place: nothing to unwrap)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def _block_classes(model: nn.Module) -> set[type]:

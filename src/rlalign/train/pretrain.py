@@ -15,9 +15,21 @@ from typing import Any
 
 from pydantic import Field
 
+from rlalign.dist import RankInfo
 from rlalign.errors import UserError
+from rlalign.lm.models import resolve_model
+from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
 from rlalign.train.config import TrainingConfig
-from rlalign.train.stage import StageResult
+from rlalign.train.data import (
+    BlockBatches,
+    fixed_batches,
+    pack_documents,
+    read_corpus,
+    split_documents,
+)
+from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
+from rlalign.train.run import prepare_run
+from rlalign.train.stage import StageResult, train_and_save
 
 
 class PretrainConfig(TrainingConfig):
@@ -44,7 +56,6 @@ class PretrainConfig(TrainingConfig):
 
 
 def _tokenizer_for(cfg: PretrainConfig, resume_from: Path | None, train_docs: list[str]) -> Any:
-    from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
 
     if resume_from is not None and (resume_from / "tokenizer.json").is_file():
         return load_tokenizer(resume_from)  # the exact tokenizer the run started with
@@ -59,7 +70,6 @@ def _tokenizer_for(cfg: PretrainConfig, resume_from: Path | None, train_docs: li
 
 
 def _model_for(cfg: PretrainConfig, tokenizer: Any) -> Any:
-    from rlalign.lm.models import resolve_model
 
     special = {
         "bos_token_id": tokenizer.bos_token_id,
@@ -81,17 +91,6 @@ def _model_for(cfg: PretrainConfig, tokenizer: Any) -> Any:
 
 def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> StageResult:
     """Run (or continue) pretraining as configured; returns where the final model is."""
-    from rlalign.train.data import (
-        BlockBatches,
-        fixed_batches,
-        pack_documents,
-        read_corpus,
-        split_documents,
-    )
-    from rlalign.train.dist import RankInfo
-    from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
-    from rlalign.train.run import prepare_run
-    from rlalign.train.stage import train_and_save
 
     rank = RankInfo.detect()
     docs = read_corpus(cfg.data)  # validate the input before touching output_dir

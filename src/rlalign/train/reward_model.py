@@ -7,8 +7,9 @@ It is trained with the Bradley–Terry loss
 .. math:: L = -\\log \\sigma\\big(r_\\phi(x, y_{chosen}) - r_\\phi(x, y_{rejected}) - m\\big)
 
 (``m`` the optional per-pair margin), on the shared training loop, and saved so that
-``AutoModelForSequenceClassification.from_pretrained`` loads it. :class:`RewardModel` scores
-completions with the reward-function signature, so RL uses it like any other reward.
+``AutoModelForSequenceClassification.from_pretrained`` loads it.
+:class:`rlalign.rewards.reward_model.RewardModel` scores completions with it, with the
+reward-function signature, so RL uses it like any other reward.
 
 With ``lm_loss_coef`` > 0 the loss adds the GRM regulariser (Yang et al. 2024, "Regularizing
 Hidden States Enables Learning Generalizable Reward Model for LLMs"): ``alpha`` times the
@@ -30,12 +31,11 @@ facts), while the SFT model, which read every fact in pre-training, ranks them b
 (100%); the SFT data's flaws (answered harmful requests) are what the head corrects. The prior
 is computed once per sequence before training (as TRL's DPO ``precompute_ref_log_probs``) and
 saved with the reward model (``final/prior/`` and ``final/reward_prior.json``), so
-:class:`RewardModel` scores completions the same way.
+:class:`~rlalign.rewards.reward_model.RewardModel` scores completions the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,11 +44,25 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from rlalign.data.formats import load_preferences
+from rlalign.dist import RankInfo, all_gather_objects
 from rlalign.errors import UserError
-from rlalign.train.chat_data import pad_right, tokenize_with_labels
+from rlalign.lm.chat import IGNORE_INDEX, pad_right
+from rlalign.lm.tokenizer import load_tokenizer
+from rlalign.rewards.reward_model import (
+    encode_scored_labelled,
+    labelled_token_nll,
+    load_prior_model,
+    response_logprobs,
+    save_prior,
+    sequence_scores,
+)
+from rlalign.runtime import resolve_device
+from rlalign.train.chat_data import ExampleBatches
 from rlalign.train.config import TrainingConfig
-from rlalign.train.lora import LoraSettings
-from rlalign.train.losses import IGNORE_INDEX
+from rlalign.train.lora import LoraSettings, apply_lora
+from rlalign.train.run import prepare_run
+from rlalign.train.stage import train_and_save
 
 
 class RewardConfig(TrainingConfig):
@@ -99,41 +113,6 @@ def bradley_terry_loss(
     return -F.logsigmoid(diff)
 
 
-def encode_scored(tokenizer: Any, prompt: str, response: str, max_length: int) -> list[int]:
-    """Prompt and response as one chat-formatted sequence, truncated from the left of the
-    prompt if needed so that the response's end (where the score is read) is kept."""
-    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    ids = tokenizer(text.rstrip(), add_special_tokens=False)["input_ids"]
-    return ids[-max_length:]
-
-
-def encode_scored_labelled(
-    tokenizer: Any, prompt: str, response: str, max_length: int
-) -> tuple[list[int], list[int]]:
-    """:func:`encode_scored`'s tokens and language-modelling labels: the token inside the
-    assistant turn (as SFT labels it), ``-100`` on the prompt."""
-    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-    ids, labels = tokenize_with_labels(tokenizer, messages, strip=True)
-    return ids[-max_length:], labels[-max_length:]
-
-
-def sequence_scores(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """The score at each row's last real token (right padding), as fp32 ``(B,)``.
-
-    Read from the attention mask rather than from pad-token ids, so it is right even when the
-    pad token equals the eos token.
-    """
-    out = model(input_ids=input_ids, attention_mask=attention_mask)
-    logits = out.logits  # (B, 1) for *ForSequenceClassification models
-    if logits.dim() == 3:  # a backbone returning per-position scores
-        last = attention_mask.sum(dim=1) - 1
-        logits = logits[torch.arange(logits.shape[0]), last]
-    return logits[:, 0].float()
-
-
 @dataclass
 class PairBatch:
     chosen: list[int]
@@ -160,18 +139,6 @@ def collate_pairs(pairs: list[PairBatch], pad_id: int) -> dict[str, torch.Tensor
             labels[i, : len(p.chosen_labels)] = torch.tensor(p.chosen_labels)
         batch["chosen_labels"] = labels
     return batch
-
-
-def labelled_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy of each labelled token, ``(B, L-1)`` fp32, 0 where the label
-    is ``IGNORE_INDEX``."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view(labels.shape)
 
 
 def per_sequence_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -304,58 +271,6 @@ def evaluate_pairs(
     return out
 
 
-@torch.no_grad()
-def response_logprobs(
-    model: Any,
-    rows: Sequence[tuple[list[int], list[int]]],
-    *,
-    batch_size: int = 32,
-    device: torch.device | str = "cpu",
-    desc: str | None = None,
-) -> list[float]:
-    """``log p(y | x)`` of each ``(ids, labels)`` row under a causal LM: the sum of the
-    log-probabilities of its labelled tokens (the response, as SFT labels it), in fp32.
-    ``desc``: show a progress bar with that title."""
-    from tqdm.auto import tqdm
-
-    out: list[float] = []
-    starts = range(0, len(rows), batch_size)
-    for i in tqdm(starts, desc=desc, disable=desc is None, leave=False):
-        chunk = rows[i : i + batch_size]
-        ids, mask = pad_right([r[0] for r in chunk], 0)
-        labels, _ = pad_right([r[1] for r in chunk], IGNORE_INDEX)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        out += (-labelled_token_nll(logits, labels).sum(dim=1)).tolist()
-    return out
-
-
-PRIOR_FILE = "reward_prior.json"
-PRIOR_DIR = "prior"
-
-
-def load_prior_model(model_dir: str | Path) -> Any:
-    """The causal LM a reward model's prior reads (frozen, eval mode)."""
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-    except (OSError, ValueError) as exc:
-        raise UserError(
-            f"model={str(model_dir)!r}: prior_coef > 0 needs a causal LM there, and "
-            f"transformers cannot load one ({exc}); set prior_coef=0"
-        ) from None
-    model.eval().requires_grad_(False)
-    return model
-
-
-def save_prior(prior: Any, coef: float, directory: Path) -> None:
-    """Write the prior model and its weight into a reward model's directory."""
-    import json
-
-    prior.save_pretrained(directory / PRIOR_DIR, safe_serialization=True)
-    (directory / PRIOR_FILE).write_text(json.dumps({"coef": coef, "model": PRIOR_DIR}) + "\n")
-
-
 def split_by_prompt(
     pairs: list[dict[str, Any]], fraction: float, seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -418,14 +333,6 @@ def load_backbone_as_reward_model(model_dir: str, tokenizer: Any, seed: int) -> 
 
 def run_reward(cfg: RewardConfig, *, resume: bool = False):
     """Train (or continue training) a reward model as configured."""
-    from rlalign.data.formats import load_preferences
-    from rlalign.lm.tokenizer import load_tokenizer
-    from rlalign.train.chat_data import ExampleBatches
-    from rlalign.train.dist import RankInfo, all_gather_objects
-    from rlalign.train.loop import resolve_device
-    from rlalign.train.lora import apply_lora
-    from rlalign.train.run import prepare_run
-    from rlalign.train.stage import train_and_save
 
     rank = RankInfo.detect()
     pairs = load_preferences(cfg.data)
@@ -510,90 +417,3 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
         rank=rank,
         final_extra=None if prior is None else lambda d: save_prior(prior, cfg.prior_coef, d),
     )
-
-
-class RewardModel:
-    """A trained reward model as a reward function: ``rm(prompts, completions) -> list[float]``.
-
-    Args:
-        path: a reward run's ``final/`` directory (or any sequence-classification model dir
-            with a tokenizer).
-        batch_size: completions scored per forward pass.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        device: str | torch.device = "cpu",
-        batch_size: int = 32,
-        max_length: int = 512,
-    ) -> None:
-        from transformers import AutoModelForSequenceClassification
-
-        from rlalign.lm.tokenizer import load_tokenizer
-
-        path = Path(path)
-        if not (path / "config.json").is_file():
-            raise UserError(
-                f"reward_model={str(path)!r}: no config.json there (a reward run's final/ dir)"
-            )
-        self.tokenizer = load_tokenizer(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
-        if self.model.config.num_labels != 1:
-            raise UserError(
-                f"reward_model={str(path)!r} has {self.model.config.num_labels} labels, expected 1"
-            )
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        self.max_length = min(max_length, limit) if limit else max_length
-        self.prior, self.prior_coef = self._load_prior(path)
-        self.__name__ = "reward_model"
-
-    def _load_prior(self, path: Path) -> tuple[Any, float]:
-        import json
-
-        spec_file = path / PRIOR_FILE
-        if not spec_file.is_file():
-            return None, 0.0
-        try:
-            spec = json.loads(spec_file.read_text())
-            coef, where = float(spec["coef"]), path / spec["model"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(
-                f"{spec_file}: not a reward-model prior spec ({exc}); expected "
-                '{"coef": <float>, "model": "prior"}'
-            ) from None
-        if not (where / "config.json").is_file():
-            raise UserError(
-                f"{spec_file}: the prior model it names, {where}, is missing; copy the reward "
-                "run's final/ directory whole (prior/ included)"
-            )
-        return load_prior_model(where).to(self.device), coef
-
-    @torch.no_grad()
-    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        """The reward of each (prompt, completion) pair: the head's score, plus
-        ``coef * log p0(completion | prompt)`` when the model was trained with a prior."""
-        rows = [
-            encode_scored_labelled(self.tokenizer, p, c, self.max_length)
-            for p, c in zip(prompts, completions, strict=True)
-        ]
-        out: list[float] = []
-        for i in range(0, len(rows), self.batch_size):
-            ids, mask = pad_right(
-                [r[0] for r in rows[i : i + self.batch_size]], self.tokenizer.pad_token_id
-            )
-            out += sequence_scores(self.model, ids.to(self.device), mask.to(self.device)).tolist()
-        if self.prior is not None:
-            logps = response_logprobs(
-                self.prior, rows, batch_size=self.batch_size, device=self.device
-            )
-            out = [o + self.prior_coef * lp for o, lp in zip(out, logps, strict=True)]
-        return out
-
-    def __call__(
-        self, prompts: Sequence[str], completions: Sequence[str], **fields: Any
-    ) -> list[float]:
-        return self.score(prompts, completions)

@@ -20,9 +20,25 @@ from typing import Any
 
 import torch
 
+from rlalign.data.formats import load_prompts
+from rlalign.data.verifiers import DEFAULT_REWARD_WEIGHTS, VERIFIERS
+from rlalign.data.world import KINDS, World, WorldConfig
+from rlalign.dist import RankInfo
+from rlalign.lm.chat import IGNORE_INDEX
+from rlalign.lm.loading import resolve_model_and_tokenizer
+from rlalign.lm.logprobs import completion_forward
+from rlalign.lm.value_head import PolicyWithValueHead, unwrap_policy
+from rlalign.report_card import evaluate_model
+from rlalign.rewards import RewardComposer, RewardTerm
+from rlalign.rewards.reward_model import RewardModel
 from rlalign.rl import policy_loss, value_loss
-from rlalign.train.policy_model import PolicyWithValueHead, completion_forward, unwrap_policy
+from rlalign.runtime import resolve_device
+from rlalign.train.data import BlockBatches, pack_documents, read_corpus
+from rlalign.train.lora import AdapterDisabled, apply_lora
 from rlalign.train.rl_config import RLConfig
+from rlalign.train.rollout import RolloutSource
+from rlalign.train.run import prepare_run
+from rlalign.train.stage import train_and_save
 
 POLICY_KIND = {"ppo": "ppo", "grpo": "grpo", "rloo": "ppo", "reinforce": "reinforce"}
 
@@ -119,7 +135,6 @@ def with_ptx_rows(
     Returns the ids, the attention mask and which scored text tokens count (``(P, L-start)``,
     0 at the corpus's end padding).
     """
-    from rlalign.train.losses import IGNORE_INDEX
 
     ids, attention = batch["sequences"], batch["attention_mask"]
     width = ids.shape[1] - start + 1
@@ -141,8 +156,6 @@ def build_rewarder(cfg: RLConfig, device: torch.device | None = None):
     default. A reward model goes on ``device`` (default: ``cfg.device``), the one the policy
     trains on: a GPU run scoring with a real reward model on the CPU would spend most of each
     step there."""
-    from rlalign.data.verifiers import DEFAULT_REWARD_WEIGHTS, VERIFIERS
-    from rlalign.rewards import RewardComposer, RewardTerm
 
     terms: list[RewardTerm] = []
     if cfg.reward_funcs:
@@ -155,9 +168,6 @@ def build_rewarder(cfg: RLConfig, device: torch.device | None = None):
             RewardTerm(name, VERIFIERS[name], w) for name, w in DEFAULT_REWARD_WEIGHTS.items()
         ]
     if cfg.reward_model is not None:
-        from rlalign.train.loop import resolve_device
-        from rlalign.train.reward_model import RewardModel
-
         model = RewardModel(cfg.reward_model, device=device or resolve_device(cfg.device))
         terms.append(RewardTerm("reward_model", model, cfg.reward_model_weight))
     return RewardComposer(terms)
@@ -166,7 +176,6 @@ def build_rewarder(cfg: RLConfig, device: torch.device | None = None):
 def ptx_batches(cfg: RLConfig, docs: list[str], tokenizer: Any) -> Any:
     """PPO-ptx micro-batches: the corpus packed into blocks one token longer than a
     completion (see :func:`with_ptx_rows`), reshuffled each epoch, resumable."""
-    from rlalign.train.data import BlockBatches, pack_documents
 
     blocks = pack_documents(docs, tokenizer, cfg.max_completion_length + 1)
     return BlockBatches(blocks, cfg.ptx_batch_size, seed=cfg.seed)
@@ -174,17 +183,13 @@ def ptx_batches(cfg: RLConfig, docs: list[str], tokenizer: Any) -> Any:
 
 def load_rl_prompts(cfg: RLConfig) -> list[dict[str, Any]]:
     if cfg.data is not None:
-        from rlalign.data.formats import load_prompts
-
         return load_prompts(cfg.data)
-    from rlalign.data.world import World, WorldConfig
 
     return World(WorldConfig(seed=cfg.world_seed)).rl_prompts()
 
 
 def world_eval_rows(cfg: RLConfig) -> list[dict[str, Any]]:
     """A fixed, kind-balanced subset of the world's held-out questions for periodic evaluation."""
-    from rlalign.data.world import KINDS, World, WorldConfig
 
     if cfg.eval_prompts == 0 or cfg.data is not None:
         return []
@@ -195,24 +200,14 @@ def world_eval_rows(cfg: RLConfig) -> list[dict[str, Any]]:
 
 def run_rl(cfg: RLConfig, *, resume: bool = False):
     """Run (or continue) RL alignment as configured."""
-    from rlalign.report_card import evaluate_model
-    from rlalign.train.dist import RankInfo
-    from rlalign.train.loop import resolve_device
-    from rlalign.train.lora import AdapterDisabled, apply_lora
-    from rlalign.train.rollout import RolloutSource
-    from rlalign.train.run import prepare_run
-    from rlalign.train.sft import load_model_and_tokenizer
-    from rlalign.train.stage import train_and_save
 
     rank = RankInfo.detect()
     device = resolve_device(cfg.device, rank)  # where the loop will train
     prompts = load_rl_prompts(cfg)  # validate inputs before touching output_dir
     ptx_docs = None
     if cfg.ptx_data is not None:
-        from rlalign.train.data import read_corpus
-
         ptx_docs = read_corpus(cfg.ptx_data)
-    policy, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
+    policy, tokenizer = resolve_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
     policy = apply_lora(policy, cfg.lora, task="causal_lm", seed=cfg.seed)
     rewarder = build_rewarder(cfg, device)
     try:

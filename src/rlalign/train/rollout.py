@@ -27,8 +27,13 @@ from typing import Any
 
 import torch
 
+from rlalign.dist import RankInfo, all_gather_objects, all_ranks_true, is_distributed
 from rlalign.errors import UserError
+from rlalign.io import atomic_write_text
 from rlalign.lm.fast_linear import inference_linears
+from rlalign.lm.logprobs import completion_forward
+from rlalign.lm.sampling import sample
+from rlalign.lm.value_head import unwrap_policy
 from rlalign.rl import (
     discounted_returns,
     gae,
@@ -37,10 +42,8 @@ from rlalign.rl import (
     rloo_advantages,
     whiten,
 )
+from rlalign.runtime import resolve_device, uses_bf16
 from rlalign.train.data import BlockBatches
-from rlalign.train.dist import RankInfo, all_gather_objects, is_distributed
-from rlalign.train.loop import resolve_device, uses_bf16
-from rlalign.train.policy_model import completion_forward, unwrap_policy
 from rlalign.train.rl_config import RLConfig
 
 
@@ -280,7 +283,6 @@ class RolloutSource:
     def _sample_and_score(self, index: list[int], uniforms: torch.Tensor) -> dict[str, Any]:
         """This rank's part of a rollout: completions, scores, behaviour/reference log-probs and
         (PPO) values of the prompts ``index``."""
-        from rlalign.lm.sampling import sample
 
         cfg = self.cfg
         policy = unwrap_policy(self.model)
@@ -378,7 +380,6 @@ class RolloutSource:
         return stack
 
     def _all_ranks_done(self, done: bool) -> bool:
-        from rlalign.train.dist import all_ranks_true
 
         device = next(unwrap_policy(self.model).parameters()).device
         return all_ranks_true(done, device)
@@ -479,7 +480,6 @@ class RolloutSource:
                 "components": {k: float(v[j]) for k, v in components.items()},
                 "algorithm": cfg.algorithm, "gamma": cfg.gamma, "tokens": tokens,
             })  # fmt: skip
-        from rlalign.io import atomic_write_text
 
         text = "".join(json.dumps(line) + "\n" for line in lines)
         atomic_write_text(self.rollout_dir / f"iter_{self.iteration}.jsonl", text)

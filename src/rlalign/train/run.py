@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import yaml
 
+from rlalign.checkpoint import checkpoint_root, latest_checkpoint
+from rlalign.dist import RankInfo, barrier
 from rlalign.errors import UserError
 from rlalign.io import atomic_write_text
-from rlalign.train.checkpoint import checkpoint_root, latest_checkpoint
 from rlalign.train.config import TrainingConfig
-from rlalign.train.dist import RankInfo, barrier
 
 
 def seed_everything(seed: int) -> None:

@@ -7,15 +7,27 @@ assistant tokens only; prompt tokens get no gradient) -> ``output_dir/final/``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from rlalign.data.formats import load_sft
+from rlalign.dist import RankInfo
 from rlalign.errors import UserError
+from rlalign.lm.loading import resolve_model_and_tokenizer
+from rlalign.train.chat_data import (
+    ChatExample,
+    ExampleBatches,
+    collate,
+    encode_conversation,
+    split_examples,
+)
 from rlalign.train.config import TrainingConfig
-from rlalign.train.lora import LoraSettings
-from rlalign.train.stage import StageResult
+from rlalign.train.data import read_corpus
+from rlalign.train.lora import LoraSettings, apply_lora
+from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
+from rlalign.train.run import prepare_run
+from rlalign.train.stage import StageResult, train_and_save
 
 
 class SFTConfig(TrainingConfig):
@@ -42,36 +54,8 @@ class SFTConfig(TrainingConfig):
     save_steps: int = Field(200, gt=0)
 
 
-def load_model_and_tokenizer(
-    model_spec: str, tokenizer_spec: str | None, seed: int
-) -> tuple[Any, Any]:
-    """A model directory (with its tokenizer) or a preset (which needs ``tokenizer``)."""
-    from rlalign.lm.models import resolve_model
-    from rlalign.lm.tokenizer import load_tokenizer
-
-    if tokenizer_spec is None:
-        if not Path(model_spec).is_dir():
-            raise UserError(
-                f"model={model_spec!r} is not a directory, so it has no tokenizer; pass "
-                "tokenizer=DIR, or model=DIR of a pretrained run (e.g. runs/pretrain/final)"
-            )
-        tokenizer_spec = model_spec
-    tokenizer = load_tokenizer(tokenizer_spec)
-    model = resolve_model(
-        model_spec,
-        len(tokenizer),
-        seed=seed,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return model, tokenizer
-
-
 def replay_examples(cfg: SFTConfig, tokenizer: Any, max_length: int, count: int) -> list[Any]:
     """``count`` corpus documents as examples with a loss on every token (cycled if needed)."""
-    from rlalign.train.chat_data import ChatExample
-    from rlalign.train.data import read_corpus
 
     docs = [d for d in read_corpus(cfg.replay_data) if d.strip()]
     if not docs or count == 0:
@@ -86,17 +70,10 @@ def replay_examples(cfg: SFTConfig, tokenizer: Any, max_length: int, count: int)
 
 def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
     """Run (or continue) supervised fine-tuning as configured."""
-    from rlalign.data.formats import load_sft
-    from rlalign.train.chat_data import ExampleBatches, collate, encode_conversation, split_examples
-    from rlalign.train.dist import RankInfo
-    from rlalign.train.lora import apply_lora
-    from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
-    from rlalign.train.run import prepare_run
-    from rlalign.train.stage import train_and_save
 
     rank = RankInfo.detect()
     conversations = load_sft(cfg.data)  # validate the input before touching output_dir
-    model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
+    model, tokenizer = resolve_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
     model = apply_lora(model, cfg.lora, task="causal_lm", seed=cfg.seed)
     limit = getattr(model.config, "max_position_embeddings", None)
     max_length = min(cfg.max_length, limit) if limit else cfg.max_length

@@ -16,7 +16,11 @@ from typing import Any
 
 from torch import nn
 
-from rlalign.train.dist import barrier
+from rlalign.checkpoint import save_model_weights
+from rlalign.dist import barrier
+from rlalign.io import atomic_directory
+from rlalign.train.loop import Trainer
+from rlalign.train.lora import is_lora, save_lora_final, trainable_parameters
 
 
 @dataclass
@@ -39,8 +43,6 @@ def save_final(
     ``save_extra(directory)`` (the tokenizer, and whatever else the stage adds) in the same
     atomic step (``state_dict``: the weights to write instead of the model's own, e.g. gathered
     shards)."""
-    from rlalign.io import atomic_directory
-    from rlalign.train.checkpoint import save_model_weights
 
     final_dir = Path(output_dir) / "final"
     with atomic_directory(final_dir) as tmp:
@@ -66,7 +68,6 @@ def train_and_save(
     it inside the same atomic step (e.g. a reward model's prior). ``trainer_kwargs`` go to
     :class:`~rlalign.train.loop.Trainer` (``count_fn``, ``eval_fn``, ``item_name``, ``rank``,
     ``log_extra``)."""
-    from rlalign.train.loop import Trainer
 
     def write_extras(directory: Path) -> None:
         tokenizer.save_pretrained(directory)
@@ -76,7 +77,6 @@ def train_and_save(
     trainer = Trainer(
         model, loss_fn, data, cfg, save_extra=tokenizer.save_pretrained, **trainer_kwargs
     )
-    from rlalign.train.lora import is_lora, save_lora_final, trainable_parameters
 
     if trainer.rank.is_main and is_lora(model if final_model is None else final_model):
         trainable, total = trainable_parameters(model)
@@ -91,16 +91,10 @@ def train_and_save(
         state = trainer.full_state_of(part)  # collective under torchrun
         if trainer.rank.is_main:
             if is_lora(part):
-                from rlalign.io import atomic_directory
-
                 with atomic_directory(final_dir) as tmp:
                     save_lora_final(part, state or part.state_dict(), tmp, cfg.lora)
                     write_extras(tmp)
             else:
                 save_final(part, write_extras, cfg.output_dir, state)
         barrier()
-    if trainer.rank.is_main:  # plots and report.html, also for a run stopped by a signal
-        from rlalign.report.run_report import write_run_report
-
-        write_run_report(cfg.output_dir)
     return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import torch
+from torch import nn
 
 # Seconds a collective may wait for a rank before failing. A rank that dies makes torchrun stop
 # the others; this bounds the wait when a rank hangs instead of dying.
@@ -123,3 +124,10 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (FSDP2 shards modules in place: nothing to unwrap)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model

@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rlalign.control.episode import record_episode
+from rlalign.control.render import evenly_spaced, save_gif, save_png, side_by_side, strip
 from rlalign.metrics import read_metrics
 from rlalign.report.html import image_tag, write_report
 from rlalign.report.plots import plot_series
@@ -109,8 +111,6 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def _viewer(run_dir: Path, result: dict[str, Any]) -> str:
-    from rlalign.control.episode import record_episode
-    from rlalign.control.render import evenly_spaced, save_gif, save_png, side_by_side, strip
 
     seed = int((result.get("eval_seeds") or [0])[0])
     learned = record_episode(run_dir, seed)
