@@ -93,7 +93,7 @@ def test_gamma_discounts_advantages_as_the_return_formula_says(
         word_model_dir, word_task, tmp_path, gamma=gamma, reward_timeout=60
     )
     try:
-        next(source)
+        source.collect_rollout()
         buf = source.buffer
         start = int(buf["prompt_length"][0])
         lengths = buf["completion_mask"].sum(1).long()

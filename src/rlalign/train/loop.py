@@ -13,12 +13,18 @@ A stage supplies three things and never copies the loop:
 - a **count function** ``count_fn(batch) -> int | Tensor``: the loss terms of one micro-batch.
 
 Optionally an ``eval_fn(model) -> dict[str, float]`` (run under no_grad, eval mode, autocast,
-every ``eval_steps`` and at the end), ``save_extra(directory)`` (writes e.g. the tokenizer into
-every checkpoint) and ``log_extra() -> dict[str, float]`` (metrics that are not sums over
-micro-batches, e.g. RL rollout rewards, merged into each logged row).
+every ``eval_steps`` and at the end) and ``save_extra(directory)`` (writes e.g. the tokenizer
+into every checkpoint).
+
+On-policy RL collects what it learns from: its batch source is also an :class:`OnPolicySource`,
+and the loop shows the two phases of RL by name, as Stable-Baselines3's ``collect_rollouts()``
+then ``train()`` do. When the source has served every pass over its rollout, the loop calls
+``collect_rollout()`` (the policy acts: sample, score, credit) before the next step; the
+rollout's metrics (rewards, lengths, KL) join the next logged row.
 
 One optimizer step, top to bottom::
 
+    if rollouts.needs_rollout(): rollouts.collect_rollout()          # RL only
     micro = [next(data) for _ in range(gradient_accumulation_steps)]
     num_items = sum(count_fn(b) for b in micro)
     for b in micro: loss_fn(model, b, num_items)[0].backward()       # bf16 autocast optional
@@ -78,6 +84,19 @@ class BatchSource(Protocol):
     def __next__(self) -> Batch: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class OnPolicySource(BatchSource, Protocol):
+    """A batch source that serves micro-batches of rollouts it collects itself (on-policy RL).
+
+    ``collect_rollout()`` runs the current policy and returns the rollout's metrics;
+    ``needs_rollout()`` is true once the last rollout has been served (or before the first).
+    A rollout spans whole optimizer steps, so collecting between steps is exact.
+    """
+
+    def needs_rollout(self) -> bool: ...
+    def collect_rollout(self) -> dict[str, float]: ...
 
 
 @dataclass
@@ -214,7 +233,6 @@ class Trainer:
         save_extra: Callable[[Path], None] | None = None,
         item_name: str = "items",
         rank: RankInfo | None = None,
-        log_extra: Callable[[], dict[str, float]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.rank = rank or RankInfo.detect()
@@ -229,11 +247,13 @@ class Trainer:
         )
         self.loss_fn, self.count_fn, self.eval_fn = loss_fn, count_fn, eval_fn
         self.data = train_data
+        # On-policy RL: the source itself, before any rank sharding (every rank collects).
+        self.rollouts = train_data if isinstance(train_data, OnPolicySource) else None
+        self.rollout_metrics: list[dict[str, float]] = []  # since the last logged row
         if self.rank.distributed:
             self.data = RankShard(train_data, self.rank.rank, self.rank.world_size)
         self.save_extra = save_extra
         self.item_name = item_name
-        self.log_extra = log_extra  # metrics that are not per micro-batch (e.g. RL rollouts)
         self.output_dir = Path(cfg.output_dir)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = warmup_cosine_schedule(
@@ -272,7 +292,9 @@ class Trainer:
             # One agreement per step on whether to stop (a collective under torchrun).
             stopping = self._stop_requested(signals)
             while self.step < cfg.max_steps and not stopping:
-                loss, items, grad_norm, metrics = self.train_step()
+                if self.rollouts is not None and self.rollouts.needs_rollout():
+                    self.rollout_metrics.append(self.rollouts.collect_rollout())  # act ...
+                loss, items, grad_norm, metrics = self.train_step()  # ... then learn
                 self.step += 1
                 bar.update(1)
                 self.window.add(loss, items, metrics)
@@ -283,8 +305,7 @@ class Trainer:
                     row.update(result.eval_metrics)
                 if row or self.step % cfg.logging_steps == 0 or last:
                     row = {**self._window_row(grad_norm), **row}
-                    if self.log_extra is not None:
-                        row.update(self.log_extra())
+                    row.update(self._rollout_row())
                     logger.log(self.step, **row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['learning_rate']:.2e}")
                 stopping = self._stop_requested(signals)
@@ -294,6 +315,15 @@ class Trainer:
             if self.step < cfg.max_steps:
                 result.interrupted_by = signals.received or signal.SIGTERM
         return result
+
+    def _rollout_row(self) -> dict[str, float]:
+        """Means of the rollout metrics collected since the last logged row."""
+        pending, self.rollout_metrics = self.rollout_metrics, []
+        keys = {k for m in pending for k in m}
+        return {
+            k: sum(m[k] for m in pending if k in m) / sum(k in m for m in pending)
+            for k in sorted(keys)
+        }
 
     def _stop_requested(self, signals: StopSignals) -> bool:
         """A stop signal reached this rank -- or, under torchrun, any rank (all stop together,

@@ -31,7 +31,7 @@ from rlalign.lm.value_head import PolicyWithValueHead, unwrap_policy
 from rlalign.report_card import evaluate_model
 from rlalign.rewards import RewardComposer, RewardTerm
 from rlalign.rewards.reward_model import RewardModel
-from rlalign.rl import policy_loss, value_loss
+from rlalign.rl import policy_loss, policy_loss_normalizer, value_loss
 from rlalign.runtime import resolve_device
 from rlalign.train.data import BlockBatches, pack_documents, read_corpus
 from rlalign.train.lora import AdapterDisabled, apply_lora
@@ -46,12 +46,10 @@ POLICY_KIND = {"ppo": "ppo", "grpo": "grpo", "rloo": "ppo", "reinforce": "reinfo
 def make_count_fn(cfg: RLConfig):
     """Loss terms of a micro-batch, as the chosen ``loss_type`` normalises them."""
 
-    def count(batch: dict[str, torch.Tensor]) -> torch.Tensor | int:
-        if cfg.loss_type == "dapo":
-            return batch["completion_mask"].sum()
-        if cfg.loss_type == "dr_grpo":
-            return batch["completion_mask"].shape[0] * cfg.max_completion_length
-        return batch["completion_mask"].shape[0]
+    def count(batch: dict[str, torch.Tensor]) -> float:
+        return policy_loss_normalizer(
+            batch["completion_mask"], cfg.loss_type, max_length=cfg.max_completion_length
+        )
 
     return count
 
@@ -252,7 +250,6 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
             eval_fn=eval_fn,
             item_name="train_tokens" if cfg.loss_type == "dapo" else "items",
             rank=rank,
-            log_extra=source.pop_metrics,
         )
     finally:
         rewarder.close()

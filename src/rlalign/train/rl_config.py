@@ -84,17 +84,9 @@ class RLConfig(TrainingConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> RLConfig:
-        rollout = self.prompts_per_iteration * self.num_generations
-        step = self.global_batch_size or (
-            self.per_device_train_batch_size * self.gradient_accumulation_steps
-        )
-        if rollout % step:
-            raise ValueError(
-                f"prompts_per_iteration x num_generations = {rollout} completions per rollout "
-                f"must be a multiple of the completions per optimizer step ({step}: "
-                "global_batch_size, or per_device_train_batch_size x "
-                "gradient_accumulation_steps)"
-            )
+        problem = self.rollout_split_problem(world_size=1)
+        if problem:
+            raise ValueError(problem)
         if self.algorithm in ("grpo", "rloo") and self.num_generations < 2:
             raise ValueError(f"algorithm={self.algorithm} needs num_generations >= 2")
         if self.algorithm == "ppo" and self.loss_type == "grpo":
@@ -113,6 +105,28 @@ class RLConfig(TrainingConfig):
                 f"{len(self.reward_funcs)} reward_funcs"
             )
         return self
+
+    def rollout_split_problem(self, world_size: int) -> str | None:
+        """Why a rollout does not split into whole groups per rank and whole optimizer steps
+        at this world size (None when it does): the loop collects rollouts between steps."""
+        if self.prompts_per_iteration % world_size:
+            return (
+                f"prompts_per_iteration={self.prompts_per_iteration} does not split over "
+                f"{world_size} ranks (each rank samples whole groups); use a multiple of "
+                f"{world_size}"
+            )
+        rollout = self.prompts_per_iteration * self.num_generations
+        step = self.global_batch_size or (
+            self.per_device_train_batch_size * self.gradient_accumulation_steps * world_size
+        )
+        if rollout % step:
+            return (
+                f"prompts_per_iteration x num_generations = {rollout} completions per rollout "
+                f"must be a multiple of the {step} completions of an optimizer step "
+                f"(global_batch_size, or per_device_train_batch_size x "
+                f"gradient_accumulation_steps x {world_size} ranks)"
+            )
+        return None
 
     @property
     def left_padded_batches(self) -> bool:

@@ -12,7 +12,8 @@ reward, and turns everything into per-token tensors with :mod:`rlalign.rl`:
   (so ``gamma < 1`` gives ``A_t = gamma^(L-1-t) A``, what the seed's ``G_t`` says);
 - the reference model's log-probs when the KL term is in the loss.
 
-:class:`RolloutSource` serves the result as micro-batches to the shared training loop,
+:class:`RolloutSource` is the loop's :class:`~rlalign.train.loop.OnPolicySource`: the loop calls its
+``collect_rollout()``, then takes micro-batches of the result,
 ``num_iterations`` shuffled passes per rollout, and checkpoints its whole state (prompt order,
 sampling generator, the current rollout buffer), so a resumed run continues exactly.
 """
@@ -63,24 +64,6 @@ def sequence_advantages(scores: torch.Tensor, cfg: RLConfig) -> torch.Tensor:
     if cfg.algorithm == "rloo":
         return rloo_advantages(scores, cfg.num_generations)
     return scores - scores.mean()  # REINFORCE with the batch-mean baseline
-
-
-def check_rollout_split(cfg: RLConfig, world_size: int) -> None:
-    """Each rank samples whole groups, and a rollout splits into whole optimizer steps."""
-    if cfg.prompts_per_iteration % world_size:
-        raise UserError(
-            f"prompts_per_iteration={cfg.prompts_per_iteration} does not split over "
-            f"{world_size} ranks (each rank samples whole groups); use a multiple of "
-            f"{world_size}"
-        )
-    rollout = cfg.prompts_per_iteration * cfg.num_generations
-    step = cfg.per_device_train_batch_size * cfg.accumulation_steps(world_size) * world_size
-    if rollout % step:
-        raise UserError(
-            f"prompts_per_iteration x num_generations = {rollout} completions per rollout "
-            f"is not a multiple of the {step} completions of an optimizer step at world size "
-            f"{world_size}; change global_batch_size or prompts_per_iteration"
-        )
 
 
 def _pad_to(tensor: torch.Tensor, left: int, right: int, value: float) -> torch.Tensor:
@@ -160,7 +143,6 @@ class RolloutSource:
         self.buffer: dict[str, torch.Tensor] | None = None
         self.order: torch.Tensor | None = None
         self.position = 0
-        self.pending_metrics: list[dict[str, float]] = []
         self.rank = RankInfo.detect()
         # The precisions follow the device the loop will train on (default: cfg.device): the
         # model is still where it was loaded (the CPU), and the loop moves it later.
@@ -168,7 +150,10 @@ class RolloutSource:
         self.train_dtype = torch.bfloat16 if train_bf16 else None
         rollout_bf16 = cfg.rollout_bf16 if cfg.rollout_bf16 is not None else train_bf16
         self.rollout_dtype = torch.bfloat16 if rollout_bf16 else None
-        check_rollout_split(cfg, self.rank.world_size)
+        cfg.accumulation_steps(self.rank.world_size)  # global_batch_size splits over the ranks
+        problem = cfg.rollout_split_problem(self.rank.world_size)
+        if problem:
+            raise UserError(problem)
         # Under FSDP every rank must run the same forward passes (each gathers the weights).
         self._lockstep = self.rank.distributed and cfg.distributed == "fsdp"
         self._encoded = self._encode_all()
@@ -205,12 +190,19 @@ class RolloutSource:
     def __iter__(self) -> RolloutSource:
         return self
 
+    def needs_rollout(self) -> bool:
+        """Every pass over the current rollout has been served (or none was collected yet)."""
+        n = self.cfg.prompts_per_iteration * self.cfg.num_generations
+        return self.buffer is None or self.position >= n * self.cfg.num_iterations
+
     def __next__(self) -> dict[str, torch.Tensor]:
+        """The next micro-batch of the current rollout: ``num_iterations`` passes over it,
+        each in a fresh seeded shuffle."""
         cfg = self.cfg
         size = cfg.per_device_train_batch_size
         n = cfg.prompts_per_iteration * cfg.num_generations
-        if self.buffer is None or self.position >= n * cfg.num_iterations:
-            self._rollout()
+        if self.needs_rollout():
+            raise RuntimeError("the rollout is used up: call collect_rollout() first")
         pass_position = self.position % n
         if pass_position == 0:  # a new pass over the rollout: a fresh shuffle
             gen = torch.Generator().manual_seed(
@@ -246,22 +238,13 @@ class RolloutSource:
         if self.ptx is not None and state.get("ptx") is not None:
             self.ptx.load_state_dict(state["ptx"])
 
-    def pop_metrics(self) -> dict[str, float]:
-        """Means of the rollout metrics since the last call (merged into the logged row)."""
-        pending, self.pending_metrics = self.pending_metrics, []
-        if not pending:
-            return {}
-        keys = {k for m in pending for k in m}
-        return {
-            k: sum(m[k] for m in pending if k in m) / sum(k in m for m in pending) for k in keys
-        }
-
     # --- one rollout -------------------------------------------------------------------
 
     @torch.no_grad()
-    def _rollout(self) -> None:
-        """Sample, score and credit one rollout; under torchrun each rank samples and scores
-        its share of the prompts (whole groups), and every rank then holds the whole batch."""
+    def collect_rollout(self) -> dict[str, float]:
+        """Sample, score and credit one rollout; returns its metrics. Under torchrun each rank
+        samples and scores its share of the prompts (whole groups), and every rank then holds
+        the whole batch."""
         cfg, rank = self.cfg, self.rank
         policy = unwrap_policy(self.model)
         was_training = policy.training
@@ -277,8 +260,9 @@ class RolloutSource:
             mine, uniforms[rank.rank * rows_share : (rank.rank + 1) * rows_share]
         )
         batch = gather_rollouts(local, pad_id=self.tokenizer.pad_token_id)
-        self._credit([self.prompts[i] for i in index], batch)
+        metrics = self._credit([self.prompts[i] for i in index], batch)
         policy.train(was_training)
+        return metrics
 
     def _sample_and_score(self, index: list[int], uniforms: torch.Tensor) -> dict[str, Any]:
         """This rank's part of a rollout: completions, scores, behaviour/reference log-probs and
@@ -384,9 +368,9 @@ class RolloutSource:
         device = next(unwrap_policy(self.model).parameters()).device
         return all_ranks_true(done, device)
 
-    def _credit(self, prompt_rows: list[dict[str, Any]], batch: dict[str, Any]) -> None:
+    def _credit(self, prompt_rows: list[dict[str, Any]], batch: dict[str, Any]) -> dict[str, float]:
         """Per-token rewards, KL and advantages of the whole batch (identical on every rank),
-        then the training buffer, the metrics and the viewer's rollouts."""
+        then the training buffer and the viewer's rollouts; returns the rollout's metrics."""
         cfg = self.cfg
         completion_mask, old_logp = batch["completion_mask"], batch["old_logp"]
         ref_logp, old_values, scores = batch["ref_logp"], batch["old_values"], batch["scores"]
@@ -438,13 +422,13 @@ class RolloutSource:
             metrics["kl_ref"] = float(kl.sum() / completion_mask.sum().clamp(min=1))
         for name, values in components.items():
             metrics[f"reward/{name}"] = sum(values) / max(len(values), 1)
-        self.pending_metrics.append(metrics)
         if self.rollout_dir is not None and self.cfg.save_rollouts:
             expanded = [row for row in prompt_rows for _ in range(cfg.num_generations)]
             self._save_rollouts(
                 expanded, texts, scores, components, token_rewards, kl, advantages, returns,
                 old_values, ref_logp,
             )  # fmt: skip
+        return metrics
 
     def _save_rollouts(
         self, rows, texts, scores, components, rewards, kl, adv, returns, values, ref_logp

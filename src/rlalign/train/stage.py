@@ -66,8 +66,7 @@ def train_and_save(
     """Train with the shared loop, then save ``final_model`` (default ``model``) and the
     tokenizer as ``final/``; ``final_extra(directory)``, when given, writes more files into
     it inside the same atomic step (e.g. a reward model's prior). ``trainer_kwargs`` go to
-    :class:`~rlalign.train.loop.Trainer` (``count_fn``, ``eval_fn``, ``item_name``, ``rank``,
-    ``log_extra``)."""
+    :class:`~rlalign.train.loop.Trainer` (``count_fn``, ``eval_fn``, ``item_name``, ``rank``)."""
 
     def write_extras(directory: Path) -> None:
         tokenizer.save_pretrained(directory)
