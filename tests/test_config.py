@@ -88,3 +88,59 @@ def test_dump_round_trip(tmp_path):
     cfg = load_config(TrainConfig, None, ["lora.r=2", "learning_rate=3e-4"])
     dump_config(cfg, tmp_path / "config.yaml")
     assert load_config(TrainConfig, tmp_path / "config.yaml") == cfg
+
+
+# --- keys renamed to one name per knob --------------------------------------------------------
+
+
+def test_an_old_key_is_accepted_with_a_warning_that_names_the_new_one(tmp_path):
+    from rlalign.config import RenamedKeyWarning
+    from rlalign.control.train_config import PPOConfig
+
+    with pytest.warns(RenamedKeyWarning, match=r"override 'clip_eps=0.3'.*now 'epsilon'"):
+        cfg = load_config(PPOConfig, None, ["clip_eps=0.3"])
+    assert cfg.epsilon == 0.3
+    path = tmp_path / "ppo.yaml"
+    path.write_text("seed: 1\ngae_lambda: 0.8\n")
+    with pytest.warns(
+        RenamedKeyWarning, match=r"ppo\.yaml:2: config key 'gae_lambda' is now 'lam'"
+    ):
+        assert load_config(PPOConfig, path).lam == 0.8
+    with pytest.warns(RenamedKeyWarning, match="'n_epochs' is now 'num_iterations'"):
+        assert PPOConfig(n_epochs=3).num_iterations == 3
+
+
+def test_an_old_key_overrides_a_default_given_by_the_new_name():
+    from rlalign.control.train_config import PPOConfig
+
+    with pytest.warns(FutureWarning):
+        cfg = load_config(PPOConfig, None, ["clip_value=0.5"], defaults={"cliprange_value": 0.1})
+    assert cfg.cliprange_value == 0.5
+
+
+def test_old_and_new_name_together_is_an_error(tmp_path):
+    from pydantic import ValidationError
+
+    from rlalign.control.train_config import PPOConfig
+
+    with pytest.raises(ValidationError, match="give 'epsilon' only"):
+        PPOConfig(clip_eps=0.2, epsilon=0.1)
+    path = tmp_path / "ppo.yaml"
+    path.write_text("epsilon: 0.1\nclip_eps: 0.2\n")
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError, match=r"ppo\.yaml:2: 'clip_eps'"):
+        load_config(PPOConfig, path)
+
+
+def test_the_cli_prints_one_line_for_an_old_key(tmp_path, capsys):
+    from rlalign.cli import main
+
+    argv = ["control", "train", "--env", "CartPole-v1", "--steps", "64", "--out", str(tmp_path),
+            "--no-progress", "--no-baselines", "--no-report", "n_steps=16", "minibatch_size=32",
+            "final_eval_episodes=1", "eval_every=64", "n_epochs=1"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "rlalign control: warning: override 'n_epochs=1': config key 'n_epochs' is now "
+        "'num_iterations' (the old name is accepted until the next release)"
+    ]
+    assert "num_iterations: 1" in (tmp_path / "config.yaml").read_text()

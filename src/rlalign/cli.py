@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from rlalign import __version__
@@ -82,6 +83,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     where = f"rlalign {args.command}"
+    show_warning = warnings.showwarning
+
+    def one_line_renames(message, category, *rest, **kwargs) -> None:
+        # An old config key: one line that names the new key, not a warning's source location.
+        if category.__name__ == "RenamedKeyWarning":
+            print(f"{where}: warning: {message}", file=sys.stderr)
+        else:
+            show_warning(message, category, *rest, **kwargs)
+
+    warnings.showwarning = one_line_renames
     try:
         if launched_distributed():  # under torchrun: join the process group first
             from rlalign.dist import init_distributed
@@ -108,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{where}: interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.showwarning = show_warning
         if launched_distributed():
             from rlalign.dist import shutdown_distributed
 

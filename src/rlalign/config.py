@@ -14,22 +14,59 @@ valid key: ``unknown key 'lr', did you mean 'learning_rate'?``.
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from rlalign.errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "dump_config", "load_config", "parse_overrides"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "RenamedKeyWarning",
+    "dump_config",
+    "load_config",
+    "parse_overrides",
+]
+
+
+class RenamedKeyWarning(FutureWarning):
+    """A config key given by its old name; the message names the new one."""
 
 
 class Config(BaseModel):
-    """Base class of every rlalign config: unknown keys are errors; assignment is validated."""
+    """Base class of every rlalign config: unknown keys are errors; assignment is validated.
+
+    ``renamed_keys`` maps old key names to new ones: an old name is still accepted, for one
+    release, with a :class:`RenamedKeyWarning` that names the new key.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    renamed_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_renamed_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not cls.renamed_keys:
+            return data
+        data = dict(data)
+        for old, new in cls.renamed_keys.items():
+            if old not in data:
+                continue
+            if new in data:
+                raise ValueError(f"'{old}' is the old name of '{new}': give '{new}' only")
+            warnings.warn(
+                f"config key '{old}' is now '{new}' (the old name is accepted until the next "
+                "release)",
+                RenamedKeyWarning,
+                stacklevel=2,
+            )
+            data[new] = data.pop(old)
+        return data
 
 
 C = TypeVar("C", bound=Config)
@@ -158,10 +195,20 @@ def load_config(
     source = "config"
     if path is not None:
         file_data, lines = _read_yaml(Path(path))
-        data.update(file_data)
+        for key, value in file_data.items():
+            new = _current_name(cls, key, f"{path}:{lines.get((key,), 1)}")
+            if new != key and new in file_data:
+                raise ConfigError(
+                    f"{path}:{lines.get((key,), 1)}: '{key}' is the old name of '{new}', which "
+                    f"the file also sets: keep only '{new}'"
+                )
+            data[new] = value
+            if new != key and (key,) in lines:
+                lines[(new,)] = lines.pop((key,))
         source = str(path)
     origins: dict[tuple[str, ...], str] = {}
     for key_path, value, original in parse_overrides(overrides):
+        key_path = (_current_name(cls, key_path[0], f"override '{original}'"), *key_path[1:])
         _set_path(data, key_path, value, original)
         origins[key_path] = original
     _coerce_lists(cls, data)
@@ -169,6 +216,21 @@ def load_config(
         return cls.model_validate(data)
     except ValidationError as exc:
         raise _friendly(exc, cls, source, lines, origins) from None
+
+
+def _current_name(cls: type[BaseModel], key: str, where: str) -> str:
+    """A top-level key by its current name, with a warning when it came by an old one (each
+    layer is renamed before the layers merge, so an old name overrides a default's new one)."""
+    new = getattr(cls, "renamed_keys", {}).get(key)
+    if new is None:
+        return key
+    warnings.warn(
+        f"{where}: config key '{key}' is now '{new}' (the old name is accepted until the next "
+        "release)",
+        RenamedKeyWarning,
+        stacklevel=3,
+    )
+    return new
 
 
 def _friendly(

@@ -47,7 +47,7 @@ def test_reinforce_improves_cartpole() -> None:
 
 def _short_ppo(env_id: str, seed: int, **kw) -> PPOConfig:
     base = dict(
-        seed=seed, total_steps=1024, n_envs=4, n_steps=64, n_epochs=2, minibatch_size=64,
+        seed=seed, total_steps=1024, n_envs=4, n_steps=64, num_iterations=2, minibatch_size=64,
         eval_every=1024, eval_episodes=2, hidden_sizes=[16, 16],
     )  # fmt: skip
     return PPOConfig(**{**base, **kw})

@@ -30,7 +30,7 @@ def train_args(out: Path, *extra: str) -> list[str]:
     return [
         "control", "train", "--env", "rlalign/Driving-v0", "--steps", str(STEPS),
         "--out", str(out), "--no-progress", "--no-baselines", "--no-report", *extra,
-        "n_envs=2", "n_steps=64", "minibatch_size=64", "n_epochs=2", "hidden_sizes=[8]",
+        "n_envs=2", "n_steps=64", "minibatch_size=64", "num_iterations=2", "hidden_sizes=[8]",
         f"save_every={UPDATE}", "keep_checkpoints=3", "eval_every=1024", "eval_episodes=1",
         "final_eval_episodes=1",
     ]  # fmt: skip

@@ -17,7 +17,7 @@ from rlalign.rl import (
 )
 
 LOSS_TYPES = ["grpo", "dapo", "dr_grpo", "sum"]
-KINDS = ["reinforce", "ppo", "grpo"]
+KINDS = ["reinforce", "ppo", "ppo+kl"]  # ppo+kl: the clipped surrogate with beta > 0
 
 
 def make_batch(seed=0, B=6, T=9):
@@ -36,8 +36,13 @@ def make_batch(seed=0, B=6, T=9):
 def test_micro_batches_sum_to_the_full_batch_gradient(kind, loss_type):
     """Uneven lengths across micro-batches; each micro-batch uses the full batch's normaliser."""
     logp0, old, ref, adv, mask = make_batch()
-    beta = 0.1 if kind == "grpo" else 0.0
-    kw = dict(kind=kind, loss_type=loss_type, ref_logp=ref if beta else None, beta=beta)
+    beta = 0.1 if kind == "ppo+kl" else 0.0
+    kw = dict(
+        kind=kind.removesuffix("+kl"),
+        loss_type=loss_type,
+        ref_logp=ref if beta else None,
+        beta=beta,
+    )
     n = policy_loss_normalizer(mask, loss_type)
 
     full = logp0.clone().requires_grad_(True)
@@ -135,7 +140,7 @@ def test_grpo_kl_term_adds_beta_times_k3():
     logp, old, ref, adv, mask = make_batch(seed=4)
     base, _ = policy_loss(logp, old, adv, mask, kind="ppo", loss_type="dapo")
     with_kl, stats = policy_loss(
-        logp, old, adv, mask, kind="grpo", loss_type="dapo", ref_logp=ref, beta=0.5
+        logp, old, adv, mask, kind="ppo", loss_type="dapo", ref_logp=ref, beta=0.5
     )
     k3 = torch.exp(ref - logp) - (ref - logp) - 1
     want = base + 0.5 * (k3 * mask).sum() / mask.sum()
@@ -219,7 +224,7 @@ def test_entropy_matches_torch_distributions():
         ),
         (
             lambda: policy_loss(
-                torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), kind="grpo", beta=0.1
+                torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), kind="ppo", beta=0.1
             ),
             "beta > 0 needs ref_logp",
         ),
@@ -241,7 +246,7 @@ def test_bad_input(call, fragment):
     assert fragment in str(info.value)
 
 
-@pytest.mark.parametrize("kind", ["ppo", "grpo"])
+@pytest.mark.parametrize("kind", ["ppo", "reinforce"])
 def test_extreme_log_probs_on_masked_positions_give_finite_gradients(kind):
     """Padding after a completion can carry any log-prob (here -200: exp(200) overflows fp32);
     the loss and its gradient must ignore it, not turn it into inf x 0 = NaN."""
@@ -255,3 +260,11 @@ def test_extreme_log_probs_on_masked_positions_give_finite_gradients(kind):
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
     assert (logp.grad[mask == 0] == 0).all()
+
+
+def test_kind_grpo_is_the_clipped_surrogate_with_a_warning():
+    logp, old, ref, adv, mask = make_batch(seed=5)
+    want, _ = policy_loss(logp, old, adv, mask, kind="ppo", ref_logp=ref, beta=0.2)
+    with pytest.warns(FutureWarning, match="kind='ppo'"):
+        got, _ = policy_loss(logp, old, adv, mask, kind="grpo", ref_logp=ref, beta=0.2)
+    assert torch.equal(got, want)

@@ -6,7 +6,7 @@ One update, top to bottom (every optimised number comes from :mod:`rlalign.rl`):
    normalising observations (running mean/std) and scaling rewards (running std of the
    discounted return). A time-limit truncation is bootstrapped: ``r_t += gamma V(s_final)``.
 2. Advantages and returns by GAE: ``rl.gae(rewards, values, gamma, lam, last_value, dones)``.
-3. ``n_epochs`` passes over shuffled minibatches minimising
+3. ``num_iterations`` passes over shuffled minibatches minimising
    ``L = rl.policy_loss(kind="ppo") + vf_coef * rl.value_loss - ent_coef * H``, with the
    advantages whitened per minibatch (``rl.whiten``) and gradients clipped to
    ``max_grad_norm``. ``target_kl`` stops the epochs early when the policy moved too far.
@@ -246,7 +246,7 @@ class _PPO:
                 last_value = net.value(self.norm(self.envs.obs))
             # ---- 2. GAE (time axis last)
             adv, ret = gae(
-                rew_b.T, val_b.T, cfg.gamma, cfg.gae_lambda, last_value=last_value, dones=done_b.T
+                rew_b.T, val_b.T, cfg.gamma, cfg.lam, last_value=last_value, dones=done_b.T
             )
             # ---- 3. optimise
             try:
@@ -280,7 +280,7 @@ class _PPO:
 
 
 def _optimise(cfg, net, optimizer, obs_b, act_b, logp_b, val_b, adv_b, ret_b) -> dict[str, float]:
-    """``n_epochs`` of minibatch steps on one rollout; returns mean statistics."""
+    """``num_iterations`` passes of minibatch steps on one rollout; returns mean statistics."""
     N = obs_b.shape[0] * obs_b.shape[1]
     obs = obs_b.reshape(N, -1)
     act = act_b.reshape(N, *act_b.shape[2:])
@@ -289,7 +289,7 @@ def _optimise(cfg, net, optimizer, obs_b, act_b, logp_b, val_b, adv_b, ret_b) ->
     mb = min(cfg.minibatch_size, N)
     sums: dict[str, float] = {}
     count = 0
-    for _epoch in range(cfg.n_epochs):
+    for _epoch in range(cfg.num_iterations):
         perm = torch.randperm(N)
         kl_stop = False
         for start in range(0, N - mb + 1, mb):
@@ -301,9 +301,11 @@ def _optimise(cfg, net, optimizer, obs_b, act_b, logp_b, val_b, adv_b, ret_b) ->
             # A flat minibatch is one row of mb actions; "dapo" = mean over them.
             pg, st = policy_loss(
                 logp[None], old_logp[idx][None], a[None], kind="ppo", loss_type="dapo",
-                clip_eps=cfg.clip_eps,
+                clip_eps=cfg.epsilon,
             )  # fmt: skip
-            vl = value_loss(values[None], old_v[idx][None], ret[idx][None], clip_eps=cfg.clip_value)
+            vl = value_loss(
+                values[None], old_v[idx][None], ret[idx][None], clip_eps=cfg.cliprange_value
+            )
             ent = net.entropy(out)
             loss = pg + cfg.vf_coef * vl - cfg.ent_coef * ent
             optimizer.zero_grad(set_to_none=True)

@@ -6,7 +6,7 @@ Precedence (lowest first): the class defaults, :data:`ENV_DEFAULTS` for the env,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -46,14 +46,29 @@ class CommonConfig(Config):
 
 
 class PPOConfig(CommonConfig):
-    """Proximal policy optimisation (clipped surrogate, GAE, value head)."""
+    """Proximal policy optimisation (clipped surrogate, GAE, value head).
+
+    The keys are the language model's RL keys where the knob is the same (``epsilon``,
+    ``cliprange_value``, ``lam``, ``num_iterations``, ``vf_coef``, ``gamma``).
+    """
+
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "clip_eps": "epsilon",
+        "clip_value": "cliprange_value",
+        "gae_lambda": "lam",
+        "n_epochs": "num_iterations",
+    }
 
     n_steps: int = Field(128, ge=1, description="rollout length per env per update")
-    n_epochs: int = Field(10, ge=1)
+    num_iterations: int = Field(10, ge=1, description="passes over each rollout (SB3: n_epochs)")
     minibatch_size: int = Field(256, ge=1)
-    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
-    clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
-    clip_value: float | None = Field(None, gt=0.0)
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda (SB3: gae_lambda)")
+    epsilon: float = Field(
+        0.2, gt=0.0, lt=1.0, description="clip range of the probability ratio (SB3: clip_range)"
+    )
+    cliprange_value: float | None = Field(
+        None, gt=0.0, description="clip range of the value around the old value; None: off"
+    )
     target_kl: float | None = Field(None, gt=0.0)
     normalize_reward: bool = True
 
@@ -75,11 +90,11 @@ ENV_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             total_steps=100_000,
             n_envs=16,
             n_steps=16,
-            n_epochs=4,
+            num_iterations=4,
             minibatch_size=256,
             learning_rate=3e-3,
             gamma=0.98,
-            gae_lambda=0.8,
+            lam=0.8,
             eval_every=4096,
             stop_at_threshold=True,
         ),
@@ -94,11 +109,11 @@ ENV_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
             total_steps=2_000_000,
             n_envs=16,
             n_steps=128,
-            n_epochs=5,
+            num_iterations=5,
             minibatch_size=512,
             learning_rate=1e-3,
             gamma=0.95,
-            gae_lambda=0.95,
+            lam=0.95,
             ent_coef=0.003,
             hidden_sizes=[64, 64],
             eval_every=100_000,

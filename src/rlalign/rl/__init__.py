@@ -4,7 +4,29 @@ Everything here is torch-only, batched, and masked for variable-length sequences
 states the equation it implements. The car (``rlalign.control``) and the language model
 (``rlalign.lm`` / ``rlalign.train``) compute every number they optimise with these functions.
 
-Example -- the seed's return on a three-step reward sequence::
+Config keys and the core's names. The configs (``rlalign rl`` and ``rlalign control train``)
+use TRL's names; the core names each argument after the equation it enters. This is the one
+mapping between them:
+
+====================  ===============================================================
+config key            core argument
+====================  ===============================================================
+``epsilon``           ``policy_loss(clip_eps_low=...)`` (and ``clip_eps_high`` unless set)
+``epsilon_high``      ``policy_loss(clip_eps_high=...)``
+``cliprange_value``   ``value_loss(clip_eps=...)``
+``lam``               ``gae(lam=...)``
+``gamma``             ``discounted_returns(gamma=...)``, ``gae(gamma=...)``
+``beta``              ``policy_loss(beta=...)``
+``kl_estimator``      ``policy_loss(kl_kind=...)``
+``loss_type``         ``policy_loss(loss_type=...)``: ``grpo`` = ``sequence``, ``dapo`` =
+                      ``token``, ``dr_grpo`` = ``constant``
+``algorithm``         ``policy_loss(kind=...)``: ``reinforce`` for REINFORCE, ``ppo`` (the
+                      clipped surrogate) for PPO, GRPO and RLOO, which differ in their
+                      advantages (:func:`gae`, :func:`group_advantages`,
+                      :func:`rloo_advantages`)
+====================  ===============================================================
+
+Example -- the chapter's return on a three-step reward sequence::
 
     >>> import torch
     >>> from rlalign.rl import discounted_returns

@@ -9,6 +9,7 @@ Letting each micro-batch divide by its own token count is the classic bug this A
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
@@ -16,7 +17,7 @@ import torch
 from rlalign.rl._checks import check_mask, check_same_shape, check_tensor
 from rlalign.rl.kl import KLKind, kl_estimate
 
-PolicyKind = Literal["reinforce", "ppo", "grpo"]
+PolicyKind = Literal["reinforce", "ppo"]
 LossType = Literal["grpo", "dapo", "dr_grpo", "sum", "sequence", "token", "constant"]
 
 _LOSS_TYPE_ALIASES = {"sequence": "grpo", "token": "dapo", "constant": "dr_grpo"}
@@ -83,9 +84,11 @@ def policy_loss(
       (REINFORCE; with a baseline when ``A`` = return - baseline). ``old_logp`` is unused.
     - ``ppo``: the clipped surrogate
       :math:`\ell_t = -\min(\rho_t A_t,\ \operatorname{clip}(\rho_t, 1-\epsilon_{low}, 1+\epsilon_{high}) A_t)`.
-    - ``grpo``: the same clipped surrogate plus the KL penalty in the loss,
-      :math:`\ell_t \mathrel{+}= \beta\,\mathrm{KL}_t(\pi_\theta\|\pi_{ref})` (estimator ``kl_kind``).
-      Any kind adds this term when ``beta > 0`` and ``ref_logp`` is given.
+
+    With ``beta > 0`` either kind adds the KL penalty to the reference policy in the loss (as
+    GRPO does), :math:`\ell_t \mathrel{+}= \beta\,\mathrm{KL}_t(\pi_\theta\|\pi_{ref})`
+    (estimator ``kl_kind``); it needs ``ref_logp``. (``kind="grpo"``, the same clipped
+    surrogate, is accepted as ``ppo`` until the next release.)
 
     Aggregation over actions (``loss_type``), with ``N`` the ``normalizer``:
 
@@ -128,8 +131,16 @@ def policy_loss(
         normalizer = policy_loss_normalizer(m, agg)
     if not normalizer > 0:
         raise ValueError(f"normalizer must be > 0, got {normalizer}")
-    if kind not in ("reinforce", "ppo", "grpo"):
-        raise ValueError(f"kind must be 'reinforce', 'ppo' or 'grpo', got {kind!r}")
+    if kind == "grpo":  # GRPO is an algorithm (its advantages), not an objective of its own
+        warnings.warn(
+            "policy_loss(kind='grpo') is kind='ppo' (the clipped surrogate GRPO uses); "
+            "'grpo' is accepted until the next release",
+            FutureWarning,
+            stacklevel=2,
+        )
+        kind = "ppo"
+    if kind not in ("reinforce", "ppo"):
+        raise ValueError(f"kind must be 'reinforce' or 'ppo', got {kind!r}")
 
     stats: dict[str, torch.Tensor] = {}
     n_valid = m.sum().clamp_min(1.0)
@@ -170,7 +181,7 @@ def policy_loss(
         stats["ref_kl"] = (kl.detach() * m).sum() / n_valid
         if beta:
             per_token = per_token + beta * kl
-    elif beta and kind == "grpo":
+    elif beta:
         raise ValueError("beta > 0 needs ref_logp (the reference policy's log-probs)")
 
     per_token = per_token * m

@@ -40,7 +40,8 @@ from rlalign.train.rollout import RolloutSource
 from rlalign.train.run import prepare_run
 from rlalign.train.stage import train_and_save
 
-POLICY_KIND = {"ppo": "ppo", "grpo": "grpo", "rloo": "ppo", "reinforce": "reinforce"}
+# The objective each algorithm optimises; the algorithms differ in their advantages.
+POLICY_KIND = {"ppo": "ppo", "grpo": "ppo", "rloo": "ppo", "reinforce": "reinforce"}
 
 
 def make_count_fn(cfg: RLConfig):
