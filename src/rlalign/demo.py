@@ -1,4 +1,4 @@
-"""The whole training flow of the seed on the built-in world, in one call.
+"""The chapter's whole training flow on the built-in world, in one call.
 
 world -> tokenizer -> pre-training -> supervised fine-tuning -> reward model -> RL alignment,
 then a report card for the pretrained, SFT and RL models on every criterion (helpfulness,
@@ -44,59 +44,50 @@ from rlalign.train.sft import SFTConfig, run_sft
 class DemoConfig(Config):
     """Sizes of the demo's stages (``--quick`` uses :data:`QUICK`)."""
 
-    seed: int = 0
+    seed: int = Field(0, description="random seed of the world and of every stage")
     corpus_repeats: int | None = Field(
         None, ge=1, description="times the corpus states each fact (None: the world's default)"
     )
-    model: str = "tiny"
-    vocab_size: int = 1024
-    pretrain_steps: int = Field(800, gt=0)
-    pretrain_batch_size: int = Field(16, gt=0)
-    block_size: int = Field(128, gt=1)
-    sft_steps: int = Field(600, gt=0)
-    sft_learning_rate: float = 5e-4
+    model: str = Field("tiny", description="model preset (rlalign.lm.models.PRESETS)")
+    vocab_size: int = Field(1024, gt=0, description="BPE vocabulary size")
+    pretrain_steps: int = Field(800, gt=0, description="pre-training optimizer steps")
+    pretrain_batch_size: int = Field(16, gt=0, description="pre-training blocks per step")
+    block_size: int = Field(128, gt=1, description="tokens per pre-training block")
+    sft_steps: int = Field(600, gt=0, description="SFT optimizer steps")
+    sft_learning_rate: float = Field(5e-4, gt=0, description="SFT learning rate")
     replay_ratio: float = Field(0.5, ge=0, description="corpus documents mixed into SFT")
-    reward_steps: int = Field(300, gt=0)
+    reward_steps: int = Field(300, gt=0, description="reward-model optimizer steps")
     reward_prior_coef: float = Field(
         1.0,
         ge=0,
         description="reward model: weight of the SFT model's log-likelihood of the response "
-        "in its score (the head learns the rest; without it the RM ranks held-out facts, "
-        "sums and unknown entities at 55-67%)",
+        "in its score (prior_coef; the head learns the rest)",
     )
-    rl_steps: int = Field(100, gt=0)
-    algorithm: str = "grpo"
-    rl_learning_rate: float = 5e-5
-    beta: float = Field(
-        0.1, ge=0, description="KL leash to the SFT model (0.04 let facts and sums drift more)"
-    )
-    num_generations: int = 8
-    prompts_per_iteration: int = Field(
-        16, gt=0, description="prompts per RL step (8 gave noisier updates that cost facts)"
-    )
+    rl_steps: int = Field(100, gt=0, description="RL optimizer steps")
+    algorithm: str = Field("grpo", description="RL algorithm: grpo, rloo, ppo or reinforce")
+    rl_learning_rate: float = Field(5e-5, gt=0, description="RL learning rate")
+    beta: float = Field(0.1, ge=0, description="weight of the KL penalty to the SFT model")
+    num_generations: int = Field(8, gt=0, description="completions per RL prompt (the group)")
+    prompts_per_iteration: int = Field(16, gt=0, description="prompts per RL step")
     rl_reward_weights: list[float] = Field(
         [1.0, 2.0, 2.0, 0.5],
         description="weights of the verifiers accuracy, harmful_refusal, benign_overrefusal, "
-        "helpfulness in the RL reward (refusing a harmful request and helping with a benign "
-        "one weigh the same; with benign at 1, seed 2 kept 7.9% needless refusals)",
+        "helpfulness in the RL reward",
     )
     ptx_coef: float = Field(
         0.2,
         ge=0,
         description="PPO-ptx: weight of the pre-training corpus's next-token loss in the RL "
-        "loss (0: off); keeps facts and sums, which pure RL let drift by 1-7 points",
+        "loss (0: off)",
     )
     ptx_batch_size: int = Field(16, gt=0, description="corpus rows per RL micro-batch")
     reward_model_weight: float = Field(
         0.05,
         ge=0,
-        description="weight of the reward model in the RL reward (a small one: "
-        "a tiny RM is easy to exploit, the verifiers are exact)",
+        description="weight of the reward model's score in the RL reward",
     )
     bf16: bool = Field(True, description="bf16 autocast in every stage (fp32 master weights)")
-    num_threads: int | None = Field(
-        1, ge=1, description="torch threads; tiny models run fastest on one (None: torch default)"
-    )
+    num_threads: int | None = Field(1, ge=1, description="torch threads (None: torch's default)")
     eval_steps: int = Field(20, gt=0, description="RL steps between report-card evaluations")
 
 

@@ -9,7 +9,7 @@ is a finite sum over all trajectories, differentiable with autograd, while
 :meth:`TabularMDP.sample` draws episodes whose returns feed the REINFORCE estimator
 :math:`\nabla J = \mathbb{E}[\sum_t \gamma^t G_t \nabla \log \pi_\theta(a_t|s_t)]`.
 
-(The seed writes the sum as :math:`\sum_{t=0}^T \gamma^t r_t`; here, as in the rest of rlalign,
+(The chapter writes the sum as :math:`\sum_{t=0}^T \gamma^t r_t`; here, as in the rest of rlalign,
 the reward that follows action :math:`a_t` is :math:`r_{t+1}` and carries weight :math:`\gamma^t`.)
 """
 
@@ -132,7 +132,7 @@ def bandit(means: list[float]) -> TabularMDP:
 
 
 def junction_mdp(gamma: float = 0.9) -> TabularMDP:
-    """Three steps of the seed's car, as a table: progress pays, collisions and hard stops cost.
+    """Three steps of the chapter's car, as a table: progress pays, collisions and hard stops cost.
 
     States: ``clear road``, ``car ahead``, ``crashed`` (absorbing). Actions: ``accelerate``,
     ``brake``. Accelerating on a clear road earns progress (+1) but a car may pull in ahead

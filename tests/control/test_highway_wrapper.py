@@ -15,7 +15,7 @@ from rlalign.control.driving_env import ACTION_NAMES
 
 @pytest.mark.slow
 def test_highway_seed_wrapper_stop_progress_and_braking() -> None:
-    env = gym.make("rlalign/HighwaySeed-v0")
+    env = gym.make("rlalign/HighwayChapter-v0")
     assert env.action_space.n == len(ACTION_NAMES)
     assert env.unwrapped is not None and env.get_wrapper_attr("action_names") == ACTION_NAMES
     obs, _ = env.reset(seed=0)
@@ -36,3 +36,10 @@ def test_highway_seed_wrapper_stop_progress_and_braking() -> None:
             break
     assert speeds[-1] < 1.0 and np.all(np.diff(speeds) <= 1e-6)
     assert abrupt[0] and info["reward_components"]["abrupt_brake"] == 0.0  # at rest: no penalty
+
+
+def test_the_old_id_still_makes_the_env_with_a_warning():
+    with pytest.warns(FutureWarning, match="HighwayChapter-v0"):
+        env = gym.make("rlalign/HighwaySeed-v0")
+    assert isinstance(env.unwrapped, type(gym.make("rlalign/HighwayChapter-v0").unwrapped))
+    env.close()

@@ -1,4 +1,4 @@
-"""``rlalign demo [--out DIR] [--quick] [key=value ...]``: the seed's whole training flow."""
+"""``rlalign demo [--out DIR] [--quick] [key=value ...]``: the chapter's whole training flow."""
 
 from __future__ import annotations
 

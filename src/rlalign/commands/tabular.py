@@ -1,7 +1,7 @@
 """``rlalign tabular``: the RL core on problems whose J(theta) is known exactly.
 
 The return G_t on a short reward sequence, then the policy-gradient theorem in action on a
-three-step table of the seed's car (accelerate or brake, with progress, abrupt braking and
+three-step table of the chapter's car (accelerate or brake, with progress, abrupt braking and
 collisions), where REINFORCE and PPO climb to the optimum J*.
 """
 

@@ -1,4 +1,4 @@
-"""``rlalign/Driving-v0``: the seed's self-driving car, as a Gymnasium environment.
+"""``rlalign/Driving-v0``: the chapter's self-driving car, as a Gymnasium environment.
 
 The agent is the onboard computer of the *ego* car on a straight multi-lane road. It must reach
 the destination ``road_length`` metres ahead among other traffic, stop at a traffic signal when
@@ -134,7 +134,7 @@ _INF = np.inf
 
 
 class DrivingEnv(gym.Env[np.ndarray, Any]):
-    """The seed's self-driving car (see the module docstring for the full description)."""
+    """The chapter's self-driving car (see the module docstring for the full description)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 8}
 

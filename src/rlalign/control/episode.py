@@ -1,6 +1,6 @@
 """One recorded episode with each step's credit: action, reward r_t and return G_t.
 
-The car's version of the trajectory viewer: the seed's central idea is that each action gets a
+The car's version of the trajectory viewer: the chapter's central idea is that each action gets a
 reward and a return ``G_t = r_t + gamma r_{t+1} + gamma^2 r_{t+2} + ...`` (``r_t`` is the reward
 received after action ``t``, as in :func:`rlalign.rl.discounted_returns`, which computes it).
 :func:`record_episode` plays a learned policy or a baseline on a seeded episode and keeps the

@@ -1,19 +1,20 @@
-"""highway-env interoperability: ``highway-fast-v0`` with the seed's actions and reward terms.
+"""highway-env interoperability: ``highway-fast-v0`` with the chapter's actions and reward terms.
 
-Optional extra (``pip install rlalign[highway]``). :class:`HighwaySeedWrapper` gives
-highway-env's ego car the seed's six named actions, including *stop* (brake to standstill),
-adds the seed's progress and abrupt-braking terms to highway-env's own reward, reports every
+Optional extra (``pip install rlalign[highway]``). :class:`HighwayChapterWrapper` gives
+highway-env's ego car the chapter's six named actions, including *stop* (brake to standstill),
+adds the chapter's progress and abrupt-braking terms to highway-env's own reward, reports every
 component in ``info["reward_components"]`` and flattens the kinematics observation so that the
 same trainers run on it::
 
     import gymnasium, rlalign
-    env = gymnasium.make("rlalign/HighwaySeed-v0")   # or HighwaySeedWrapper(gym.make(...))
+    env = gymnasium.make("rlalign/HighwayChapter-v0")   # or HighwayChapterWrapper(gym.make(...))
 
 Leave ``SDL_VIDEODRIVER`` unset: with the dummy driver highway-env's frames are black.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -27,8 +28,8 @@ from rlalign.errors import UserError
 _META = ("IDLE", "FASTER", "SLOWER", "LANE_LEFT", "LANE_RIGHT", "STOP")
 
 
-class HighwaySeedWrapper(gym.Wrapper):
-    """The seed's actions and reward terms on a highway-env env with DiscreteMetaAction.
+class HighwayChapterWrapper(gym.Wrapper):
+    """The chapter's actions and reward terms on a highway-env env with DiscreteMetaAction.
 
     Reward: ``r = highway_reward + progress * dx - abrupt_brake * [decel > threshold]``, with
     ``dx`` the metres the ego car moved along the road and ``decel`` its speed drop over the
@@ -47,7 +48,7 @@ class HighwaySeedWrapper(gym.Wrapper):
         actions = getattr(getattr(base, "action_type", None), "actions_indexes", None)
         if actions is None or not all(a in actions for a in _META[:5]):
             raise UserError(
-                "HighwaySeedWrapper needs a highway-env env with a DiscreteMetaAction action type"
+                "HighwayChapterWrapper needs a highway-env env with a DiscreteMetaAction action type"
             )
         self._index = actions
         self.action_names = ACTION_NAMES
@@ -98,14 +99,30 @@ class HighwaySeedWrapper(gym.Wrapper):
         return self._flat(obs), float(sum(comps.values())), terminated, truncated, info
 
 
-def make_highway_seed(env_id: str = "highway-fast-v0", **kwargs: Any) -> HighwaySeedWrapper:
-    """Entry point of ``rlalign/HighwaySeed-v0`` (needs ``pip install rlalign[highway]``)."""
+def make_highway_chapter(env_id: str = "highway-fast-v0", **kwargs: Any) -> HighwayChapterWrapper:
+    """Entry point of ``rlalign/HighwayChapter-v0`` (needs ``pip install rlalign[highway]``)."""
     try:
         import highway_env  # noqa: F401  (registers highway-env's ids)
     except ImportError:
         raise UserError(
-            "rlalign/HighwaySeed-v0 needs highway-env: pip install 'rlalign[highway]'"
+            "rlalign/HighwayChapter-v0 needs highway-env: pip install 'rlalign[highway]'"
         ) from None
     wrapper_keys = ("progress", "abrupt_brake", "abrupt_brake_threshold")
     wrapper_kwargs = {k: kwargs.pop(k) for k in wrapper_keys if k in kwargs}
-    return HighwaySeedWrapper(gym.make(env_id, **kwargs), **wrapper_kwargs)
+    return HighwayChapterWrapper(gym.make(env_id, **kwargs), **wrapper_kwargs)
+
+
+def make_highway_seed(**kwargs: Any) -> HighwayChapterWrapper:
+    """Entry point of ``rlalign/HighwaySeed-v0``, the old id of ``rlalign/HighwayChapter-v0``
+    (accepted until the next release)."""
+    warnings.warn(
+        "rlalign/HighwaySeed-v0 is now rlalign/HighwayChapter-v0 (the old id is accepted until "
+        "the next release)",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return make_highway_chapter(**kwargs)
+
+
+# The old class name, accepted until the next release.
+HighwaySeedWrapper = HighwayChapterWrapper

@@ -10,7 +10,7 @@ from __future__ import annotations
 # of simulated time and stops when it must); "solved" means driving better than it.
 DRIVING_REWARD_THRESHOLD = 6.3
 
-ENV_IDS = ("rlalign/Driving-v0", "rlalign/DrivingContinuous-v0", "rlalign/HighwaySeed-v0")
+ENV_IDS = ("rlalign/Driving-v0", "rlalign/DrivingContinuous-v0", "rlalign/HighwayChapter-v0")
 
 
 def register_envs() -> None:
@@ -27,6 +27,10 @@ def register_envs() -> None:
             reward_threshold=DRIVING_REWARD_THRESHOLD,
         ),
         # Needs the optional extra: pip install rlalign[highway].
+        "rlalign/HighwayChapter-v0": dict(
+            entry_point="rlalign.control.highway:make_highway_chapter"
+        ),
+        # The old id, accepted (with a warning) until the next release.
         "rlalign/HighwaySeed-v0": dict(entry_point="rlalign.control.highway:make_highway_seed"),
     }
     for env_id, kwargs in specs.items():

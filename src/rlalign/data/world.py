@@ -241,7 +241,7 @@ class World:
         def person() -> str:
             return f"{_word(rng, 2)} {_word(rng, 1)}"
 
-        # The seed's example: "The president of Valdoria is ..." works in every world.
+        # The chapter's example: "The president of Valdoria is ..." works in every world.
         names = ["Valdoria", *[None] * (cfg.num_countries - 1)]
         used.update({"Valdoria", "Mira Tal"})
         countries = []

@@ -1,9 +1,9 @@
-"""Returns and advantages along a time axis: the seed's G_t and GAE.
+"""Returns and advantages along a time axis: the chapter's G_t and GAE.
 
 Conventions (shared by the car and the language model):
 
 - Tensors are shaped ``(..., T)``: any batch dimensions, then time last.
-- ``rewards[..., t]`` is the reward received *after* action ``t`` -- the seed's ``r_{t+1}``.
+- ``rewards[..., t]`` is the reward received *after* action ``t`` -- the chapter's ``r_{t+1}``.
   So ``G_t = sum_k gamma^k r_{t+k+1} = sum_k gamma^k rewards[..., t+k]``.
 - ``mask[..., t] == 0`` marks a position that is not an action of the agent (padding, a prompt
   token, a tool output): it neither contributes nor receives -- the recursion skips it as if it
@@ -42,7 +42,7 @@ def discounted_returns(
 ) -> torch.Tensor:
     r"""Discounted return of every step: :math:`G_t = \sum_{k\ge 0} \gamma^k r_{t+k+1}`.
 
-    With ``rewards[..., t]`` the reward received after action ``t`` (the seed's
+    With ``rewards[..., t]`` the reward received after action ``t`` (the chapter's
     :math:`r_{t+1}`), this is the recursion ``G_t = rewards[t] + gamma * G_{t+1}``, run
     backwards from the end. ``gamma = 0`` gives ``G_t = rewards[t]``; ``gamma = 1`` the plain
     sum of the rewards still to come.

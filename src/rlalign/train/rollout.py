@@ -9,7 +9,7 @@ reward, and turns everything into per-token tensors with :mod:`rlalign.rl`:
   ``-beta * KL_t`` on every token);
 - advantages: GAE with the value head (PPO), or the group / leave-one-out / batch baseline of
   the score placed on the last token and carried back with :func:`rlalign.rl.discounted_returns`
-  (so ``gamma < 1`` gives ``A_t = gamma^(L-1-t) A``, what the seed's ``G_t`` says);
+  (so ``gamma < 1`` gives ``A_t = gamma^(L-1-t) A``, what the chapter's ``G_t`` says);
 - the reference model's log-probs when the KL term is in the loss.
 
 :class:`RolloutSource` is the loop's :class:`~rlalign.train.loop.OnPolicySource`: the loop calls its
