@@ -151,8 +151,8 @@ for name in BASELINES:
 # surrogate `rlalign.rl.policy_loss(kind="ppo")`, `rlalign.rl.value_loss` and an entropy
 # bonus. The command below is exactly what you would type in a shell; the run directory holds
 # `config.yaml`, `metrics.jsonl`, TensorBoard events, the policy (`policy.safetensors`) and
-# `result.json`. The defaults train for 5 million steps (about 17 minutes); here we stop much
-# earlier, so the car will be far from perfect.
+# `result.json`. The defaults train for 2 million steps (four to five minutes of one core); here
+# we stop at a quarter of that, so the car will be far from perfect.
 
 # %%
 quick_eval = "eval_every=1024 eval_episodes=2 final_eval_episodes=2" if QUICK else ""
@@ -222,11 +222,12 @@ fig.savefig(OUT / "drivers.png", dpi=100)
 plt.show()
 
 # %% [markdown]
-# After 500,000 steps, a tenth of the default, the trained car gets a far better return than
+# After 500,000 steps, a quarter of the default, the trained car gets a far better return than
 # the random and constant-speed drivers: it arrives in most episodes, and it brakes abruptly
-# far less often than the random driver. But it collides more often than the careful
-# rule-based driver, whose return it does not reach. The default 5 million steps narrow the
-# gap without closing it (the README's results table): an open problem of this environment.
+# less often than the random driver. But it collides more often than the careful
+# rule-based driver, whose return it does not reach. With the default 2 million steps the
+# learned car beats the rule-based driver on mean return, faster but with a few collisions (the
+# Results page of the documentation has the table).
 #
 # ## 4. One episode, learned car above and rule-based driver below
 #

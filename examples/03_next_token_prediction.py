@@ -52,7 +52,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from rlalign.cli import main as rlalign_main
-from rlalign.lm.inspect import format_table, load_model_and_tokenizer, next_token_distribution
+from rlalign.lm.inspect import format_table, next_token_distribution
+from rlalign.lm.loading import load_model_and_tokenizer
 from rlalign.lm.models import count_parameters, create_model
 from rlalign.lm.tokenizer import train_tokenizer
 from rlalign.metrics import read_metrics

@@ -62,12 +62,12 @@ from IPython.display import HTML
 
 from rlalign.cli import main as rlalign_main
 from rlalign.data.verifiers import REPORT_CARD_KEYS
-from rlalign.lm.inspect import load_model_and_tokenizer
+from rlalign.lm.loading import load_model_and_tokenizer
 from rlalign.lm.tokenizer import train_tokenizer
 from rlalign.metrics import read_metrics
 from rlalign.report.viewer import load_rollouts
 from rlalign.report_card import CRITERIA_LABELS, eval_rows, evaluate_model, format_card
-from rlalign.train.reward_model import RewardModel
+from rlalign.rewards.reward_model import RewardModel
 
 torch.set_num_threads(1)  # models this small train fastest on one thread
 
@@ -240,11 +240,10 @@ for q in questions[:: max(len(questions) // 5, 1)][:5]:
 # known facts and sums held (84.2% -> 86.8%, 89.1% -> 89.1%). Holding them is not free: the
 # corpus loss of PPO-ptx, the KL leash and fact questions among the RL prompts keep the policy
 # near the SFT model where the held-out facts live; without them RL pays an "alignment tax" of
-# several points (the README lists what each one was measured to do). Unknown-country answers
-# can still be an "I don't know" about another country (in the full run, the sample above is
-# one): honest, yet not about the question's subject, which the accuracy reward pays 0, not +1.
-# Looking at every criterion, not only at
-# the reward, is what shows such things.
+# several points (the documentation's Design notes say why each one is there). Unknown-country
+# answers can still be an "I don't know" about another country (in the full run, the sample
+# above is one): honest, yet not about the question's subject, which the accuracy reward pays 0,
+# not +1. Looking at every criterion, not only at the reward, is what shows such things.
 
 # %%
 fig, ax = plt.subplots(figsize=(10, 3.8))

@@ -59,8 +59,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from rlalign.cli import main as rlalign_main
-from rlalign.lm.inspect import load_model_and_tokenizer
-from rlalign.lm.sampling import generate_text
+from rlalign.lm.generate import generate_text
+from rlalign.lm.loading import load_model_and_tokenizer
 from rlalign.metrics import read_metrics
 from rlalign.rewards.loading import load_reward_function
 
