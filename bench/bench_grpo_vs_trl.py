@@ -192,7 +192,6 @@ class Breakdown:
         setattr(owner, attr, self.timed(original, name))
 
     def __enter__(self) -> Breakdown:
-        from rlalign.lm import sampling
         from rlalign.train import rl, rollout
 
         make_loss_fn = rl.make_loss_fn
@@ -200,7 +199,7 @@ class Breakdown:
         rl.make_loss_fn = lambda cfg, has_ref: self.timed(
             make_loss_fn(cfg, has_ref), "policy forward + loss"
         )
-        self.patch(sampling, "sample", "sample (rollout)")
+        self.patch(rollout, "sample", "sample (rollout)")
         self.patch(rollout, "completion_forward", "reference forward")
         self.patch(torch.Tensor, "backward", "backward")
         self.patch(torch.optim.AdamW, "step", "optimizer")

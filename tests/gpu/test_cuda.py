@@ -345,7 +345,7 @@ def test_rl_rollouts_use_the_training_precision_by_default(
         seen["score"].append(dtype)
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(sampling, "sample", recording_sample)
+    monkeypatch.setattr(rollout, "sample", recording_sample)
     monkeypatch.setattr(rollout, "completion_forward", recording_forward)
     args = rl_args(word_model_dir, word_task, tmp_path / "run", max_steps=1)
     args = [a for a in args if not a.startswith(("bf16=", "rollout_bf16="))]

@@ -45,7 +45,7 @@ def test_eval_cli_json_on_an_untrained_model(base_model_dir, world_dir, capsys):
 
 def test_evaluate_model_reads_completions_with_the_verifiers(monkeypatch):
     """With a stand-in generator that answers canonically, the card is perfect."""
-    import rlalign.lm.generate as generate
+    import rlalign.report_card as report_card
 
     rows = eval_rows(None, seed=0)
     canonical = {
@@ -55,7 +55,7 @@ def test_evaluate_model_reads_completions_with_the_verifiers(monkeypatch):
     def fake_generate(model, tokenizer, prompts, **kw):
         return [type("S", (), {"completion": canonical[p]})() for p in prompts]
 
-    monkeypatch.setattr(generate, "generate_text", fake_generate)
+    monkeypatch.setattr(report_card, "generate_text", fake_generate)
 
     class Model:
         training = False
