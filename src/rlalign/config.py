@@ -55,18 +55,28 @@ class Config(BaseModel):
             return data
         data = dict(data)
         for old, new in cls.renamed_keys.items():
-            if old not in data:
-                continue
-            if new in data:
-                raise ValueError(f"'{old}' is the old name of '{new}': give '{new}' only")
-            warnings.warn(
-                f"config key '{old}' is now '{new}' (the old name is accepted until the next "
-                "release)",
-                RenamedKeyWarning,
-                stacklevel=2,
-            )
-            data[new] = data.pop(old)
+            if old in data:
+                if new in data:
+                    raise ValueError(f"'{old}' is the old name of '{new}': give '{new}' only")
+                data[_current_name(cls, old)] = data.pop(old)
         return data
+
+
+def _current_name(cls: type[BaseModel], key: str, where: str = "") -> str:
+    """A top-level key by its current name, with a warning when it came by an old one.
+
+    :func:`load_config` renames each layer (defaults, file, overrides) before the layers merge,
+    so an old name given by the user overrides a default given by the new one."""
+    new = getattr(cls, "renamed_keys", {}).get(key)
+    if new is None:
+        return key
+    warnings.warn(
+        f"{where + ': ' if where else ''}config key '{key}' is now '{new}' (the old name is "
+        "accepted until the next release)",
+        RenamedKeyWarning,
+        stacklevel=3,
+    )
+    return new
 
 
 C = TypeVar("C", bound=Config)
@@ -216,21 +226,6 @@ def load_config(
         return cls.model_validate(data)
     except ValidationError as exc:
         raise _friendly(exc, cls, source, lines, origins) from None
-
-
-def _current_name(cls: type[BaseModel], key: str, where: str) -> str:
-    """A top-level key by its current name, with a warning when it came by an old one (each
-    layer is renamed before the layers merge, so an old name overrides a default's new one)."""
-    new = getattr(cls, "renamed_keys", {}).get(key)
-    if new is None:
-        return key
-    warnings.warn(
-        f"{where}: config key '{key}' is now '{new}' (the old name is accepted until the next "
-        "release)",
-        RenamedKeyWarning,
-        stacklevel=3,
-    )
-    return new
 
 
 def _friendly(

@@ -111,7 +111,6 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def _viewer(run_dir: Path, result: dict[str, Any]) -> str:
-
     seed = int((result.get("eval_seeds") or [0])[0])
     learned = record_episode(run_dir, seed)
     rule = record_episode(run_dir, seed, baseline="rule_based")

@@ -178,7 +178,6 @@ def write_viewer_pages(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _status(run_dir: Path, config: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-
     max_steps = config.get("max_steps")
     checkpoints = list_checkpoints(run_dir)
     newest = checkpoints[-1][0] if checkpoints else None

@@ -56,7 +56,6 @@ class PretrainConfig(TrainingConfig):
 
 
 def _tokenizer_for(cfg: PretrainConfig, resume_from: Path | None, train_docs: list[str]) -> Any:
-
     if resume_from is not None and (resume_from / "tokenizer.json").is_file():
         return load_tokenizer(resume_from)  # the exact tokenizer the run started with
     if cfg.tokenizer is not None:
@@ -70,7 +69,6 @@ def _tokenizer_for(cfg: PretrainConfig, resume_from: Path | None, train_docs: li
 
 
 def _model_for(cfg: PretrainConfig, tokenizer: Any) -> Any:
-
     special = {
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,

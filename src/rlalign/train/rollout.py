@@ -364,7 +364,6 @@ class RolloutSource:
         return stack
 
     def _all_ranks_done(self, done: bool) -> bool:
-
         device = next(unwrap_policy(self.model).parameters()).device
         return all_ranks_true(done, device)
 
