@@ -144,3 +144,12 @@ def test_the_cli_prints_one_line_for_an_old_key(tmp_path, capsys):
         "'num_iterations' (the old name is accepted until the next release)"
     ]
     assert "num_iterations: 1" in (tmp_path / "config.yaml").read_text()
+
+
+def test_a_typo_of_an_old_key_suggests_the_current_name():
+    from rlalign.control.train_config import PPOConfig
+
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'clip_ep', did you mean 'epsilon' \(once 'clip_eps'\)\?"
+    ):
+        load_config(PPOConfig, None, ["clip_ep=0.1"])

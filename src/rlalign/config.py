@@ -247,10 +247,15 @@ def _friendly(
             where = source
         if err["type"] == "extra_forbidden":
             valid = _field_names(cls, loc[:-1])
-            close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
-            hint = (
-                f", did you mean '{close[0]}'?" if close else f" (valid keys: {', '.join(valid)})"
-            )
+            # A typo of an old key name points to the key's current name.
+            renamed = getattr(cls, "renamed_keys", {}) if len(loc) == 1 else {}
+            close = difflib.get_close_matches(loc[-1], [*valid, *renamed], n=1, cutoff=0.5)
+            if close and close[0] in renamed:
+                hint = f", did you mean '{renamed[close[0]]}' (once '{close[0]}')?"
+            elif close:
+                hint = f", did you mean '{close[0]}'?"
+            else:
+                hint = f" (valid keys: {', '.join(valid)})"
             messages.append(f"{where}: unknown key '{key}'{hint}")
         else:
             given = err.get("input")
