@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 LINTED := src tests bench examples docs/_hooks
 
-.PHONY: setup test demo lint format bench clean docs docs-serve
+.PHONY: setup test test-fast test-browser demo lint format bench clean docs docs-serve
 
 setup: $(STAMP)
 
@@ -18,8 +18,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# `test` installs the viewer tests' headless browser first when it can (a failure to install is
+# reported, the other tests still run, and the browser tests fail saying what to do). The tests
+# use one thread each, so they run on one worker process per core (pytest-xdist).
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	-@scripts/install_test_browser.sh
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+# The edit-test loop: everything not marked slow (end-to-end runs, torchrun, kill -9, notebooks).
+test-fast: setup
+	$(BIN)/python -m pytest -n auto -m "not slow" $(PYTEST_ARGS)
+
+# The headless browser the viewer tests need (Debian's chromium; root or passwordless sudo);
+# no test installs software itself.
+test-browser:
+	scripts/install_test_browser.sh
 
 demo: setup
 	$(BIN)/rlalign demo

@@ -11,6 +11,7 @@ from rlalign.data.verifiers import REPORT_CARD_KEYS
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~3 minutes alone on 2 cores; far longer beside other jobs
 def test_quick_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
@@ -46,11 +47,22 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
         assert f'href="{stage}/report.html"' in html
 
 
+# The demo's orchestration at two ranks, at the smallest sizes that run every stage: what the
+# demo adds to the stages under torchrun (one report, rank 0 printing, the global batch split
+# over the ranks). That each stage learns is shown above at one rank, and that two ranks train
+# the same weights as one process is shown stage by stage in stages/test_distributed.py; together
+# they cover the full two-rank demo, at a fifth of its time.
+TWO_RANK_SIZES = [
+    "pretrain_steps=30", "sft_steps=30", "reward_steps=4", "rl_steps=4", "eval_steps=2",
+    "corpus_repeats=1", "vocab_size=300",
+]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_quick_demo_on_two_ranks(tmp_path):
     """`torchrun --nproc_per_node 2 -m rlalign demo --quick`: every stage runs data-parallel on
-    2 CPU ranks (same global batches as one process), rank 0 writes one report, and it shows
-    what the single-process run shows: SFT teaches the answer format."""
+    2 CPU ranks with the single process's global batches, and rank 0 alone prints and writes
+    one report."""
     import os
     import subprocess
     import sys
@@ -59,7 +71,7 @@ def test_quick_demo_on_two_ranks(tmp_path):
     for _attempt in range(2):  # one retry on the rare gloo abort (see test_distributed.py)
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-             "-m", "rlalign", "demo", "--quick", "--out", str(out)],
+             "-m", "rlalign", "demo", "--quick", "--out", str(out), *TWO_RANK_SIZES],
             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
             timeout=900,
         )  # fmt: skip
@@ -70,8 +82,14 @@ def test_quick_demo_on_two_ranks(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("report card on the held-out questions") == 1
     report = json.loads((out / "report.json").read_text())
-    stages = report["stages"]
-    assert stages["sft"]["reward_mean"] > stages["pretrained"]["reward_mean"] + 0.3
-    assert stages["sft"]["fact_accuracy"] > stages["pretrained"]["fact_accuracy"] + 0.2
+    assert set(report["stages"]) == {"pretrained", "sft", "rl"}
+    for card in report["stages"].values():
+        assert all(0.0 <= card[key] <= 1.0 for key in REPORT_CARD_KEYS)
+    for stage in ("pretrain", "sft", "reward", "rl"):
+        assert (out / stage / "final" / "config.json").is_file()
+        rows = [json.loads(x) for x in (out / stage / "metrics.jsonl").read_text().splitlines()]
+        assert len({r["step"] for r in rows if "loss" in r}) == len(
+            [r for r in rows if "loss" in r]
+        )
     config = (out / "sft" / "config.yaml").read_text()
     assert "global_batch_size: 16" in config and "per_device_train_batch_size: 8" in config

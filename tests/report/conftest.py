@@ -1,9 +1,9 @@
-"""A real headless browser for the viewer tests: Debian's chromium, installed when missing.
+"""A real headless browser for the viewer tests: Debian's chromium.
 
 The viewer's numbers and its hover panel are produced by JavaScript, so a test must run it in a
-browser. On a fresh (Debian/Ubuntu) CI machine ``apt-get install -y chromium`` runs once per
-session (as root, or through passwordless sudo). Elsewhere set ``RLALIGN_BROWSER`` to a
-Chromium or Chrome binary. A missing browser fails the tests: it never skips them silently.
+browser. ``make test-browser`` installs one (CI runs it before ``make test``); elsewhere set
+``RLALIGN_BROWSER`` to a Chromium or Chrome binary. A missing browser fails the tests: it never
+skips them silently, and no test installs software.
 """
 
 from __future__ import annotations
@@ -35,34 +35,14 @@ def find_browser() -> str | None:
     return None
 
 
-def install_chromium() -> str:
-    """apt-get install chromium; returns what went wrong, or '' on success."""
-    if shutil.which("apt-get") is None:
-        return "apt-get is not available on this machine"
-    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    if prefix and shutil.which("sudo") is None:
-        return "not root and no sudo"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        proc = subprocess.run(
-            prefix + command, capture_output=True, text=True, env=env, timeout=1200
-        )
-        if proc.returncode != 0:
-            return f"{' '.join(command)} failed: {(proc.stderr or proc.stdout)[-500:]}"
-    return ""
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     path = find_browser()
     if path is None:
-        problem = install_chromium()
-        path = find_browser()
-        if path is None:
-            pytest.fail(
-                f"no chromium to test the viewer in ({problem or 'installed, yet not on PATH'}); "
-                "install it (apt-get install -y chromium) or set RLALIGN_BROWSER=/path/to/chrome"
-            )
+        pytest.fail(
+            "no chromium to test the viewer in: `make test-browser` installs Debian's chromium "
+            "(as root or with passwordless sudo), or set RLALIGN_BROWSER=/path/to/chrome"
+        )
     return path
 
 
