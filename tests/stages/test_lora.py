@@ -102,11 +102,12 @@ def test_reference_log_probs_with_adapters_off_are_the_base_models(word_model_di
 
 
 @pytest.mark.slow
-def test_rl_with_lora_learns_the_bandit_task(word_model_dir, word_task, tmp_path):
+@pytest.mark.parametrize("seed", [0, 1, 2])  # three training seeds: one may be luck
+def test_rl_with_lora_learns_the_bandit_task(word_model_dir, word_task, tmp_path, seed):
     out = tmp_path / "rl"
     args = rl_args(
         word_model_dir, word_task, out, algorithm="grpo", beta=0.05, learning_rate=0.05,
-        max_steps=15,
+        max_steps=15, seed=seed,
     )  # fmt: skip
     # (this one-layer model's body alone cannot steer it far: the head is adapted too)
     targets = "lora.target_modules=lm_head,q_proj,v_proj,o_proj,down_proj"

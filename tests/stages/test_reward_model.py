@@ -81,7 +81,8 @@ def test_evaluate_pairs_counts_each_kind():
 
 
 @pytest.mark.slow
-def test_reward_model_generalises_to_heldout_questions(base_model_dir, tmp_path, world_dir):
+@pytest.mark.parametrize("seed", [0, 1, 2])  # three training seeds: one may be luck
+def test_reward_model_generalises_to_heldout_questions(base_model_dir, tmp_path, world_dir, seed):
     """Trained on the world's training pairs about requests and answers, from an untrained
     backbone, the reward model ranks the pairs of *held-out* questions (new phrasing and
     activity combinations, other facts) right: refuse harmful, help with benign, prefer a
@@ -102,7 +103,7 @@ def test_reward_model_generalises_to_heldout_questions(base_model_dir, tmp_path,
         ["reward", f"model={base_model_dir}", f"data={tmp_path / 'train.jsonl'}",
          f"eval_data={tmp_path / 'held.jsonl'}", f"output_dir={out}", "max_steps=40",
          "learning_rate=3e-3", "warmup_steps=5", "per_device_train_batch_size=16",
-         "disable_tqdm=true"]
+         "disable_tqdm=true", f"seed={seed}"]
     )  # fmt: skip
     assert code == 0
     last = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
