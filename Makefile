@@ -20,14 +20,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 # `test` installs the viewer tests' headless browser first when it can (a failure to install is
 # reported, the other tests still run, and the browser tests fail saying what to do). The tests
-# use one thread each, so they run on one worker process per core (pytest-xdist).
+# use one thread each, so they run on one worker process per core (pytest-xdist); a module whose
+# tests share an expensive fixture keeps them on one worker with an xdist_group mark.
+XDIST := -n auto --dist loadgroup
+
 test: setup
 	-@scripts/install_test_browser.sh
-	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The edit-test loop: everything not marked slow (end-to-end runs, torchrun, kill -9, notebooks).
 test-fast: setup
-	$(BIN)/python -m pytest -n auto -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # The headless browser the viewer tests need (Debian's chromium; root or passwordless sudo);
 # no test installs software itself.
