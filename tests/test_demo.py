@@ -8,6 +8,7 @@ import pytest
 
 from rlalign.cli import main
 from rlalign.data.verifiers import REPORT_CARD_KEYS
+from stages.test_distributed import run_with_gloo_retry
 
 
 @pytest.mark.slow
@@ -59,7 +60,7 @@ TWO_RANK_SIZES = [
 
 
 @pytest.mark.slow
-def test_quick_demo_on_two_ranks(tmp_path):
+def test_quick_demo_on_two_ranks(tmp_path, request):
     """`torchrun --nproc_per_node 2 -m rlalign demo --quick`: every stage runs data-parallel on
     2 CPU ranks with the single process's global batches, and rank 0 alone prints and writes
     one report."""
@@ -68,19 +69,21 @@ def test_quick_demo_on_two_ranks(tmp_path):
     import sys
 
     out = tmp_path / "demo2"
-    for _attempt in range(2):  # one retry on the rare gloo abort (see test_distributed.py)
+
+    def start(retry: bool) -> tuple[int, str]:
         proc = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
              "-m", "rlalign", "demo", "--quick", "--out", str(out), *TWO_RANK_SIZES],
             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
             timeout=900,
         )  # fmt: skip
-        if proc.returncode == 0 or "terminate called without an active exception" not in (
-            proc.stdout + proc.stderr
-        ):
-            break
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("report card on the held-out questions") == 1
+        return proc.returncode, proc.stdout + proc.stderr
+
+    launched = run_with_gloo_retry(start)  # a retry is a warning and a gloo_retry property
+    launched.report(request.node)
+    assert launched.code == 0, launched.output[-6000:]
+    stdout = launched.output
+    assert stdout.count("report card on the held-out questions") == 1
     report = json.loads((out / "report.json").read_text())
     assert set(report["stages"]) == {"pretrained", "sft", "rl"}
     for card in report["stages"].values():
