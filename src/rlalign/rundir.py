@@ -7,8 +7,8 @@
   directory as an rlalign run.
 - :func:`lock_scope`: a lock taken inside the block is released when the outermost block
   ends (a stage function, or the command around it that also writes the report).
-- :func:`foreign_entries`: what a directory holds that no rlalign run wrote; a run never
-  starts in a directory that holds anything else.
+- :func:`foreign_entries`: the files of a directory that is not an rlalign run; a run starts
+  only in a new or empty directory or in a run's own, never over someone else's files.
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def locked_run_directory(directory: str | Path) -> Iterator[None]:
 def foreign_entries(directory: str | Path) -> list[str]:
     """The names in ``directory`` (sorted) unless it is missing, empty, or a run directory:
     marked by its lock file, or holding a run's ``checkpoints/``, ``final/`` or the car's
-    ``policy.safetensors`` (as runs made before the lock file existed do). A ``config.yaml`` alone is no sign of a run: it may be
-    the user's own."""
+    ``policy.safetensors`` (as runs made before the lock file existed do). A ``config.yaml``
+    alone is no sign of a run: it may be the user's own."""
     directory = Path(directory)
     if not directory.is_dir():
         return []

@@ -25,5 +25,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(RLConfig, args)
     with lock_scope():  # the run directory stays locked until its report is written
         result = run_rl(cfg, resume=args.resume)
-        summary = f"RL ({cfg.algorithm}) ran {result.step} steps; policy and tokenizer in {result.final_dir}"
+        summary = (
+            f"RL ({cfg.algorithm}) ran {result.step} steps; policy and tokenizer in "
+            f"{result.final_dir}"
+        )
         return report_stage(result, cfg.output_dir, summary)

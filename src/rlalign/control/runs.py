@@ -46,8 +46,9 @@ def train_run(
     With ``resume``, continue from the newest checkpoint in ``out_dir``; without it, a directory
     holding an earlier run's results is refused unless ``force`` (which deletes them), and one
     holding files of no rlalign run is refused always. ``out_dir`` is locked while the run
-    writes (:mod:`rlalign.rundir`). A run stopped by SIGTERM/SIGINT returns ``{"interrupted_by": signal, "env_steps": ..., "checkpoint": ...}``
-    after writing its checkpoint, without evaluating.
+    writes (:mod:`rlalign.rundir`). A run stopped by SIGTERM/SIGINT returns
+    ``{"interrupted_by": signal, "env_steps": ..., "checkpoint": ...}`` after writing its
+    checkpoint, without evaluating.
     """
     spec = check_env_id(env_id)
     out = Path(out_dir)

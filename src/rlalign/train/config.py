@@ -18,7 +18,8 @@ class TrainingConfig(Config):
     """Optimisation, logging and checkpointing settings of one training run."""
 
     # What ``--resume`` may change: when the run ends, how often it logs, evaluates and saves,
-    # and where it runs -- never what it learns from or how (see docs/how-to/resuming.md).
+    # and where it runs -- never the model, the data or the optimisation (see
+    # docs/how-to/resuming.md).
     resume_may_change: ClassVar[frozenset[str]] = frozenset(
         {
             "max_steps",
