@@ -151,14 +151,15 @@ for name in BASELINES:
 # surrogate `rlalign.rl.policy_loss(kind="ppo")`, `rlalign.rl.value_loss` and an entropy
 # bonus. The command below is exactly what you would type in a shell; the run directory holds
 # `config.yaml`, `metrics.jsonl`, TensorBoard events, the policy (`policy.safetensors`) and
-# `result.json`. The defaults train for 2 million steps (four to five minutes of one core); here
-# we stop at a quarter of that, so the car will be far from perfect.
+# `result.json` (`--force` lets a re-run of this notebook replace them). The defaults train
+# for 2 million steps (four to five minutes of one core); here we stop at a quarter of that,
+# so the car will be far from perfect.
 
 # %%
 quick_eval = "eval_every=1024 eval_episodes=2 final_eval_episodes=2" if QUICK else ""
 rlalign_cli(
     f"control train --env rlalign/Driving-v0 --seed {SEED} --steps {TRAIN_STEPS} "
-    f"--out {OUT / 'car'} --no-progress --no-baselines {quick_eval}"
+    f"--out {OUT / 'car'} --force --no-progress --no-baselines {quick_eval}"
 )
 
 # %% [markdown]

@@ -76,10 +76,11 @@ def rlalign_cli(command: str) -> None:
 # documents of a few random facts each. `corpus_repeats=30` writes every fact 30 times over:
 # a model this small, trained on few documents, otherwise memorises the documents rather
 # than learning the facts in them (`rlalign demo` keeps the default 6, because its SFT data
-# repeats the facts as questions and answers).
+# repeats the facts as questions and answers). `--force` lets a second run of this notebook
+# write over the first one's files.
 
 # %%
-rlalign_cli(f"world export {OUT / 'world'} corpus_repeats=30")
+rlalign_cli(f"world export {OUT / 'world'} --force corpus_repeats=30")
 corpus = [json.loads(line)["text"] for line in (OUT / "world" / "corpus.jsonl").open()]
 sentences = [s for doc in corpus for s in doc.splitlines()]
 print(f"{len(corpus)} documents, {len(sentences)} sentences, e.g.")

@@ -89,7 +89,7 @@ COMMON = "seed=0 overwrite_output_dir=true disable_tqdm=true"
 # trained on the corpus *and* the chat data, whose words (refusals, "I don't know") come next.
 
 # %%
-rlalign_cli(f"world export {OUT / 'world'}")
+rlalign_cli(f"world export {OUT / 'world'} --force")  # --force: a re-run writes over it
 world = OUT / "world"
 corpus = [json.loads(line)["text"] for line in (world / "corpus.jsonl").open()]
 chats = [json.loads(line)["messages"] for line in (world / "sft.jsonl").open()]

@@ -17,7 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rlalign"
 # bottom (0) to top; a module of layer k imports from layers <= k only.
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
-        ("errors", "io", "config", "metrics", "runtime", "dist", "checkpoint", "version"), 0
+        ("errors", "io", "config", "metrics", "runtime", "dist", "checkpoint", "rundir", "version"),
+        0,
     ),
     "rl": 1,
     "lm": 2,

@@ -39,13 +39,17 @@ class RenamedKeyWarning(FutureWarning):
 
 
 class Config(BaseModel):
-    """Base class of every rlalign config: unknown keys are errors; assignment is validated.
+    """Base class of every rlalign config: unknown keys are errors; assignment is validated;
+    a number is finite (``nan`` or ``inf`` is never a setting: ``learning_rate=inf`` would train
+    one step into NaN weights).
 
     ``renamed_keys`` maps old key names to new ones: an old name is still accepted, for one
     release, with a :class:`RenamedKeyWarning` that names the new key.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False
+    )
     renamed_keys: ClassVar[dict[str, str]] = {}
 
     @model_validator(mode="before")

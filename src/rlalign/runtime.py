@@ -3,15 +3,18 @@
 - :func:`resolve_device`: the ``device`` setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``) as a
   :class:`torch.device`, one GPU per rank under torchrun;
 - :func:`uses_bf16`: whether a run computes under bf16 autocast;
-- :class:`StopSignals`: SIGTERM/SIGINT as a flag, so a run checkpoints and returns instead of
-  dying mid-write;
+- :func:`device_memory_bytes`: how much memory a device has in all;
+- :class:`StopSignals`: a first SIGTERM/SIGINT as a flag, so a run checkpoints and returns
+  instead of dying mid-write; a second one ends the process at once;
 - :func:`torch_threads`: a block run with a given number of intra-op threads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,25 +46,100 @@ def uses_bf16(setting: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
+def device_memory_bytes(device: torch.device) -> int | None:
+    """The memory of ``device`` in all (a GPU's own; the machine's RAM for the CPU); None when
+    it cannot be told."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        if device.type == "cpu":
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        pass
+    return None
+
+
 class StopSignals:
-    """While active, SIGTERM/SIGINT set a flag instead of killing the process."""
+    """While active, a first SIGTERM/SIGINT sets :attr:`received` instead of killing the
+    process (the run stops cleanly at its next step boundary); a second one ends the process
+    at once with status 128 + the signal (130 for SIGINT, 143 for SIGTERM).
+
+    Python runs a signal handler only between bytecodes of the main thread, so a handler alone
+    would wait for a long forward pass to return. The signal numbers therefore also go to a
+    pipe (``signal.set_wakeup_fd``, written by the C-level handler the moment the signal
+    arrives) that a watcher thread reads: it says on stderr that the run will stop, and on the
+    second signal exits. What that exit leaves behind is what ``kill -9`` leaves: the previous
+    checkpoints, intact, and at most a half-written one that ``--resume`` deletes.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._previous_wakeup: int | None = None
+        self._write_fd: int | None = None
+        self._watcher: threading.Thread | None = None
 
     def __enter__(self) -> StopSignals:
-        with contextlib.suppress(ValueError):  # signals can only be caught in the main thread
-            for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # signals can only be caught in the main thread
+            return self
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)  # the C-level handler must never block
+        self._previous_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self._write_fd = write_fd
+        self._watcher = threading.Thread(
+            target=self._watch, args=(read_fd,), name="rlalign-stop-signals", daemon=True
+        )
+        self._watcher.start()
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum
 
+    @classmethod
+    def _watch(cls, read_fd: int) -> None:
+        seen = 0
+        try:
+            while data := os.read(read_fd, 64):  # empty once the write end is closed
+                for signum in data:
+                    if signum not in cls.SIGNALS:
+                        continue
+                    seen += 1
+                    name = signal.Signals(signum).name
+                    if seen == 1:
+                        _say(
+                            f"rlalign: {name} received: stopping after this step with a "
+                            f"checkpoint; send it again to stop at once"
+                        )
+                    else:
+                        _say(
+                            f"rlalign: {name} received again: stopping now, without a "
+                            "checkpoint (--resume continues from the last one)"
+                        )
+                        os._exit(128 + signum)
+        finally:
+            os.close(read_fd)
+
     def __exit__(self, *exc: object) -> None:
+        if self._write_fd is not None:
+            signal.set_wakeup_fd(-1 if self._previous_wakeup is None else self._previous_wakeup)
+            os.close(self._write_fd)  # the watcher reads the end of the pipe and returns
+            self._write_fd = None
+            if self._watcher is not None:
+                self._watcher.join(timeout=5)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _say(line: str) -> None:
+    """One line on stderr, written with one system call (safe from any thread, at any time)."""
+    with contextlib.suppress(OSError):
+        os.write(2, (line + "\n").encode())
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from rlalign.cli import main
+from rlalign.rundir import LOCK_FILE
 
 BAD = Path(__file__).parent.parent / "bad_inputs"
 CASES = yaml.safe_load((BAD / "cases.yaml").read_text(encoding="utf-8"))
@@ -62,8 +63,11 @@ def finished_runs(tmp_path_factory, world_dir, base_model_dir, word_model_dir, w
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file's bytes, but the lock file's (which names the process that last held it)."""
     return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != LOCK_FILE
     }
 
 

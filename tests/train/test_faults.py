@@ -1,10 +1,16 @@
-"""Faults met by real runs, through the CLI: a full disk while a checkpoint is written, and a
-checkpoint file carrying a pickle payload."""
+"""Faults met by real runs, through the CLI: a full disk while a checkpoint is written, a
+checkpoint file carrying a pickle payload, a run that does not stop when asked, and weights or a
+held-out loss that are no longer finite."""
 
 from __future__ import annotations
 
 import errno
+import math
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +132,97 @@ def test_a_pickled_model_file_is_never_loaded(tmp_path, corpus, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "rlalign never unpickles .bin files" in err, err
     assert not marker.exists()
+
+
+# --- stop signals ------------------------------------------------------------------------------
+
+KILLED_CHILD = Path(__file__).parents[1] / "_killed_child.py"
+
+
+def test_a_second_signal_stops_a_run_stuck_in_a_step_at_once(tmp_path, corpus):
+    """The first signal asks for a stop at the next step boundary; a step that never ends
+    (here: one sleeping inside its update) would hold the run forever, so a second signal
+    (SIGTERM then Ctrl-C, as a user would try) ends the process at once with 128 + that
+    signal, the earlier checkpoints intact."""
+    run, marker = tmp_path / "run", tmp_path / "in_step_3"
+    args = [*FAST, "save_steps=1", f"data={corpus}", f"output_dir={run}"]
+    env = {**os.environ, "KILL_AT": "step:3", "MARKER": str(marker)}
+    child = subprocess.Popen(
+        [sys.executable, str(KILLED_CHILD), "pretrain", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, child.stderr.read()
+            assert time.monotonic() < deadline, "the run never reached step 3"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert child.poll() is None  # the first signal waits for the end of the step
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 128 + signal.SIGINT, err
+    assert "SIGTERM received: stopping after this step" in err, err
+    assert "SIGINT received again: stopping now" in err and "Traceback" not in err, err
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [1, 2]
+    assert not (run / "final").exists()
+
+
+# --- NaN and infinite weights ------------------------------------------------------------------
+
+
+def _lr_becomes_infinite_at_step(step: int):
+    """A schedule whose learning rate is infinite from optimizer step ``step`` on (a config
+    cannot say so: learning_rate=inf is refused; a library caller's schedule can)."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    def schedule(optimizer, **_):
+        return LambdaLR(optimizer, lambda done: math.inf if done + 1 >= step else 1.0)
+
+    return schedule
+
+
+def test_weights_that_are_not_finite_are_never_saved(tmp_path, corpus, monkeypatch, capsys):
+    from rlalign.train import loop
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(loop, "warmup_cosine_schedule", _lr_becomes_infinite_at_step(2))
+    args = [*FAST, "save_steps=1", "max_steps=3", f"data={corpus}", f"output_dir={run}"]
+    capsys.readouterr()
+    assert main(["pretrain", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    good = run / "checkpoints" / "step_1"
+    assert "the weights after step 2 are not finite" in err, err
+    assert f"last good checkpoint: {good}" in err, err
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [1]
+    assert not (run / "final").exists()
+    weights = load_file(str(good / "model.safetensors"))
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+
+
+def test_a_held_out_loss_that_is_not_finite_fails_the_run(tmp_path, corpus, monkeypatch, capsys):
+    from rlalign.train import pretrain
+
+    def broken_eval(model, batches, device):
+        return {"eval_loss": math.nan, "eval_perplexity": math.nan}
+
+    monkeypatch.setattr(pretrain, "evaluate_causal_lm", broken_eval)
+    run = tmp_path / "run"
+    args = [*FAST, "save_steps=1", "eval_steps=2", f"data={corpus}", f"output_dir={run}"]
+    capsys.readouterr()
+    assert main(["pretrain", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "held-out eval_loss is nan at step 2" in err, err
+    assert f"last good checkpoint: {run / 'checkpoints' / 'step_1'}" in err, err
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [1]
+    assert not (run / "final").exists()

@@ -1,6 +1,7 @@
 """Subcommands of the ``rlalign`` CLI (see :mod:`rlalign.cli`)."""
 
 import argparse
+import contextlib
 
 
 def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,6 +13,45 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1"
     )
+
+
+def load_stage_config(cls, args: argparse.Namespace):
+    """The stage's config from ``--config`` and ``key=value``; with ``--resume`` on a run that
+    has a checkpoint, on top of the run's own ``config.yaml``, so that the command needs only
+    what it changes (which the stage then accepts or refuses, see :mod:`rlalign.train.run`)."""
+    from pathlib import Path
+
+    from rlalign.checkpoint import latest_checkpoint
+    from rlalign.config import load_config
+
+    if args.resume:
+        out = Path(_output_dir(cls, args.config, args.overrides))
+        saved = out / "config.yaml"
+        if saved.is_file() and latest_checkpoint(out) is not None:
+            base = load_config(cls, saved).model_dump(mode="json")
+            base["output_dir"] = str(out)  # where the run is now
+            return load_config(cls, args.config, args.overrides, defaults=base)
+    return load_config(cls, args.config, args.overrides)
+
+
+def _output_dir(cls, path: str | None, overrides: list[str]) -> str:
+    """``output_dir`` as :func:`rlalign.config.load_config` will resolve it (last override,
+    else the config file's, else the default)."""
+    import yaml
+
+    from rlalign.config import ConfigError, parse_overrides
+
+    with contextlib.suppress(ConfigError):  # a malformed override is reported by load_config
+        given = [value for key, value, _ in parse_overrides(overrides) if key == ("output_dir",)]
+        if given:
+            return str(given[-1])
+    if path is not None:
+        with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+            with open(path, encoding="utf-8") as f:
+                value = (yaml.safe_load(f) or {}).get("output_dir")
+            if value is not None:
+                return str(value)
+    return str(cls.model_fields["output_dir"].default)
 
 
 def report_stage(result, output_dir: str, summary: str) -> int:

@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in --out from its newest checkpoint (same command line)",
     )
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="start over in an --out that holds an earlier run (its results are deleted)",
+    )
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
     ev = sub.add_parser("eval", help="evaluate a saved policy (or a baseline)")
@@ -92,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from rlalign.config import load_config
     from rlalign.control.envs import check_env_id
-    from rlalign.control.runs import train_run
     from rlalign.control.train_config import ALGOS, defaults_for
+    from rlalign.rundir import lock_scope
 
     check_env_id(args.env)
     overrides = list(args.overrides)
@@ -106,6 +111,13 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError(f"--steps must be >= 1, got {args.steps}")
         overrides.append(f"total_steps={args.steps}")
     cfg = load_config(ALGOS[args.algo], args.config, overrides, defaults_for(args.env, args.algo))
+    with lock_scope():  # the run directory stays locked until its report is written
+        return _train_and_report(args, cfg)
+
+
+def _train_and_report(args: argparse.Namespace, cfg) -> int:
+    from rlalign.control.runs import train_run
+
     result = train_run(
         args.env,
         args.algo,
@@ -114,6 +126,7 @@ def _train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         baselines=not args.no_baselines,
         resume=args.resume,
+        force=args.force,
     )
     if "interrupted_by" in result:
         import signal

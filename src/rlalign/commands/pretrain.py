@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from rlalign.commands import add_stage_arguments, report_stage
+from rlalign.commands import add_stage_arguments, load_stage_config, report_stage
 
 HELP = "pretrain a causal language model on a text corpus (.txt or JSONL {'text': ...})"
 
@@ -25,13 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlalign.config import load_config
+    from rlalign.rundir import lock_scope
     from rlalign.train.pretrain import PretrainConfig, perplexity, run_pretrain
 
-    cfg = load_config(PretrainConfig, args.config, args.overrides)
-    result = run_pretrain(cfg, resume=args.resume)
-    summary = f"pretrained {result.step} steps; model and tokenizer in {result.final_dir}"
-    if "eval_loss" in result.eval_metrics:
-        loss = result.eval_metrics["eval_loss"]
-        summary += f"; held-out loss {loss:.4f}, perplexity {perplexity(loss):.2f}"
-    return report_stage(result, cfg.output_dir, summary)
+    cfg = load_stage_config(PretrainConfig, args)
+    with lock_scope():  # the run directory stays locked until its report is written
+        result = run_pretrain(cfg, resume=args.resume)
+        summary = f"pretrained {result.step} steps; model and tokenizer in {result.final_dir}"
+        if "eval_loss" in result.eval_metrics:
+            loss = result.eval_metrics["eval_loss"]
+            summary += f"; held-out loss {loss:.4f}, perplexity {perplexity(loss):.2f}"
+        return report_stage(result, cfg.output_dir, summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rlalign.commands import add_stage_arguments, report_stage
+from rlalign.commands import add_stage_arguments, load_stage_config, report_stage
 
 HELP = "train a reward model on preference pairs {prompt, chosen, rejected} (Bradley-Terry)"
 
@@ -17,12 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlalign.config import load_config
+    from rlalign.rundir import lock_scope
     from rlalign.train.reward_model import RewardConfig, run_reward
 
-    cfg = load_config(RewardConfig, args.config, args.overrides)
-    result = run_reward(cfg, resume=args.resume)
-    summary = f"trained the reward model {result.step} steps; saved in {result.final_dir}"
-    if "eval_accuracy" in result.eval_metrics:
-        summary += f"; held-out pairwise accuracy {result.eval_metrics['eval_accuracy']:.1%}"
-    return report_stage(result, cfg.output_dir, summary)
+    cfg = load_stage_config(RewardConfig, args)
+    with lock_scope():  # the run directory stays locked until its report is written
+        result = run_reward(cfg, resume=args.resume)
+        summary = f"trained the reward model {result.step} steps; saved in {result.final_dir}"
+        if "eval_accuracy" in result.eval_metrics:
+            summary += f"; held-out pairwise accuracy {result.eval_metrics['eval_accuracy']:.1%}"
+        return report_stage(result, cfg.output_dir, summary)

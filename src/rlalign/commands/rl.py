@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rlalign.commands import add_stage_arguments, report_stage
+from rlalign.commands import add_stage_arguments, load_stage_config, report_stage
 
 HELP = "RL alignment with a reward (world verifiers, your functions, a reward model)"
 
@@ -18,13 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlalign.config import load_config
+    from rlalign.rundir import lock_scope
     from rlalign.train.rl import run_rl
     from rlalign.train.rl_config import RLConfig
 
-    cfg = load_config(RLConfig, args.config, args.overrides)
-    result = run_rl(cfg, resume=args.resume)
-    summary = (
-        f"RL ({cfg.algorithm}) ran {result.step} steps; policy and tokenizer in {result.final_dir}"
-    )
-    return report_stage(result, cfg.output_dir, summary)
+    cfg = load_stage_config(RLConfig, args)
+    with lock_scope():  # the run directory stays locked until its report is written
+        result = run_rl(cfg, resume=args.resume)
+        summary = (
+            f"RL ({cfg.algorithm}) ran {result.step} steps; policy and tokenizer in "
+            f"{result.final_dir}"
+        )
+        return report_stage(result, cfg.output_dir, summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rlalign.commands import add_stage_arguments, report_stage
+from rlalign.commands import add_stage_arguments, load_stage_config, report_stage
 
 HELP = "supervised fine-tuning on chat data (messages or prompt/completion JSONL)"
 
@@ -17,12 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlalign.config import load_config
+    from rlalign.rundir import lock_scope
     from rlalign.train.sft import SFTConfig, run_sft
 
-    cfg = load_config(SFTConfig, args.config, args.overrides)
-    result = run_sft(cfg, resume=args.resume)
-    summary = f"fine-tuned {result.step} steps; model and tokenizer in {result.final_dir}"
-    if "eval_loss" in result.eval_metrics:
-        summary += f"; held-out loss {result.eval_metrics['eval_loss']:.4f}"
-    return report_stage(result, cfg.output_dir, summary)
+    cfg = load_stage_config(SFTConfig, args)
+    with lock_scope():  # the run directory stays locked until its report is written
+        result = run_sft(cfg, resume=args.resume)
+        summary = f"fine-tuned {result.step} steps; model and tokenizer in {result.final_dir}"
+        if "eval_loss" in result.eval_metrics:
+            summary += f"; held-out loss {result.eval_metrics['eval_loss']:.4f}"
+        return report_stage(result, cfg.output_dir, summary)

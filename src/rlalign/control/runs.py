@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from rlalign.checkpoint import checkpoint_root
+from rlalign.checkpoint import checkpoint_root, latest_checkpoint
 from rlalign.config import dump_config
 from rlalign.control.baselines import BASELINES, make_baseline
 from rlalign.control.checkpointing import has_checkpoints
@@ -24,6 +25,7 @@ from rlalign.control.train_config import PPOConfig, ReinforceConfig
 from rlalign.control.training import eval_seed
 from rlalign.errors import UserError
 from rlalign.io import atomic_write_json
+from rlalign.rundir import locked_run_directory, refuse_foreign_directory
 from rlalign.runtime import torch_threads
 from rlalign.version import __version__
 
@@ -36,13 +38,17 @@ def train_run(
     progress: bool = True,
     baselines: bool = True,
     resume: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train, save the policy, evaluate it (and the baselines for the driving envs); the run's
     report.html is :func:`rlalign.report.car.write_run_report`'s.
 
-    With ``resume``, continue from the newest checkpoint in ``out_dir``. A run stopped by
-    SIGTERM/SIGINT returns ``{"interrupted_by": signal, "env_steps": ..., "checkpoint": ...}``
-    after writing its checkpoint, without evaluating.
+    With ``resume``, continue from the newest checkpoint in ``out_dir``; without it, a directory
+    holding an earlier run's results is refused unless ``force`` (which deletes them), and one
+    holding files of no rlalign run is refused always. ``out_dir`` is locked while the run
+    writes (:mod:`rlalign.rundir`). A run stopped by SIGTERM/SIGINT returns
+    ``{"interrupted_by": signal, "env_steps": ..., "checkpoint": ...}`` after writing its
+    checkpoint, without evaluating.
     """
     spec = check_env_id(env_id)
     out = Path(out_dir)
@@ -50,17 +56,63 @@ def train_run(
         raise UserError(f"--out {out}: exists and is not a directory")
     if algo not in ("ppo", "reinforce"):
         raise UserError(f"unknown algorithm {algo!r}; choose 'ppo' or 'reinforce'")
-    if resume:
-        if algo != "ppo":
-            raise UserError("--resume: checkpoints are written by --algo ppo only")
-        _check_same_config(cfg, out / "config.yaml")
-    elif has_checkpoints(out):
+    if resume and algo != "ppo":
+        raise UserError("--resume: checkpoints are written by --algo ppo only")
+    refuse_foreign_directory(out, key="--out")
+    with locked_run_directory(out):
+        if resume:
+            _check_same_config(cfg, out / "config.yaml")
+            _check_not_behind(cfg, out)
+        else:
+            _start_over(out, force)
+        dump_config(cfg, out / "config.yaml")
+        return _train(env_id, algo, cfg, out, spec, progress, baselines, resume)
+
+
+# What a run writes in its directory; --force removes an earlier run's before starting over.
+RUN_OUTPUTS = (
+    "checkpoints",
+    "metrics.jsonl",
+    "tensorboard",
+    "policy.safetensors",
+    "policy.json",
+    "result.json",
+    "report.html",
+    "plots",
+    "episode.gif",
+    "strip.png",
+)
+
+
+def _start_over(out: Path, force: bool) -> None:
+    """Refuse to start on top of an earlier run's results (unless ``force``); clear them."""
+    results = [
+        n for n in ("checkpoints", "policy.safetensors", "result.json") if (out / n).exists()
+    ]
+    if results and not force:
+        how = "pass --resume to continue it, " if has_checkpoints(out) else ""
         raise UserError(
-            f"{out} already holds checkpoints of a training run; pass --resume to continue it, "
-            f"or choose another --out (or delete {out / 'checkpoints'} to start over)"
+            f"{out} already holds a training run ({', '.join(results)}); {how}--force to start "
+            "over (its results are deleted), or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+
+
+def _train(
+    env_id: str,
+    algo: str,
+    cfg: PPOConfig | ReinforceConfig,
+    out: Path,
+    spec: Any,
+    progress: bool,
+    baselines: bool,
+    resume: bool,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     if algo == "ppo":
         res = train_ppo(env_id, cfg, run_dir=out, progress=progress, resume=resume)
@@ -139,6 +191,19 @@ def _check_same_config(cfg: PPOConfig | ReinforceConfig, path: Path) -> None:
             f"{path}: --resume with a different config ({', '.join(changed)}; e.g. {first}="
             f"{saved.get(first)!r} in the run, {now.get(first)!r} now); repeat the command line "
             "that started the run"
+        )
+
+
+def _check_not_behind(cfg: PPOConfig | ReinforceConfig, out: Path) -> None:
+    """A resumed run cannot end before the step it has reached (nor record that it did)."""
+    found = latest_checkpoint(out)
+    if found is None:
+        return
+    done = int(found.name.rpartition("_")[2])
+    if cfg.total_steps < done:
+        raise UserError(
+            f"--resume with total_steps={cfg.total_steps}, but the run in {out} is at "
+            f"{done} environment steps ({found}) and cannot go back; give --steps {done} or more"
         )
 
 

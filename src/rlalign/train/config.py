@@ -6,7 +6,7 @@ pretraining, ``beta`` for RL, ...); :class:`rlalign.train.loop.Trainer` reads on
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -16,6 +16,25 @@ from rlalign.errors import UserError
 
 class TrainingConfig(Config):
     """Optimisation, logging and checkpointing settings of one training run."""
+
+    # What ``--resume`` may change: when the run ends, how often it logs, evaluates and saves,
+    # and where it runs -- never the model, the data or the optimisation (see
+    # docs/how-to/resuming.md).
+    resume_may_change: ClassVar[frozenset[str]] = frozenset(
+        {
+            "max_steps",
+            "logging_steps",
+            "eval_steps",
+            "save_steps",
+            "save_total_limit",
+            "per_device_eval_batch_size",
+            "disable_tqdm",
+            "device",
+            "distributed",
+            "attn_implementation",
+            "overwrite_output_dir",
+        }
+    )
 
     model: str = Field("tiny", description="a preset name (tiny, small) or a local HF model dir")
     data: str = Field(..., description="path to the training file")

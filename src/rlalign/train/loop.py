@@ -31,6 +31,8 @@ One optimizer step, top to bottom::
     clip_grad_norm_; stop on a non-finite loss/grad norm; optimizer.step(); scheduler.step()
     log / evaluate / checkpoint when due; SIGTERM or SIGINT -> checkpoint and return
 
+A checkpoint is written only when every weight is finite, and a held-out loss of NaN or
+infinity stops the run, so the newest checkpoint is always a good one to resume from.
 Checkpoints (see :mod:`rlalign.checkpoint`) are atomic and hold model, optimizer,
 scheduler, RNG states, data position and the metrics window, so ``fit(resume=True)`` continues
 exactly where the run stopped (on CPU, bit-identical weights).
@@ -118,6 +120,11 @@ def move_to(batch: Batch, device: torch.device) -> Batch:
     if isinstance(batch, list | tuple):
         return type(batch)(move_to(v, device) for v in batch)
     return batch
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of an FSDP2 parameter (a DTensor); a plain tensor as it is."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
@@ -302,6 +309,7 @@ class Trainer:
                 row: dict[str, Any] = {}
                 if self.eval_fn is not None and (self.step % cfg.eval_steps == 0 or last):
                     result.eval_metrics = self._evaluate()
+                    self._require_finite_eval_loss(result.eval_metrics)
                     row.update(result.eval_metrics)
                 if row or self.step % cfg.logging_steps == 0 or last:
                     row = {**self._window_row(grad_norm), **row}
@@ -399,6 +407,35 @@ class Trainer:
             return contextlib.nullcontext()
         return training_linears(self.module)
 
+    def _require_finite_eval_loss(self, metrics: dict[str, float]) -> None:
+        """A held-out loss of NaN or infinity means the model is broken: stop before saving."""
+        bad = {k: v for k, v in metrics.items() if "loss" in k.rpartition("/")[2]}
+        bad = {k: v for k, v in bad.items() if not math.isfinite(v)}
+        if bad:
+            key, value = next(iter(bad.items()))
+            kept = ckpt.latest_checkpoint(self.output_dir)
+            raise NonFiniteLossError(
+                f"held-out {key} is {value} at step {self.step}: the model's outputs are not "
+                f"finite; stopped without saving this step; last good checkpoint: "
+                f"{kept or 'none'} (try a lower learning_rate or max_grad_norm)"
+            )
+
+    @torch.no_grad()
+    def require_finite_weights(self) -> None:
+        """Never save a model with a NaN or infinite weight: raise instead, naming the step and
+        the newest checkpoint (every one saved passed this check). Collective under torchrun."""
+        flags = [torch.isfinite(_local(p)).all() for p in self.model.parameters()]
+        finite = bool(torch.stack(flags).all()) if flags else True
+        if self.rank.distributed:
+            finite = all_ranks_true(finite, self.device)
+        if not finite:
+            kept = ckpt.latest_checkpoint(self.output_dir)
+            raise NonFiniteLossError(
+                f"the weights after step {self.step} are not finite (NaN or infinity), so they "
+                f"were not saved; last good checkpoint: {kept or 'none'} (try a lower "
+                "learning_rate or max_grad_norm)"
+            )
+
     @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:
         assert self.eval_fn is not None
@@ -443,6 +480,7 @@ class Trainer:
         """Write ``checkpoints/step_<step>/`` (rank 0) and prune to ``save_total_limit``.
 
         Collective under torchrun: every rank calls it (the state is gathered to rank 0)."""
+        self.require_finite_weights()
         model_state = parallel.full_model_state(self.model) if self.rank.distributed else None
         state = self.state_dict()
         path = None

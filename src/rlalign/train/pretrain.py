@@ -9,16 +9,18 @@ blocks -> the shared :class:`~rlalign.train.loop.Trainer` with :func:`causal_lm_
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from rlalign.checkpoint import latest_checkpoint
 from rlalign.dist import RankInfo
-from rlalign.errors import UserError
 from rlalign.lm.models import resolve_model
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
+from rlalign.runtime import resolve_device, uses_bf16
 from rlalign.train.config import TrainingConfig
 from rlalign.train.data import (
     BlockBatches,
@@ -28,8 +30,11 @@ from rlalign.train.data import (
     split_documents,
 )
 from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
-from rlalign.train.run import prepare_run
+from rlalign.train.run import holds_run_directory, prepare_run
+from rlalign.train.sizes import check_fits_in_memory, check_length
 from rlalign.train.stage import StageResult, train_and_save
+
+NEW_MODEL_CONTEXT = 1024  # positions of a new model when max_position_embeddings is not given
 
 
 class PretrainConfig(TrainingConfig):
@@ -41,7 +46,10 @@ class PretrainConfig(TrainingConfig):
     min_frequency: int = Field(2, gt=0, description="BPE: minimum count of a merged pair")
     block_size: int = Field(128, ge=2, description="tokens per packed training sequence")
     max_position_embeddings: int | None = Field(
-        None, gt=0, description="context of a new model; default max(block_size, 1024)"
+        None,
+        gt=0,
+        description=f"context of a new model (default {NEW_MODEL_CONTEXT}); block_size may "
+        "not exceed it",
     )
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="held-out share of documents")
     max_eval_blocks: int | None = Field(None, gt=0, description="cap on held-out blocks")
@@ -68,36 +76,53 @@ def _tokenizer_for(cfg: PretrainConfig, resume_from: Path | None, train_docs: li
     return train_tokenizer(train_docs, cfg.vocab_size, min_frequency=cfg.min_frequency)
 
 
-def _model_for(cfg: PretrainConfig, tokenizer: Any) -> Any:
+def _model_for(cfg: PretrainConfig, tokenizer: Any, resume_from: Path | None) -> Any:
     special = {
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
-    context = cfg.max_position_embeddings or max(cfg.block_size, 1024)
+    context = cfg.max_position_embeddings or NEW_MODEL_CONTEXT
+    saved = resume_from / "config.json" if resume_from is not None else None
+    if cfg.max_position_embeddings is None and saved is not None and saved.is_file():
+        # the run's own model again (one made when the default context was another)
+        context = json.loads(saved.read_text(encoding="utf-8")).get("max_position_embeddings")
+        context = context or NEW_MODEL_CONTEXT
     model = resolve_model(
         cfg.model, len(tokenizer), max_position_embeddings=context, seed=cfg.seed, **special
     )
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and cfg.block_size > limit:
-        raise UserError(
-            f"block_size={cfg.block_size} exceeds the model's context ({limit} positions); "
-            f"use block_size<={limit}"
-        )
+    new = not Path(cfg.model).is_dir()
+    remedy = f", or max_position_embeddings={cfg.block_size} for a new model" if new else ""
+    check_length("block_size", cfg.block_size, model, remedy)
     return model
 
 
+@holds_run_directory
 def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> StageResult:
     """Run (or continue) pretraining as configured; returns where the final model is."""
 
     rank = RankInfo.detect()
     docs = read_corpus(cfg.data)  # validate the input before touching output_dir
     train_docs, eval_docs = split_documents(docs, cfg.eval_fraction, cfg.seed)
+    # the tokenizer and the model first: a size they cannot train at is refused before any write
+    peek = latest_checkpoint(cfg.output_dir) if resume else None
+    tokenizer = _tokenizer_for(cfg, peek, train_docs)
+    model = _model_for(cfg, tokenizer, peek)
+    device = resolve_device(cfg.device, rank)
+    check_fits_in_memory(
+        model,
+        sequences=cfg.per_device_train_batch_size,
+        length=cfg.block_size,
+        length_key="block_size",
+        device=device,
+        bf16=uses_bf16(cfg.bf16, device),
+    )
     resume_from = prepare_run(cfg, resume=resume, rank=rank)
+    if resume_from != peek:  # a newer checkpoint arrived before the directory was locked
+        tokenizer = _tokenizer_for(cfg, resume_from, train_docs)
+        model = _model_for(cfg, tokenizer, resume_from)
 
-    tokenizer = _tokenizer_for(cfg, resume_from, train_docs)
     train_blocks = pack_documents(train_docs, tokenizer, cfg.block_size)
-    model = _model_for(cfg, tokenizer)
     data = BlockBatches(train_blocks, cfg.per_device_train_batch_size, seed=cfg.seed)
 
     eval_fn = None

@@ -57,11 +57,12 @@ from rlalign.rewards.reward_model import (
     save_prior,
     sequence_scores,
 )
-from rlalign.runtime import resolve_device
+from rlalign.runtime import resolve_device, uses_bf16
 from rlalign.train.chat_data import ExampleBatches
 from rlalign.train.config import TrainingConfig
 from rlalign.train.lora import LoraSettings, apply_lora
-from rlalign.train.run import prepare_run
+from rlalign.train.run import holds_run_directory, prepare_run
+from rlalign.train.sizes import check_fits_in_memory, check_length
 from rlalign.train.stage import train_and_save
 
 
@@ -331,6 +332,7 @@ def load_backbone_as_reward_model(model_dir: str, tokenizer: Any, seed: int) -> 
         hf_logging.set_verbosity(verbosity)
 
 
+@holds_run_directory
 def run_reward(cfg: RewardConfig, *, resume: bool = False):
     """Train (or continue training) a reward model as configured."""
 
@@ -347,8 +349,18 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
     tap = None
     if cfg.lm_loss_coef > 0:
         tap = LMHeadTap(model, untied_lm_head(cfg.model, model.config))
-    limit = getattr(model.config, "max_position_embeddings", None)
-    max_length = min(cfg.max_length, limit) if limit else cfg.max_length
+    check_length("max_length", cfg.max_length, model)
+    device = resolve_device(cfg.device, rank)
+    check_fits_in_memory(
+        model,
+        sequences=2 * cfg.per_device_train_batch_size,  # chosen and rejected
+        length=cfg.max_length,
+        length_key="max_length",
+        device=device,
+        bf16=uses_bf16(cfg.bf16, device),
+        logits=False,  # a score per sequence (the LM regulariser's logits are left out)
+    )
+    max_length = cfg.max_length
 
     prior = load_prior_model(cfg.model) if cfg.prior_coef > 0 else None
 
@@ -372,7 +384,6 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
         # share, then every rank takes all of them
         seqs = [seq for _, both in encoded for seq in both]
         share = -(-len(seqs) // rank.world_size)
-        device = resolve_device(cfg.device, rank)
         mine = response_logprobs(
             prior.to(device),
             seqs[rank.rank * share : (rank.rank + 1) * share],

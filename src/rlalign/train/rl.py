@@ -32,12 +32,13 @@ from rlalign.report_card import evaluate_model
 from rlalign.rewards import RewardComposer, RewardTerm
 from rlalign.rewards.reward_model import RewardModel
 from rlalign.rl import policy_loss, policy_loss_normalizer, value_loss
-from rlalign.runtime import resolve_device
+from rlalign.runtime import resolve_device, uses_bf16
 from rlalign.train.data import BlockBatches, pack_documents, read_corpus
 from rlalign.train.lora import AdapterDisabled, apply_lora
 from rlalign.train.rl_config import RLConfig
 from rlalign.train.rollout import RolloutSource
-from rlalign.train.run import prepare_run
+from rlalign.train.run import holds_run_directory, prepare_run
+from rlalign.train.sizes import check_fits_in_memory
 from rlalign.train.stage import train_and_save
 
 # The objective each algorithm optimises; the algorithms differ in their advantages.
@@ -197,6 +198,7 @@ def world_eval_rows(cfg: RLConfig) -> list[dict[str, Any]]:
     return [row for name in KINDS for row in sets[name][:per_kind]]
 
 
+@holds_run_directory
 def run_rl(cfg: RLConfig, *, resume: bool = False):
     """Run (or continue) RL alignment as configured."""
 
@@ -208,6 +210,14 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
         ptx_docs = read_corpus(cfg.ptx_data)
     policy, tokenizer = resolve_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
     policy = apply_lora(policy, cfg.lora, task="causal_lm", seed=cfg.seed)
+    check_fits_in_memory(  # a lower bound: every completion has at least one prompt token
+        policy,
+        sequences=cfg.per_device_train_batch_size,
+        length=cfg.max_completion_length + 1,
+        length_key="max_completion_length",
+        device=device,
+        bf16=uses_bf16(cfg.bf16, device),
+    )
     rewarder = build_rewarder(cfg, device)
     try:
         ref_model = None

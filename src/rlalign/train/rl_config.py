@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -12,6 +12,17 @@ from rlalign.train.lora import LoraSettings
 
 class RLConfig(TrainingConfig):
     """RL alignment of a causal LM: rollouts, rewards, advantages and the policy loss."""
+
+    # The reward is computed afresh at every rollout, so a resume may fix or replace it.
+    resume_may_change: ClassVar[frozenset[str]] = TrainingConfig.resume_may_change | {
+        "reward_funcs",
+        "reward_weights",
+        "reward_model",
+        "reward_model_weight",
+        "reward_timeout",
+        "save_rollouts",
+        "eval_prompts",
+    }
 
     output_dir: str = "runs/rl"
     data: str | None = Field(

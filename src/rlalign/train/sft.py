@@ -15,6 +15,7 @@ from rlalign.data.formats import load_sft
 from rlalign.dist import RankInfo
 from rlalign.errors import UserError
 from rlalign.lm.loading import resolve_model_and_tokenizer
+from rlalign.runtime import resolve_device, uses_bf16
 from rlalign.train.chat_data import (
     ChatExample,
     ExampleBatches,
@@ -26,7 +27,8 @@ from rlalign.train.config import TrainingConfig
 from rlalign.train.data import read_corpus
 from rlalign.train.lora import LoraSettings, apply_lora
 from rlalign.train.losses import causal_lm_loss, count_label_tokens, evaluate_causal_lm
-from rlalign.train.run import prepare_run
+from rlalign.train.run import holds_run_directory, prepare_run
+from rlalign.train.sizes import check_fits_in_memory, check_length
 from rlalign.train.stage import StageResult, train_and_save
 
 
@@ -68,6 +70,7 @@ def replay_examples(cfg: SFTConfig, tokenizer: Any, max_length: int, count: int)
     return out
 
 
+@holds_run_directory
 def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
     """Run (or continue) supervised fine-tuning as configured."""
 
@@ -75,8 +78,17 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
     conversations = load_sft(cfg.data)  # validate the input before touching output_dir
     model, tokenizer = resolve_model_and_tokenizer(cfg.model, cfg.tokenizer, cfg.seed)
     model = apply_lora(model, cfg.lora, task="causal_lm", seed=cfg.seed)
-    limit = getattr(model.config, "max_position_embeddings", None)
-    max_length = min(cfg.max_length, limit) if limit else cfg.max_length
+    check_length("max_length", cfg.max_length, model)
+    device = resolve_device(cfg.device, rank)
+    check_fits_in_memory(
+        model,
+        sequences=cfg.per_device_train_batch_size,
+        length=cfg.max_length,
+        length_key="max_length",
+        device=device,
+        bf16=uses_bf16(cfg.bf16, device),
+    )
+    max_length = cfg.max_length
     examples = [encode_conversation(tokenizer, c, max_length) for c in conversations]
     kept = [e for e in examples if e is not None]
     if not kept:

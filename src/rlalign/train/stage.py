@@ -87,6 +87,7 @@ def train_and_save(
     final_dir = Path(cfg.output_dir) / "final"
     if result.interrupted_by is None:
         part = final_model if final_model is not None else model
+        trainer.require_finite_weights()  # e.g. a resume past max_steps trains no step
         state = trainer.full_state_of(part)  # collective under torchrun
         if trainer.rank.is_main:
             if is_lora(part):
