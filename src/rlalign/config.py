@@ -22,7 +22,8 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from rlalign.errors import ConfigError
+from rlalign.errors import ConfigError, UserError
+from rlalign.io import read_text
 
 __all__ = [
     "Config",
@@ -107,7 +108,10 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
         raise ConfigError(f"{path}: config file not found (check the path given to --config)")
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, expected a YAML config file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_text(path, what="config", kinds="YAML")
+    except UserError as exc:  # not UTF-8, or a binary file
+        raise ConfigError(str(exc)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
