@@ -13,14 +13,15 @@ valid key: ``unknown key 'lr', did you mean 'learning_rate'?``.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from rlalign.errors import ConfigError, UserError
 from rlalign.io import read_text
@@ -29,10 +30,35 @@ __all__ = [
     "Config",
     "ConfigError",
     "RenamedKeyWarning",
+    "Seed",
     "dump_config",
     "load_config",
     "parse_overrides",
 ]
+
+
+SEED_LIMIT = 2**32
+
+
+def _check_seed(value: int) -> int:
+    # numpy's and gymnasium's seeds are non-negative, numpy's legacy ones below 2**32; derived
+    # seeds (seed * 1_000_003 + epoch, 1000 * seed + offset) then stay within torch's 64 bits
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"a seed is a whole number from 0 to {SEED_LIMIT - 1} (2**32 - 1)")
+    return value
+
+
+Seed = Annotated[int, AfterValidator(_check_seed)]
+"""A random seed, checked to be one that torch, numpy and gymnasium all accept."""
+
+
+def seed_argument(text: str) -> int:
+    """``argparse`` type of a ``--seed`` option: :data:`Seed`'s range, argparse's message."""
+    try:
+        return _check_seed(int(text))
+    except ValueError as exc:
+        problem = str(exc) if text.strip().lstrip("+-").isdigit() else "not a whole number"
+        raise argparse.ArgumentTypeError(f"{problem}, got {text!r}") from None
 
 
 class RenamedKeyWarning(FutureWarning):
@@ -264,7 +290,8 @@ def _friendly(
         else:
             given = err.get("input")
             shown = "" if isinstance(given, dict) else f" (got {given!r})"
-            messages.append(f"{where}: {key}: {err['msg']}{shown}")
+            problem = err["msg"].removeprefix("Value error, ")  # pydantic's wrapper of ours
+            messages.append(f"{where}: {key}: {problem}{shown}")
     return ConfigError("; ".join(messages))
 
 
