@@ -223,7 +223,10 @@ def save_checkpoint(
             save_model_weights(model, tmp, model_state)
             if save_extra is not None:
                 save_extra(tmp)
-            torch.save(state, tmp / STATE_FILE)
+            # through a Python file: a full disk then raises ENOSPC, which torch's own writer
+            # reports only as "unexpected pos"
+            with open(tmp / STATE_FILE, "wb") as f:
+                torch.save(state, f)
     except DiskFullError:
         kept = latest_checkpoint(output_dir)
         raise DiskFullError(

@@ -5,8 +5,10 @@ Each subcommand lives in ``rlalign.commands.<name>`` and exposes ``HELP`` (one l
 (torch, transformers) inside ``run`` so that ``rlalign --help`` stays fast.
 
 A :class:`rlalign.errors.UserError` raised anywhere becomes one line on stderr and exit status
-2; ``--debug`` shows the traceback instead. Under ``torchrun`` (``WORLD_SIZE > 1``) every
-process joins the default process group before its command runs, and errors name the rank.
+2, as does a path that cannot be written (permissions, a read-only disk); a full disk is one
+line and status 1. ``--debug`` shows the traceback instead. Under ``torchrun``
+(``WORLD_SIZE > 1``) every process joins the default process group before its command runs,
+and errors name the rank.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import warnings
 from collections.abc import Sequence
 
 from rlalign import __version__
-from rlalign.errors import UserError, is_disk_full
+from rlalign.errors import UserError, file_system_problem
 
 # Subcommand name -> module under rlalign.commands. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
@@ -105,16 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{where}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:
-        if args.debug or not is_disk_full(exc):
+    except Exception as exc:  # a full disk, an unwritable output_dir: one line, not a bug
+        problem = file_system_problem(exc)
+        if args.debug or problem is None:
             raise
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(
-            f"rlalign {args.command}: error: {where}{exc.strerror}; free some space, then run "
-            "again (a training stage continues from its newest checkpoint with --resume)",
-            file=sys.stderr,
-        )
-        return 1
+        print(f"{where}: error: {problem[0]}", file=sys.stderr)
+        return problem[1]
     except KeyboardInterrupt:
         print(f"{where}: interrupted", file=sys.stderr)
         return 130

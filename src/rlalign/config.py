@@ -13,25 +13,52 @@ valid key: ``unknown key 'lr', did you mean 'learning_rate'?``.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
-from rlalign.errors import ConfigError
+from rlalign.errors import ConfigError, UserError
+from rlalign.io import read_text
 
 __all__ = [
     "Config",
     "ConfigError",
     "RenamedKeyWarning",
+    "Seed",
     "dump_config",
     "load_config",
     "parse_overrides",
 ]
+
+
+SEED_LIMIT = 2**32
+
+
+def _check_seed(value: int) -> int:
+    # numpy's and gymnasium's seeds are non-negative, numpy's legacy ones below 2**32; derived
+    # seeds (seed * 1_000_003 + epoch, 1000 * seed + offset) then stay within torch's 64 bits
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"a seed is a whole number from 0 to {SEED_LIMIT - 1} (2**32 - 1)")
+    return value
+
+
+Seed = Annotated[int, AfterValidator(_check_seed)]
+"""A random seed, checked to be one that torch, numpy and gymnasium all accept."""
+
+
+def seed_argument(text: str) -> int:
+    """``argparse`` type of a ``--seed`` option: :data:`Seed`'s range, argparse's message."""
+    try:
+        return _check_seed(int(text))
+    except ValueError as exc:
+        problem = str(exc) if text.strip().lstrip("+-").isdigit() else "not a whole number"
+        raise argparse.ArgumentTypeError(f"{problem}, got {text!r}") from None
 
 
 class RenamedKeyWarning(FutureWarning):
@@ -111,7 +138,10 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
         raise ConfigError(f"{path}: config file not found (check the path given to --config)")
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, expected a YAML config file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = read_text(path, what="config", kinds="YAML")
+    except UserError as exc:  # not UTF-8, or a binary file
+        raise ConfigError(str(exc)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -264,7 +294,8 @@ def _friendly(
         else:
             given = err.get("input")
             shown = "" if isinstance(given, dict) else f" (got {given!r})"
-            messages.append(f"{where}: {key}: {err['msg']}{shown}")
+            problem = err["msg"].removeprefix("Value error, ")  # pydantic's wrapper of ours
+            messages.append(f"{where}: {key}: {problem}{shown}")
     return ConfigError("; ".join(messages))
 
 

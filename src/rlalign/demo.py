@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from rlalign.config import Config
+from rlalign.config import Config, Seed
 from rlalign.data.verifiers import REPORT_CARD_KEYS
 from rlalign.data.world import World, WorldConfig
 from rlalign.dist import RankInfo, barrier
@@ -44,7 +44,7 @@ from rlalign.train.sft import SFTConfig, run_sft
 class DemoConfig(Config):
     """Sizes of the demo's stages (``--quick`` uses :data:`QUICK`)."""
 
-    seed: int = Field(0, description="random seed of the world and of every stage")
+    seed: Seed = Field(0, description="random seed of the world and of every stage")
     corpus_repeats: int | None = Field(
         None, ge=1, description="times the corpus states each fact (None: the world's default)"
     )

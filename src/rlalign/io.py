@@ -6,14 +6,18 @@
   (checkpoints): a reader never sees a half-written checkpoint.
 - A full disk (ENOSPC/EDQUOT) during either becomes a one-line
   :class:`~rlalign.errors.DiskFullError`; the partial copy is deleted, the old version stays.
-- :func:`read_jsonl`: JSON Lines with line-numbered :class:`rlalign.errors.UserError` s.
+- :func:`read_lines` / :func:`read_text` / :func:`read_jsonl`: a user's text files (UTF-8, a
+  byte-order mark allowed) with line-numbered :class:`rlalign.errors.UserError` s: bytes that
+  are not UTF-8, a binary format such as Parquet, invalid JSON.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -37,10 +41,21 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def _naming(directory: Path) -> Iterator[None]:
+    """An OSError (a read-only disk, no permission) names ``directory``, which the user chose,
+    not the random temporary name inside it."""
+    try:
+        yield
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(directory)) from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _naming(path.parent):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
@@ -95,7 +110,8 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    with _naming(final.parent):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         tmp.chmod(0o777 & ~_UMASK)
         yield tmp
@@ -116,33 +132,99 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
         raise
 
 
-def read_jsonl(path: str | Path, *, what: str = "data") -> list[tuple[int, dict[str, Any]]]:
-    """Read a JSON Lines file into ``[(line_number, object), ...]``; blank lines are skipped.
+# What a file that is not text starts with: its kind, and what to do instead. Parquet has its
+# own entry so that a Parquet reader removes one line here.
+_NOT_TEXT: tuple[tuple[bytes, str, str], ...] = (
+    (b"PAR1", "a Parquet file", "Parquet is not supported yet: convert it to JSONL (pandas: "
+     "pd.read_parquet(path).to_json(out, orient='records', lines=True))"),
+    (b"\xff\xfe", "UTF-16 text", "save it as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text", "save it as UTF-8"),
+    (b"\x1f\x8b", "a gzip-compressed file", "decompress it first (gunzip)"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file", "decompress it first (unzstd)"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file", "decompress it first (unxz)"),
+    (b"PK\x03\x04", "a zip archive (or .xlsx, .docx)", "extract or export the data as JSONL"),
+    (b"ARROW1", "an Arrow file", "convert it to JSONL"),
+    (b"\x93NUMPY", "a NumPy array file", "convert it to JSONL"),
+    (b"SQLite format 3\x00", "an SQLite database", "export the table as JSONL"),
+)  # fmt: skip
 
-    Raises :class:`UserError` naming the file and line for a missing/empty file, invalid JSON
-    or a line that is not a JSON object.
+
+_UNDECODED = re.compile("[\udc80-\udcff]")  # a byte surrogateescape could not decode
+
+
+def _refuse_non_text(path: Path, head: bytes) -> None:
+    for magic, kind, advice in _NOT_TEXT:
+        if head.startswith(magic):
+            raise UserError(f"{path}: this is {kind}, not text; {advice}")
+
+
+def read_lines(
+    path: str | Path, *, what: str = "data", kinds: str = "JSONL"
+) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` of a UTF-8 text file, line endings kept.
+
+    A byte-order mark at the start is dropped (files saved by Windows editors have one).
+    Raises :class:`UserError` for a missing path, a directory, a binary format (named:
+    Parquet, gzip, ...) and bytes that are not UTF-8 (``file:line``, with the byte offset).
+    Lines end at ``\n``, ``\r\n`` or ``\r``, as Python's text files split them.
     """
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: {what} file not found")
     if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a {what} file (JSONL)")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as f:
+        raise UserError(f"{path}: is a directory, expected a {what} file ({kinds})")
+    with path.open("rb") as raw:
+        head = raw.read(16)
+    _refuse_non_text(path, head)
+    # surrogateescape turns each undecodable byte into one lone surrogate, so a bad byte is
+    # found per line (with its offset) without holding the whole file in memory
+    offset = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+            if line.isascii():
+                offset += len(line)
+                yield lineno, line
                 continue
-            try:  # without its newline, a line cut short reads "Unterminated string"
-                obj = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as exc:
+            bad = _UNDECODED.search(line)
+            if bad is not None:
+                at = offset + len(line[: bad.start()].encode("utf-8", "surrogateescape"))
+                byte = ord(bad.group()) - 0xDC00
                 raise UserError(
-                    f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
-                ) from None
-            if not isinstance(obj, dict):
-                raise UserError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                    f"{path}:{lineno}: not UTF-8 text: byte 0x{byte:02x} at byte offset {at} "
+                    "(save the file as UTF-8, e.g. iconv -f latin1 -t utf-8)"
                 )
-            rows.append((lineno, obj))
+            offset += len(line.encode("utf-8"))
+            yield lineno, line
+
+
+def read_text(path: str | Path, *, what: str = "data", kinds: str = "text") -> str:
+    """The whole of a UTF-8 text file, with :func:`read_lines`'s checks and messages."""
+    return "".join(line for _, line in read_lines(path, what=what, kinds=kinds))
+
+
+def read_jsonl(path: str | Path, *, what: str = "data") -> list[tuple[int, dict[str, Any]]]:
+    """Read a JSON Lines file into ``[(line_number, object), ...]``; blank lines are skipped.
+
+    Raises :class:`UserError` naming the file and line for a missing/empty file, text that is
+    not UTF-8, invalid JSON or a line that is not a JSON object (see :func:`read_lines`).
+    """
+    path = Path(path)
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for lineno, line in read_lines(path, what=what, kinds="JSONL"):
+        if not line.strip():
+            continue
+        try:  # without its newline, a line cut short reads "Unterminated string"
+            obj = json.loads(line.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            problem = exc.msg
+            if problem.startswith("Unexpected UTF-8 BOM"):  # Python's hint is for its own API
+                problem = "a byte-order mark (U+FEFF) inside the file; delete it"
+            raise UserError(
+                f"{path}:{lineno}: invalid JSON: {problem} (column {exc.colno})"
+            ) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((lineno, obj))
     if not rows:
         raise UserError(f"{path}: {what} file is empty")
     return rows

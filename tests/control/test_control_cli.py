@@ -149,3 +149,26 @@ def test_malformed_overrides(capsys, tmp_path) -> None:
 def test_eval_missing_directory(capsys, tmp_path) -> None:
     rc = main(["control", "eval", str(tmp_path / "nope")])
     assert rc == 2 and "not a directory" in _err(capsys)
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "99999999999999999999", "1.5"])
+def test_a_seed_out_of_range_is_refused_by_every_command(capsys, tmp_path, seed) -> None:
+    """gymnasium takes no negative seed, numpy none of 2**32 or more: each --seed says so."""
+    commands = [
+        ["train", "--env", "rlalign/Driving-v0", "--out", str(tmp_path / "x")],
+        ["eval", "--env", "rlalign/Driving-v0", "--policy", "rule_based", "--episodes", "1"],
+        ["render", "--env", "rlalign/Driving-v0", "--policy", "rule_based",
+         "--out", str(tmp_path / "a.gif")],
+    ]  # fmt: skip
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main(["control", *command, "--seed", seed])
+        err = _err(capsys)
+        assert exit_.value.code == 2 and "Traceback" not in err
+        assert "argument --seed: " in err and f"got '{seed}'" in err
+        if seed != "1.5":
+            assert "a seed is a whole number from 0 to 4294967295" in err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "a.gif").exists()
+    # the bounds themselves are seeds
+    assert main(["control", "eval", "--env", "rlalign/Driving-v0", "--policy", "rule_based",
+                 "--episodes", "1", "--seed", str(2**32 - 1), "--json"]) == 0  # fmt: skip

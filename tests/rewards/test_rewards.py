@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 import time
 
@@ -14,6 +15,7 @@ from rlalign.rewards import RewardComposer, RewardError, RewardTerm, load_reward
 
 USER_CODE = textwrap.dedent(
     """
+    import sys
     import time
 
     def length(prompts, completions, **fields):
@@ -39,6 +41,9 @@ USER_CODE = textwrap.dedent(
 
     def not_a_list(prompts, completions, **fields):
         return None
+
+    def exits(prompts, completions, **fields):
+        sys.exit(3)
 
     VALUE = 3
     """
@@ -166,3 +171,54 @@ def test_a_worker_that_cannot_start_is_reported_and_closes_cleanly(user_file, mo
         composer(["q"], ["a"])
     composer.close()
     assert fn._proc is None
+
+
+@pytest.mark.parametrize("timeout", [None, 20.0], ids=["in-process", "worker"])
+def test_a_module_that_calls_sys_exit_at_import_is_a_user_error(tmp_path, timeout):
+    """``sys.exit`` is SystemExit, not an Exception: it used to end rlalign with its status."""
+    path = tmp_path / "exits.py"
+    path.write_text("import sys\nsys.exit(5)\ndef f(prompts, completions, **k):\n    return []\n")
+    with pytest.raises(
+        UserError, match=r"importing '.*exits\.py' failed: it called sys\.exit\(5\)"
+    ):
+        RewardComposer.from_specs([f"{path}:f"], timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", [None, 20.0], ids=["in-process", "worker"])
+def test_sys_exit_in_a_call_is_reported_as_the_functions_failure(user_file, timeout):
+    composer = RewardComposer.from_specs([f"{user_file}:exits"], timeout=timeout)
+    try:
+        with pytest.raises(RewardError, match=r"reward function 'exits' failed: SystemExit: 3"):
+            composer(["q"], ["a"])
+    finally:
+        composer.close()
+
+
+def test_rewards_beyond_the_bound_are_refused_naming_the_function_and_sample():
+    from rlalign.rewards.compose import MAX_ABS_REWARD
+
+    assert MAX_ABS_REWARD == 1e15
+
+    def scores(*values):
+        return RewardComposer([RewardTerm("big", lambda p, c, **f: list(values))])
+
+    assert scores(1e15, -1e15)(["q", "r"], ["a", "b"])[0] == [1e15, -1e15]  # the bound itself
+    for value in (1.0000001e15, -2e15, 1e308, -math.inf):
+        with pytest.raises(RewardError, match=f"'big' returned {re.escape(str(value))} .*sample 1"):
+            scores(0.0, value)(["q", "r"], ["a", "b"])
+
+
+def test_a_weighted_sum_beyond_the_bound_names_the_weights():
+    terms = [RewardTerm("a", lambda p, c, **f: [1e10] * len(c), weight=1e6),
+             RewardTerm("b", lambda p, c, **f: [1.0] * len(c))]  # fmt: skip
+    with pytest.raises(RewardError, match=r"weighted reward of sample 0 is 1e\+16 .*a=1e\+06, b=1"):
+        RewardComposer(terms)(["q"], ["x"])
+
+
+def test_a_name_that_is_no_verifier_lists_the_verifiers():
+    with pytest.raises(UserError, match="did you mean 'hallucination'"):
+        RewardComposer.from_specs(["halucination"], builtins=VERIFIERS)
+    with pytest.raises(UserError) as info:
+        RewardComposer.from_specs(["zzz"], builtins=VERIFIERS)
+    assert "did you mean" not in str(info.value)
+    assert f"the verifiers are {', '.join(VERIFIERS)})" in str(info.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,22 @@ def repetitive_corpus(path: Path, lines: int = 400, seed: int = 0) -> Path:
         text.append(f"The president of {lands[i]} is {names[i]}.")
     path.write_text("\n".join(text) + "\n", encoding="utf-8")
     return path
+
+
+class FillsUp:
+    """A binary file that runs out of space after ``room`` bytes: the write that does not fit
+    stores what fits, then raises ENOSPC, as ``write(2)`` does on a full disk."""
+
+    def __init__(self, file: Any, room: int) -> None:
+        self.file, self.room = file, room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            self.file.write(bytes(data[: self.room]))
+            self.room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()

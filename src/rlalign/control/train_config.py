@@ -10,13 +10,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rlalign.config import Config
+from rlalign.config import Config, Seed
 
 
 class CommonConfig(Config):
     """Settings shared by both agents."""
 
-    seed: int = 0
+    seed: Seed = 0
     total_steps: int = Field(100_000, ge=1, description="environment steps to train for")
     n_envs: int = Field(8, ge=1, description="parallel environments (gymnasium.vector)")
     gamma: float = Field(0.99, ge=0.0, le=1.0)

@@ -1,14 +1,17 @@
 """Readers for the JSONL formats of the Hugging Face ecosystem, with ``file:line`` errors.
 
-- SFT: ``{"messages": [{"role": "user"|"system"|"assistant", "content": str}, ...]}`` (at least
-  one assistant turn) or ``{"prompt": str, "completion": str}``.
+- SFT: ``{"messages": [{"role": "user"|"system"|"assistant", "content": str}, ...]}`` (ending
+  with an assistant turn; no assistant turn empty) or ``{"prompt": str, "completion": str}``
+  (a non-empty completion).
 - Preferences: ``{"prompt": str, "chosen": str, "rejected": str}`` (optional ``margin``, and
   ``kind``: a label the reward model's held-out accuracy is broken down by).
-- RL prompts: ``{"prompt": str, ...}``; every other field reaches the reward functions.
+- RL prompts: ``{"prompt": str, ...}``; every other field reaches the reward functions as a
+  keyword argument, so none may be named ``prompts`` or ``completions``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ from rlalign.errors import UserError
 from rlalign.io import read_jsonl
 
 ROLES = ("system", "user", "assistant")
+RESERVED_FIELDS = ("prompts", "completions")  # a reward function's own arguments
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
 
 
 def _require_str(path: Path, lineno: int, row: dict[str, Any], key: str, hint: str = "") -> str:
@@ -56,10 +61,27 @@ def load_sft(path: str | Path) -> list[list[dict[str, str]]]:
                 raise UserError(
                     f"{path}:{lineno}: conversation has no assistant turn (nothing to learn)"
                 )
+            if turns[-1]["role"] != "assistant":
+                raise UserError(
+                    f"{path}:{lineno}: conversation ends with a {turns[-1]['role']} turn "
+                    f"(messages[{len(turns) - 1}]) that no assistant turn answers; end it with "
+                    "the assistant's reply, or drop the last turn"
+                )
+            for j, t in enumerate(turns):
+                if t["role"] == "assistant" and not t["content"].strip():
+                    raise UserError(
+                        f"{path}:{lineno}: messages[{j}] is an assistant turn with empty content "
+                        "(it would teach the model to say nothing); fill it in or drop the row"
+                    )
             conversations.append(turns)
         elif "prompt" in row or "completion" in row:
             prompt = _require_str(path, lineno, row, "prompt")
             completion = _require_str(path, lineno, row, "completion")
+            if not completion.strip():
+                raise UserError(
+                    f"{path}:{lineno}: field 'completion' is empty (it would teach the model to "
+                    "say nothing); fill it in or drop the row"
+                )
             conversations.append(
                 [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
             )
@@ -83,7 +105,17 @@ def load_preferences(path: str | Path) -> list[dict[str, Any]]:
         margin = row.get("margin", 0.0)
         if not isinstance(margin, int | float) or isinstance(margin, bool):
             raise UserError(f"{path}:{lineno}: field 'margin' must be a number")
-        pair["margin"] = float(margin)
+        try:
+            margin = float(margin)
+        except OverflowError:  # an integer of hundreds of digits
+            margin = math.inf
+        # JSON readers accept NaN and Infinity; the loss holds margins as float32
+        if not abs(margin) <= FLOAT32_MAX:
+            raise UserError(
+                f"{path}:{lineno}: field 'margin' must be a finite number within float32's "
+                f"range (+-3.4e38), got {margin}"
+            )
+        pair["margin"] = margin
         kind = row.get("kind")
         if kind is not None and not isinstance(kind, str):
             raise UserError(f"{path}:{lineno}: field 'kind' must be a string")
@@ -102,5 +134,11 @@ def load_prompts(path: str | Path) -> list[dict[str, Any]]:
     rows = []
     for lineno, row in read_jsonl(path, what="RL prompt"):
         _require_str(path, lineno, row, "prompt", hint=' (each line needs {"prompt": "..."})')
+        for key in (k for k in RESERVED_FIELDS if k in row):
+            raise UserError(
+                f"{path}:{lineno}: field '{key}' has a reserved name: reward functions are "
+                "called as fn(prompts, completions, **fields), so a field may not be named "
+                f"{' or '.join(RESERVED_FIELDS)}; rename the field"
+            )
         rows.append({**row, "_where": f"{path}:{lineno}"})
     return rows

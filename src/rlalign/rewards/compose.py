@@ -2,12 +2,14 @@
 
 The reward of a completion is :math:`r = \\sum_j w_j\\, f_j(\\text{prompt}, \\text{completion})`.
 Each component is kept (``components[name]``) so that metrics show what moved. A function that
-raises, hangs past ``timeout``, returns the wrong number of values, or returns NaN/inf stops
-the run with a :class:`RewardError` naming the function and the offending sample.
+raises, hangs past ``timeout``, returns the wrong number of values, or returns NaN/inf or a
+value beyond :data:`MAX_ABS_REWARD` stops the run with a :class:`RewardError` naming the
+function and the offending sample.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +17,23 @@ from typing import Any
 
 from rlalign.errors import UserError
 from rlalign.rewards.loading import load_reward_function
-from rlalign.rewards.sandbox import RewardCrash, RewardTimeout, TimedRewardFunction
+from rlalign.rewards.sandbox import (
+    RewardCrash,
+    RewardImportError,
+    RewardTimeout,
+    TimedRewardFunction,
+)
+
+MAX_ABS_REWARD = 1e15
+"""The largest reward magnitude accepted. Rewards become float32 and the advantage and value
+maths square them and sum the squares over a batch: at 1e15 a batch of 1e8 squares stays below
+float32's largest value (3.4e38); a reward well beyond it ends in inf/NaN losses, blamed on the
+optimiser instead of the reward."""
+
+_BOUND_WHY = (
+    f"; a reward must be finite and at most {MAX_ABS_REWARD:g} in size (the advantage maths "
+    "squares rewards in float32)"
+)
 
 
 class RewardError(UserError):
@@ -34,6 +52,32 @@ class RewardTerm:
 def _short(text: str, n: int = 60) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _load(spec: str, timeout: float | None, builtins: dict[str, Callable[..., Any]]):
+    """A term's callable, imported now so that a bad file fails before training starts."""
+    if spec in builtins:
+        return builtins[spec]
+    if ":" not in spec and builtins:  # a name, not module:function: a misspelt verifier?
+        close = difflib.get_close_matches(spec, list(builtins), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(
+            f"reward function '{spec}' is not a verifier of the built-in world ({hint}the "
+            f"verifiers are {', '.join(builtins)}); a function of your own is named "
+            "'package.module:function' or 'path/to/file.py:function'"
+        )
+    if not timeout:
+        return load_reward_function(spec)
+    fn = TimedRewardFunction(spec, timeout)
+    try:  # the import runs in the worker, under the time limit a call gets
+        fn.start()
+    except RewardCrash as exc:
+        raise UserError(f"reward function '{spec}': {exc}") from None
+    except OSError as exc:  # the OS refused a new process (EAGAIN, ENOMEM)
+        raise UserError(
+            f"reward function '{spec}': cannot start its worker process: {exc}"
+        ) from None
+    return fn
 
 
 class RewardComposer:
@@ -67,17 +111,19 @@ class RewardComposer:
             raise UserError(
                 f"reward_weights has {len(weights)} values for {len(specs)} reward functions"
             )
-        terms = []
-        for spec, weight in zip(specs, weights, strict=True):
-            if builtins and spec in builtins:
-                fn = builtins[spec]
-            else:
-                load_reward_function(spec)  # fail fast, in this process, with a clear message
-                fn = TimedRewardFunction(spec, timeout) if timeout else load_reward_function(spec)
-            name = spec.rpartition(":")[2] or spec
-            if any(t.name == name for t in terms):
-                name = spec
-            terms.append(RewardTerm(name=name, fn=fn, weight=float(weight)))
+        terms: list[RewardTerm] = []
+        try:
+            for spec, weight in zip(specs, weights, strict=True):
+                fn = _load(spec, timeout, builtins or {})
+                name = spec.rpartition(":")[2] or spec
+                if any(t.name == name for t in terms):
+                    name = spec
+                terms.append(RewardTerm(name=name, fn=fn, weight=float(weight)))
+        except BaseException:
+            for term in terms:  # the workers already started
+                if isinstance(term.fn, TimedRewardFunction):
+                    term.fn.close()
+            raise
         return cls(terms)
 
     def __call__(
@@ -94,6 +140,14 @@ class RewardComposer:
             components[term.name] = scores
             for i, s in enumerate(scores):
                 total[i] += term.weight * s
+        for i, r in enumerate(total):
+            if not abs(r) <= MAX_ABS_REWARD:  # large weights times in-range scores
+                weights = ", ".join(f"{t.name}={t.weight:g}" for t in self.terms)
+                raise RewardError(
+                    f"the weighted reward of sample {i} is {r} (beyond +-{MAX_ABS_REWARD:g}; "
+                    f"weights {weights}; prompt '{_short(prompts[i])}'){_BOUND_WHY}: lower the "
+                    "reward_weights"
+                )
         return total, components
 
     def _call(self, term: RewardTerm, prompts, completions, fields) -> list[float]:
@@ -104,7 +158,9 @@ class RewardComposer:
                 f"reward function '{term.name}' timed out ({exc}) on a batch of "
                 f"{len(completions)} completions; first prompt: '{_short(prompts[0])}'"
             ) from None
-        except (RewardCrash, Exception) as exc:
+        except RewardImportError:  # a restarted worker: its message names the file
+            raise
+        except (RewardCrash, Exception, SystemExit) as exc:
             detail = str(exc) if isinstance(exc, RewardCrash) else f"{type(exc).__name__}: {exc}"
             raise RewardError(
                 f"reward function '{term.name}' failed: {detail}"
@@ -123,10 +179,12 @@ class RewardComposer:
                 f"{len(completions)} completions"
             )
         for i, s in enumerate(scores):
-            if not math.isfinite(s):
+            if not abs(s) <= MAX_ABS_REWARD:
+                size = "" if not math.isfinite(s) else f" (beyond +-{MAX_ABS_REWARD:g})"
                 raise RewardError(
-                    f"reward function '{term.name}' returned {s} for sample {i} "
+                    f"reward function '{term.name}' returned {s}{size} for sample {i} "
                     f"(prompt '{_short(prompts[i])}', completion '{_short(completions[i])}')"
+                    f"{_BOUND_WHY if size else ''}"
                 )
         return scores
 
@@ -140,7 +198,7 @@ class RewardComposer:
                 one = {k: [v[i]] if isinstance(v, list | tuple) else v for k, v in fields.items()}
                 try:
                     term.fn(prompts[i : i + 1], completions[i : i + 1], **one)
-                except Exception:
+                except (Exception, SystemExit):
                     break
             else:
                 return " (on the batch as a whole; every sample alone passes)"

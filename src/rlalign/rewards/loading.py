@@ -37,24 +37,28 @@ def _load_module(target: str, spec: str):
         sys.modules[module_name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             del sys.modules[module_name]
-            raise UserError(
-                f"reward function '{spec}': importing '{path}' failed: {type(exc).__name__}: {exc}"
-            ) from None
+            raise UserError(f"reward function '{spec}': {_failure(path, exc)}") from None
         return module
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         raise UserError(f"reward function '{spec}': no module named '{exc.name}'") from None
-    except Exception as exc:
-        raise UserError(
-            f"reward function '{spec}': importing '{target}' failed: {type(exc).__name__}: {exc}"
-        ) from None
+    except (Exception, SystemExit) as exc:
+        raise UserError(f"reward function '{spec}': {_failure(target, exc)}") from None
+
+
+def _failure(what: str | Path, exc: BaseException) -> str:
+    """Why importing ``what`` failed; a ``sys.exit()`` in it must not end rlalign."""
+    if isinstance(exc, SystemExit):
+        return f"importing '{what}' failed: it called sys.exit({exc.code!r}) at import"
+    return f"importing '{what}' failed: {type(exc).__name__}: {exc}"
 
 
 def load_reward_function(spec: str) -> Callable[..., list[float]]:
-    """Import the reward function named by ``spec`` (the module's top level code runs).
+    """Import the reward function named by ``spec`` (the module's top level code runs; an
+    exception or ``sys.exit`` there is a :class:`UserError` naming the file).
 
     The function must accept ``(prompts, completions, **fields)`` and return one float per
     completion.

@@ -2,7 +2,8 @@
 
 A thread cannot be stopped, so a hung reward function would hang training; a process can be
 killed. Each :class:`TimedRewardFunction` keeps one worker alive between calls (importing the
-function once), and replaces it after a timeout or a crash.
+function once, under the same time limit: a module's top-level code can hang, raise or call
+``sys.exit`` too), and replaces it after a timeout or a crash.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import multiprocessing as mp
 import traceback
 from typing import Any
 
+from rlalign.errors import UserError
 from rlalign.rewards.loading import load_reward_function
 
 
@@ -23,11 +25,20 @@ class RewardCrash(Exception):
     """The function raised (message carries the type and text) or the worker died."""
 
 
+class RewardImportError(UserError):
+    """Importing the function's module raised, called ``sys.exit`` or outlasted the limit."""
+
+
+# a fresh interpreter importing rlalign, before the user's module: not the user's time
+STARTUP_SECONDS = 60
+
+
 def _worker(spec: str, conn) -> None:
+    conn.send(("importing", None))  # the interpreter is up: the import's time limit starts
     try:
         fn = load_reward_function(spec)
-    except Exception as exc:  # reported on the first call
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    except UserError as exc:  # every failure of the import, sys.exit included
+        conn.send(("error", str(exc)))
         return
     conn.send(("ready", None))
     while True:
@@ -40,14 +51,18 @@ def _worker(spec: str, conn) -> None:
         prompts, completions, fields = message
         try:
             conn.send(("ok", fn(prompts, completions, **fields)))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             tb = traceback.extract_tb(exc.__traceback__)
             where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
             conn.send(("error", f"{type(exc).__name__}: {exc}{where}"))
 
 
 class TimedRewardFunction:
-    """Call ``spec``'s function in a separate process; give up after ``timeout`` seconds."""
+    """Call ``spec``'s function in a separate process; give up after ``timeout`` seconds.
+
+    Importing the function's module runs in the worker too, under the same ``timeout``:
+    :meth:`start` raises :class:`RewardImportError` when it raises, exits or hangs.
+    """
 
     def __init__(self, spec: str, timeout: float) -> None:
         self.spec = spec
@@ -55,6 +70,11 @@ class TimedRewardFunction:
         self._ctx = mp.get_context("spawn")  # no inherited threads or torch state in the child
         self._proc = None
         self._conn = None
+
+    def start(self) -> None:
+        """Start the worker and import the function now (if it is not running yet)."""
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
@@ -68,11 +88,20 @@ class TimedRewardFunction:
             child.close()
         # only a started process is kept: close() joins it, and joining an unstarted one fails
         self._proc, self._conn = proc, parent
-        # importing user code can itself hang; it gets the same limit plus interpreter start-up
-        if not parent.poll(self.timeout + 30):
-            self.close()
-            raise RewardTimeout(f"importing took longer than {self.timeout + 30:.0f} s")
         try:
+            if not parent.poll(STARTUP_SECONDS):
+                self.close()
+                raise RewardCrash(f"the reward worker did not start within {STARTUP_SECONDS} s")
+            parent.recv()  # "importing"
+            # the user's module gets the limit a call gets
+            if not parent.poll(self.timeout):
+                self.close()
+                raise RewardImportError(
+                    f"reward function '{self.spec}': importing "
+                    f"'{self.spec.rpartition(':')[0]}' took longer than "
+                    f"reward_timeout={self.timeout:g} s (does its top-level code wait for "
+                    "something?)"
+                )
             status, payload = parent.recv()
         except (EOFError, ConnectionResetError):
             self.close()
@@ -84,11 +113,10 @@ class TimedRewardFunction:
             ) from None
         if status != "ready":
             self.close()
-            raise RewardCrash(payload)
+            raise RewardImportError(payload)
 
     def __call__(self, prompts: list[str], completions: list[str], **fields: Any) -> Any:
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
+        self.start()
         try:
             self._conn.send((prompts, completions, fields))
             if not self._conn.poll(self.timeout):

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from rlalign.config import Config
+from rlalign.config import Config, Seed
 from rlalign.errors import UserError
+
+# the keys of every stage that name a file or directory (a stage validates those it has)
+PATH_KEYS = ("model", "data", "output_dir", "tokenizer", "eval_data", "replay_data",
+             "reward_model", "ptx_data")  # fmt: skip
 
 
 class TrainingConfig(Config):
@@ -40,7 +44,7 @@ class TrainingConfig(Config):
     data: str = Field(..., description="path to the training file")
     output_dir: str = "runs/train"
     overwrite_output_dir: bool = False
-    seed: int = 42
+    seed: Seed = 42
 
     max_steps: int = Field(1000, gt=0, description="optimizer steps")
     learning_rate: float = Field(3e-4, gt=0)
@@ -76,6 +80,20 @@ class TrainingConfig(Config):
         "auto", description="attention kernels while training: auto, eager, sdpa, ..."
     )
     disable_tqdm: bool = False
+
+    @field_validator(*PATH_KEYS, check_fields=False)
+    @classmethod
+    def _path_given(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # `data=` would otherwise become Path(""), the current directory
+        if value is not None and not value.strip():
+            field = cls.model_fields[info.field_name]
+            if field.is_required():
+                raise ValueError("the path is empty; give one")
+            default = "" if field.default is None else f" ({field.default})"
+            raise ValueError(
+                f"the path is empty; give one, or leave the key out for its default{default}"
+            )
+        return value
 
     @field_validator("device")
     @classmethod

@@ -1,7 +1,8 @@
 """Pretraining data: read a corpus, hold out documents, pack tokens into fixed-length blocks.
 
 - A corpus is a ``.jsonl``/``.json`` file of ``{"text": ...}`` objects (one document a line) or
-  any other text file, read as one document per non-empty line.
+  any other UTF-8 text file, read as one document per non-empty line (not a ``.csv``/``.tsv``
+  table, whose header and columns would become text).
 - The held-out split is by document (a seeded shuffle), so no held-out sentence is trained on.
 - Each document is encoded as ``<bos> text <eos>`` and the documents are concatenated and cut
   into blocks of ``block_size`` tokens (sequence packing: no padding in the middle, every
@@ -19,15 +20,22 @@ from typing import Any
 import torch
 
 from rlalign.errors import UserError
-from rlalign.io import read_jsonl
+from rlalign.io import read_jsonl, read_lines
 from rlalign.lm.chat import IGNORE_INDEX
 
 _ENCODE_CHUNK = 4096  # documents per tokenizer call (Rust-side batching, bounded memory)
+_TABLES = {".csv": "CSV", ".tsv": "TSV"}
 
 
 def read_corpus(path: str | Path) -> list[str]:
     """The documents of a corpus file; errors name the file (and line)."""
     path = Path(path)
+    if path.suffix.lower() in _TABLES:
+        raise UserError(
+            f"{path}: a {_TABLES[path.suffix.lower()]} file is not a corpus (its header line and "
+            'columns would be trained on as text); give a .jsonl of {"text": ...} objects or '
+            "a .txt file with one document a line"
+        )
     if path.suffix in {".jsonl", ".json"}:
         docs = []
         for lineno, row in read_jsonl(path, what="corpus"):
@@ -39,16 +47,9 @@ def read_corpus(path: str | Path) -> list[str]:
             if text.strip():
                 docs.append(text)
     else:
-        if not path.exists():
-            raise UserError(f"{path}: corpus file not found")
-        if path.is_dir():
-            raise UserError(f"{path}: is a directory, expected a corpus file (.txt or .jsonl)")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            line = path.read_bytes()[: exc.start].count(b"\n") + 1
-            raise UserError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from None
-        docs = [line for line in text.splitlines() if line.strip()]
+        # a line may hold several documents: str.splitlines also ends one at \f, \u2028, ...
+        lines = read_lines(path, what="corpus", kinds=".txt or .jsonl")
+        docs = [doc for _, line in lines for doc in line.splitlines() if doc.strip()]
     if not docs:
         raise UserError(f"{path}: corpus is empty (no non-blank text)")
     return docs
