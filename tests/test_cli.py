@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from rlalign import __version__
 from rlalign.cli import COMMANDS, main
 
@@ -38,3 +40,17 @@ def test_unknown_command_is_an_error():
     out = run("pretrian")
     assert out.returncode == 2
     assert "invalid choice" in out.stderr
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999999999999"])
+@pytest.mark.parametrize("command", [["generate", "model_dir", "a prompt"], ["tabular"]])
+def test_a_seed_out_of_range_is_one_line_exit_2(capsys, command, seed):
+    """torch and numpy take seeds from 0 to 2**32 - 1: outside it, argparse's one line."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--seed", seed])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert (
+        f"argument --seed: a seed is a whole number from 0 to 4294967295 (2**32 - 1), got '{seed}'"
+        in err
+    )

@@ -4,6 +4,13 @@ import argparse
 import contextlib
 
 
+def seed_type(text: str) -> int:
+    """``argparse`` type of a ``--seed`` option (0 to 2**32 - 1, argparse's own message)."""
+    from rlalign.config import seed_argument  # here, not at the top: --help stays fast
+
+    return seed_argument(text)
+
+
 def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     """The interface every training stage shares: ``[--config FILE] [--resume] [key=value ...]``."""
     parser.add_argument("--config", metavar="FILE", help="YAML config file")

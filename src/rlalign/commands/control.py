@@ -12,13 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from rlalign.commands import seed_type
+
 HELP = "train/evaluate/render policy-gradient agents on Gymnasium envs and the driving car"
-
-
-def _seed(text: str) -> int:
-    from rlalign.config import seed_argument  # here, not at the top: --help stays fast
-
-    return seed_argument(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--env", required=True, help="Gymnasium env id, e.g. rlalign/Driving-v0")
     train.add_argument("--algo", choices=["ppo", "reinforce"], default="ppo")
-    train.add_argument("--seed", type=_seed, default=None)
+    train.add_argument("--seed", type=seed_type, default=None)
     train.add_argument("--steps", type=int, default=None, help="environment steps to train for")
     train.add_argument("--out", required=True, type=Path, help="run directory")
     train.add_argument("--config", type=Path, default=None, help="YAML config file")
@@ -58,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev = sub.add_parser("eval", help="evaluate a saved policy (or a baseline)")
     ev.add_argument("dir", nargs="?", type=Path, help="run directory of 'control train'")
     ev.add_argument("--episodes", type=int, default=100)
-    ev.add_argument("--seed", type=_seed, default=0, help="episode k uses seed SEED+k")
+    ev.add_argument("--seed", type=seed_type, default=0, help="episode k uses seed SEED+k")
     ev.add_argument("--env", default=None, help="env id (default: the policy's own)")
     ev.add_argument("--policy", default="learned", help="learned or a baseline (driving envs)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -75,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strip", type=Path, default=None, metavar="PNG", help="output .png: a strip of frames"
     )
     rd.add_argument("--frames", type=int, default=10, help="frames in the strip (evenly spaced)")
-    rd.add_argument("--seed", type=_seed, default=0)
+    rd.add_argument("--seed", type=seed_type, default=0)
     rd.add_argument("--env", default=None, help="env id (default: the policy's own)")
     rd.add_argument(
         "--policy", default="learned", help="learned, random, constant_speed, rule_based"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from rlalign.commands import seed_type
+
 HELP = "sample completions of a prompt from a model (the RL rollout sampler)"
 
 
@@ -20,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens per sample (64)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="random seed (0)")
     parser.add_argument(
         "--stop", action="append", default=None, metavar="TEXT", help="stop string (repeatable)"
     )

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 
+from rlalign.commands import seed_type
+
 HELP = "policy gradient on a tiny car MDP whose J(theta) is computed exactly (seconds)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_type, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--quick", action="store_true", help="a smaller, faster version (for tests)"
     )
