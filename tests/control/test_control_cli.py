@@ -149,3 +149,20 @@ def test_malformed_overrides(capsys, tmp_path) -> None:
 def test_eval_missing_directory(capsys, tmp_path) -> None:
     rc = main(["control", "eval", str(tmp_path / "nope")])
     assert rc == 2 and "not a directory" in _err(capsys)
+
+
+def test_eval_of_a_truncated_policy_is_one_line_naming_the_file(
+    cartpole_run, tmp_path, capsys
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cartpole_run, run)
+    weights = run / "policy.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short
+    capsys.readouterr()
+    rc = main(["control", "eval", str(run), "--episodes", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{weights}: truncated or corrupt safetensors file" in err
+    assert "train the policy again" in err
