@@ -36,11 +36,6 @@ import safetensors.torch
 import torch
 import transformers.modeling_utils
 
-# imported here so that the fork server has them loaded before it forks a child
-import rlalign.train.pretrain
-import rlalign.train.reward_model
-import rlalign.train.rl
-import rlalign.train.sft  # noqa: F401
 from rlalign import checkpoint, cli, metrics
 from rlalign.rewards.sandbox import TimedRewardFunction
 from rlalign.train import loop, rollout

@@ -139,14 +139,16 @@ class Kill9:
             os.kill(child.pid, signal.SIGKILL)
             child.join()
             assert child.exitcode == -signal.SIGKILL, self.describe(kills)
-            self._check_after_kill(argv, point, marker, kills)
+            self._check_after_kill(argv, point, marker, log, kills)
         if finish:
             assert main([stage, "--resume", *rest]) == 0, self.describe(kills)
 
-    def _check_after_kill(self, argv: list[str], point: str, marker: Path, kills: list[str]):
+    def _check_after_kill(
+        self, argv: list[str], point: str, marker: Path, log: Path, kills: list[str]
+    ) -> None:
         """What a kill may leave: half-written checkpoints, final/ and rollout files are
         invisible, every visible one is whole; at most the last metrics line is torn; a reward
-        worker does not outlive the run."""
+        worker ends with the run, quietly (its stderr is the run's)."""
         from rlalign.checkpoint import check_checkpoint, list_checkpoints
 
         note = self.describe(kills)
@@ -160,10 +162,14 @@ class Kill9:
         for path in sorted((out / "rollouts").glob("iter_*.jsonl")):
             _strict_jsonl(path, note)
         lines = (out / "metrics.jsonl").read_text(encoding="utf-8").split("\n")
-        for line in lines[:-1]:
-            assert isinstance(json.loads(line), dict), f"metrics.jsonl: {line!r}; {note}"
+        for number, line in enumerate(lines[:-1], 1):  # the last one may be torn
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                pytest.fail(f"metrics.jsonl:{number}: torn line {line!r} before the end; {note}")
         if kind == "reward":
             _assert_exit_soon([int(p) for p in marker.read_text().split()], note)
+            assert "Traceback" not in log.read_text(), f"{log.read_text()}; {note}"
 
     def assert_same_run(self, reference: Path, run: Path, max_steps: int, kills: list[str]):
         """``run`` ended exactly as ``reference``: bit-identical final weights, every step
