@@ -35,8 +35,8 @@ TIMING_SUFFIX = "_per_s"
 
 
 # What the kill9 children import, loaded once by their fork server: a fresh interpreter per kill
-# would spend most of the test importing torch and transformers. (Python < 3.12 does not give
-# the server the tests' sys.path, so the child imports tests/_killed_child.py itself.)
+# would spend most of the test importing torch and transformers. (Python 3.11's server does not
+# get the tests' sys.path, so the child itself imports tests/_killed_child.py: light by then.)
 _PRELOAD = [
     "rlalign.cli",
     "rlalign.train.pretrain",
