@@ -13,7 +13,11 @@ Layout of ``output_dir/checkpoints/step_N/`` (built under a temporary name, fsyn
 
 A directory whose name is not ``step_<int>`` or that lacks ``trainer_state.pt`` is not a
 checkpoint: a crash mid-write leaves only a hidden ``.step_N.*.tmp`` directory, which
-:func:`remove_stale_temporaries` deletes.
+:func:`remove_stale_temporaries` deletes (with the other half-written files of the run).
+
+A checkpoint damaged after it was written (a truncated copy, a disk that filled up outside
+rlalign) is not resumed from: :func:`resumable_checkpoint` finds the newest whole one, and
+:func:`move_damaged_aside` renames the damaged newer ones ``step_N.damaged``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import random
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +36,8 @@ import torch
 from safetensors.torch import load_file, save_file, save_model
 from torch import nn
 
-from rlalign.errors import DiskFullError, UserError
-from rlalign.io import atomic_directory
+from rlalign.errors import CorruptFileError, DiskFullError, UserError
+from rlalign.io import atomic_directory, check_safetensors, remove_temporaries
 
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -59,13 +64,20 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+# What a run writes atomically, by folder of the run directory: the temporary copies of these
+# names are the ones a killed process can leave (and the only ones removed).
+RUN_FILES = {
+    "checkpoints": r"step_\d+",
+    ".": r"final|metrics\.jsonl|config\.yaml|report\.html",
+    "rollouts": r"iter_\d+\.jsonl",
+}
+
+
 def remove_stale_temporaries(output_dir: str | Path) -> None:
-    """Delete half-written checkpoint directories left by a killed process."""
-    root = checkpoint_root(output_dir)
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.name.startswith(".") and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
+    """Delete the half-written checkpoints, ``final/`` and files a killed process left in the
+    run directory (rlalign's own temporary names only: see :func:`rlalign.io.remove_temporaries`)."""
+    for folder, names in RUN_FILES.items():
+        remove_temporaries(Path(output_dir) / folder, names)
 
 
 def prune_checkpoints(output_dir: str | Path, keep: int | None) -> None:
@@ -164,6 +176,9 @@ def _without_tied_copies(
     return {k: v for k, v in state.items() if k not in tied}
 
 
+DAMAGED_CHECKPOINT = "the checkpoint is damaged; resume from an older one (delete this one)"
+
+
 def read_model_weights(model: nn.Module, directory: Path) -> dict[str, torch.Tensor]:
     """The safetensors weights of ``directory`` as a complete state dict of ``model``.
 
@@ -176,6 +191,7 @@ def read_model_weights(model: nn.Module, directory: Path) -> dict[str, torch.Ten
         raise UserError(f"{directory}: no *.safetensors weights in the checkpoint")
     state: dict[str, torch.Tensor] = {}
     for file in files:
+        check_safetensors(file, DAMAGED_CHECKPOINT)
         state.update(load_file(str(file)))
     params = dict(model.named_parameters(remove_duplicate=False))
     by_identity = {id(p): name for name, p in params.items() if name in state}
@@ -243,11 +259,80 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
     path = directory / STATE_FILE
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:  # whole, but asks to run code: refused, not damaged
         raise UserError(
             f"{path}: not a valid rlalign checkpoint ({_load_failure(exc)}); "
             "delete this checkpoint directory to resume from an older one"
         ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CorruptFileError(
+            f"{path}: not a valid rlalign checkpoint ({_load_failure(exc)}); "
+            "delete this checkpoint directory to resume from an older one"
+        ) from None
+
+
+def check_checkpoint(directory: Path) -> dict[str, Any]:
+    """The trainer state of ``directory`` once its files are checked whole (the state loads,
+    every weights file is complete: headers only, the weights are not read);
+    :class:`CorruptFileError` naming the damaged file otherwise."""
+    state = load_trainer_state(directory)
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise CorruptFileError(f"{directory}: no *.safetensors weights; {DAMAGED_CHECKPOINT}")
+    for file in files:
+        check_safetensors(file, DAMAGED_CHECKPOINT)
+    return state
+
+
+@dataclass
+class Resumable:
+    """The checkpoint a run resumes from (its path and trainer state) and the newer ones that
+    are damaged (``(path, why)``, newest first)."""
+
+    path: Path
+    state: dict[str, Any]
+    damaged: list[tuple[Path, str]]
+
+
+def resumable_checkpoint(output_dir: str | Path) -> Resumable | None:
+    """The newest checkpoint whose files are whole (None when the run has none).
+
+    Newer damaged ones are returned too, for the owner of the run directory to move aside
+    (:func:`move_damaged_aside`). When every checkpoint is damaged: :class:`CorruptFileError`,
+    naming the newest one's damaged file.
+    """
+    damaged: list[tuple[Path, str]] = []
+    for _, path in reversed(list_checkpoints(output_dir)):
+        try:
+            state = check_checkpoint(path)
+        except CorruptFileError as exc:
+            damaged.append((path, str(exc).partition("; ")[0]))
+            continue
+        return Resumable(path, state, damaged)
+    if damaged:
+        raise CorruptFileError(
+            f"{damaged[0][1]}: every checkpoint of {output_dir} is damaged, none to resume "
+            "from; start the run over (overwrite_output_dir=true) or restore the checkpoints"
+        )
+    return None
+
+
+def move_damaged_aside(found: Resumable) -> str | None:
+    """Rename each damaged checkpoint newer than ``found.path`` from ``step_N`` to
+    ``step_N.damaged``: kept for a look, no longer taken for a checkpoint (by a resume, or by
+    the pruning of old ones). Returns the line that tells the user, or None if none was."""
+    moved = []
+    for path, _ in found.damaged:
+        aside = path.with_name(f"{path.name}.damaged")
+        shutil.rmtree(aside, ignore_errors=True)  # an older copy of the same step, damaged too
+        path.rename(aside)
+        moved.append(aside.name)
+    if not moved:
+        return None
+    return (
+        f"rlalign: {found.damaged[0][1]}: resuming from {found.path.name} instead (the damaged "
+        f"checkpoints are kept as {', '.join(moved)})"
+    )
 
 
 def _load_failure(exc: BaseException) -> str:

@@ -28,6 +28,11 @@ class DiskFullError(UserError):
     exit_code = 1  # the run failed for a reason outside its input, like a NaN loss
 
 
+class CorruptFileError(UserError):
+    """A file is truncated or corrupt: a copy or download cut short, a disk that filled up, a
+    process killed while writing it outside rlalign's atomic writes."""
+
+
 class NonFiniteLossError(UserError):
     """The loss or gradient norm became NaN/inf; the weights were not updated."""
 

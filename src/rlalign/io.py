@@ -9,6 +9,9 @@
 - :func:`read_lines` / :func:`read_text` / :func:`read_jsonl`: a user's text files (UTF-8, a
   byte-order mark allowed) with line-numbered :class:`rlalign.errors.UserError` s: bytes that
   are not UTF-8, a binary format such as Parquet, invalid JSON.
+- :func:`check_safetensors`: a truncated or corrupt weights file is one line naming it, not the
+  safetensors library's traceback.
+- :func:`remove_temporaries`: delete what the atomic writes of a killed process left behind.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rlalign.errors import DiskFullError, UserError, is_disk_full
+from safetensors import SafetensorError, safe_open
+
+from rlalign.errors import CorruptFileError, DiskFullError, UserError, is_disk_full
 
 # mkstemp/mkdtemp create 0600/0700 entries; a run's files get the permissions open()/mkdir()
 # would give them (read at import: os.umask can only be read by setting it)
@@ -130,6 +135,37 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
         if is_disk_full(exc):
             raise _disk_full(final, exc) from None
         raise
+
+
+def remove_temporaries(directory: Path, targets: str) -> None:
+    """Delete the leftovers of atomic writes into ``directory`` that a killed process left:
+    the ``.NAME.XXXXXXXX.tmp`` files and directories and the ``.NAME.old`` directories of
+    :func:`atomic_write_bytes` and :func:`atomic_directory`, for ``NAME`` matching the regular
+    expression ``targets``. Any other name is left alone (it is not ours to delete)."""
+    ours = re.compile(rf"\.(?:{targets})\.(?:[a-z0-9_]+\.tmp|old)")
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if ours.fullmatch(path.name):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def check_safetensors(path: str | Path, fix: str) -> None:
+    """Raise :class:`CorruptFileError` naming ``path`` unless it is a whole safetensors file
+    (its header parses and its tensors cover the file exactly, which a file cut short fails);
+    ``fix`` says what to do about it. Reads the header only."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except SafetensorError as exc:
+        why = str(exc).removeprefix("Error while deserializing header: ")
+        raise CorruptFileError(
+            f"{path}: truncated or corrupt safetensors file ({why}); {fix}"
+        ) from None
 
 
 # What a file that is not text starts with: its kind, and what to do instead. Parquet has its

@@ -172,3 +172,20 @@ def test_a_seed_out_of_range_is_refused_by_every_command(capsys, tmp_path, seed)
     # the bounds themselves are seeds
     assert main(["control", "eval", "--env", "rlalign/Driving-v0", "--policy", "rule_based",
                  "--episodes", "1", "--seed", str(2**32 - 1), "--json"]) == 0  # fmt: skip
+
+
+def test_eval_of_a_truncated_policy_is_one_line_naming_the_file(
+    cartpole_run, tmp_path, capsys
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cartpole_run, run)
+    weights = run / "policy.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short
+    capsys.readouterr()
+    rc = main(["control", "eval", str(run), "--episodes", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{weights}: truncated or corrupt safetensors file" in err
+    assert "train the policy again" in err

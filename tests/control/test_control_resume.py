@@ -261,3 +261,22 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
     assert json.loads((out / "result.json").read_text())["resumed_from"].endswith(
         f"step_{2 * UPDATE}"
     )
+
+
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(straight, tmp_path, capsys) -> None:
+    """A truncated newest checkpoint: --resume says so in one line, keeps it aside, resumes from
+    the one before and ends as the run that was never damaged."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    newest = run / "checkpoints" / f"step_{STEPS}"
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    capsys.readouterr()
+    assert main([*train_args(run), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"{weights}: truncated or corrupt safetensors file" in err, err
+    assert f"resuming from step_{STEPS - UPDATE} instead" in err and "Traceback" not in err
+    assert (run / "checkpoints" / f"step_{STEPS}.damaged").is_dir()
+    assert_same_run(straight, run)

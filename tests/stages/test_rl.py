@@ -178,6 +178,27 @@ def test_resume_continues_exactly(word_model_dir, word_task, tmp_path, algorithm
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_resumed_run_keeps_rollouts_and_metrics_up_to_its_checkpoint(
+    word_model_dir, word_task, tmp_path
+):
+    """A run killed after rollout 3 (step 5) but before its next checkpoint, resumed from
+    step_4 with max_steps=4: the killed run's later rollout file goes with its metrics rows."""
+    import shutil
+
+    run = tmp_path / "run"
+    common = dict(per_device_train_batch_size=32, save_steps=4, logging_steps=1)  # 2 steps/rollout
+    assert main(rl_args(word_model_dir, word_task, run, **common, max_steps=6)) == 0
+    assert sorted(p.name for p in (run / "rollouts").iterdir()) == [
+        "iter_1.jsonl", "iter_2.jsonl", "iter_3.jsonl"
+    ]  # fmt: skip
+    shutil.rmtree(run / "checkpoints" / "step_6")  # as if killed before step 6 was saved
+    args = rl_args(word_model_dir, word_task, run, **common, max_steps=4)
+    assert main(["rl", "--resume", *args[1:]]) == 0
+    assert sorted(p.name for p in (run / "rollouts").iterdir()) == ["iter_1.jsonl", "iter_2.jsonl"]
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
 def test_rollout_files_carry_per_token_credit(word_model_dir, word_task, tmp_path):
     out = tmp_path / "run"
     assert (

@@ -225,3 +225,69 @@ def test_a_held_out_loss_that_is_not_finite_fails_the_run(tmp_path, corpus, monk
     assert f"last good checkpoint: {run / 'checkpoints' / 'step_1'}" in err, err
     assert [s for s, _ in ckpt.list_checkpoints(run)] == [1]
     assert not (run / "final").exists()
+
+
+KEEP_ALL = [*FAST, "save_total_limit=null"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, corpus) -> Path:
+    """A finished 6-step run with checkpoints at steps 2, 4 and 6."""
+    out = tmp_path_factory.mktemp("finished")
+    assert main(["pretrain", *KEEP_ALL, f"data={corpus}", f"output_dir={out}"]) == 0
+    return out
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", ckpt.STATE_FILE])
+def test_resume_falls_back_past_a_damaged_newest_checkpoint(
+    finished, damaged, tmp_path, corpus, capsys
+):
+    """A truncated newest checkpoint (a copy cut short): --resume says so in one line, keeps it
+    as step_6.damaged, continues from step_4 and ends as the run that was never damaged."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    shutil.rmtree(run / "final")
+    newest = run / "checkpoints" / "step_6"
+    truncate(newest / damaged)
+    capsys.readouterr()
+
+    assert main(["pretrain", "--resume", *KEEP_ALL, f"data={corpus}", f"output_dir={run}"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{newest / damaged}: " in err and "resuming from step_4 instead" in err, err
+    assert "step_6.damaged" in err
+    assert (run / "checkpoints" / "step_6.damaged" / damaged).stat().st_size < (
+        finished / "checkpoints" / "step_6" / damaged
+    ).stat().st_size
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [2, 4, 6]  # step 6 written anew
+    want, got = [load_file(str(r / "final" / "model.safetensors")) for r in (finished, run)]
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_every_checkpoint_damaged_is_one_clear_line(finished, tmp_path, corpus, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    for step in (2, 4, 6):
+        truncate(run / "checkpoints" / f"step_{step}" / "model.safetensors")
+    before = tree(run)
+    capsys.readouterr()
+
+    assert main(["pretrain", "--resume", *KEEP_ALL, f"data={corpus}", f"output_dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    weights = run / "checkpoints" / "step_6" / "model.safetensors"
+    assert f"{weights}: truncated or corrupt safetensors file" in err, err
+    assert "every checkpoint" in err and "overwrite_output_dir=true" in err, err
+    after = tree(run)  # nothing moved, nothing written but the config of this attempt
+    assert {k: v for k, v in after.items() if k != "config.yaml"} == {
+        k: v for k, v in before.items() if k != "config.yaml"
+    }

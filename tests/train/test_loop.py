@@ -235,6 +235,37 @@ def test_resume_ignores_half_written_checkpoints(tmp_path):
     assert not stale.exists()
 
 
+def test_a_fresh_run_removes_what_a_killed_run_left_half_written_and_nothing_else(tmp_path):
+    """The temporary copies of a run's files that a kill leaves (a first checkpoint, final/,
+    a metrics rewrite, a rollout file) go at the start of the next run, with or without
+    --resume; files of the same folders that rlalign did not name are left alone."""
+    ours = [
+        "checkpoints/.step_2.k3j_9xq0.tmp/model.safetensors",
+        "checkpoints/.step_4.old/model.safetensors",
+        ".final.0a1b2c3d.tmp/model.safetensors",
+        ".metrics.jsonl.zz81kq2m.tmp",
+        "rollouts/.iter_3.jsonl.p0o9i8u7.tmp",
+    ]
+    theirs = [
+        "checkpoints/.notes.tmp",
+        "checkpoints/.step_x.abcdefgh.tmp",
+        ".final.backup/model.safetensors",
+        ".mine.jsonl.abcdefgh.tmp",
+        "rollouts/.iter_3.jsonl.keep",
+        "notes/.step_2.abcdefgh.tmp",
+    ]
+    for name in ours + theirs:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"half")
+    make_trainer(tmp_path, max_steps=2, save_steps=2).fit()
+    for name in ours:  # the hidden file or directory itself is gone
+        parts = name.split("/")
+        hidden = next(i for i, part in enumerate(parts) if part.startswith("."))
+        assert not tmp_path.joinpath(*parts[: hidden + 1]).exists(), name
+    left = [name for name in theirs if (tmp_path / name).read_bytes() == b"half"]
+    assert left == theirs
+
+
 class OneBatch(RandomTokens):
     """The same batch again and again: a model must memorise it, in any precision."""
 

@@ -18,6 +18,7 @@ resumed from it continues exactly as if it had not stopped (bit for bit on CPU).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch import nn
 
 from rlalign import checkpoint as ckpt
 from rlalign.errors import DiskFullError, UserError
-from rlalign.io import atomic_directory
+from rlalign.io import atomic_directory, check_safetensors
 from rlalign.runtime import StopSignals  # noqa: F401  (the car's trainer stops the same way)
 
 FORMAT = "rlalign-control-checkpoint"
@@ -69,6 +70,19 @@ def latest(run_dir: str | Path) -> Path | None:
     return ckpt.latest_checkpoint(run_dir)
 
 
+def resumable(run_dir: str | Path) -> Path | None:
+    """The newest whole checkpoint to resume from: half-written ones left by a kill are deleted
+    first; a damaged newer one is kept as ``step_N.damaged``, said in one line on stderr."""
+    ckpt.remove_stale_temporaries(run_dir)
+    found = ckpt.resumable_checkpoint(run_dir)
+    if found is None:
+        return None
+    note = ckpt.move_damaged_aside(found)
+    if note is not None:
+        print(note, file=sys.stderr)
+    return found.path
+
+
 def load(path: Path, net: nn.Module, algo: str, env_id: str) -> dict[str, Any]:
     """Load the weights of ``path`` into ``net`` and return its trainer state."""
     state = ckpt.load_trainer_state(path)
@@ -92,6 +106,7 @@ def load_best(path: Path, net: nn.Module) -> bool:
 
 
 def _load_weights(net: nn.Module, file: Path) -> None:
+    check_safetensors(file, ckpt.DAMAGED_CHECKPOINT)
     try:
         load_model(net, str(file))
     except (RuntimeError, OSError) as exc:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from rlalign.control.networks import ActorCritic, NetSpec
 from rlalign.control.normalize import ObsNormalizer, RewardScaler
 from rlalign.errors import UserError
-from rlalign.io import atomic_write_json
+from rlalign.io import atomic_write_json, check_safetensors
 
 WEIGHTS = "policy.safetensors"
 CONFIG = "policy.json"
@@ -124,6 +124,9 @@ def load_policy(policy_dir: str | Path, deterministic: bool = True, seed: int = 
     except (KeyError, TypeError) as exc:
         raise UserError(f"{cfg_path}: malformed 'net' section ({exc})") from None
     net = ActorCritic(spec)
+    check_safetensors(
+        w_path, "train the policy again (rlalign control train --out DIR) or copy it again"
+    )
     tensors = load_file(str(w_path))
     obs_state = {
         k.split(".", 1)[1]: v.numpy() for k, v in tensors.items() if k.startswith("obs_norm.")

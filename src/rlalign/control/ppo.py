@@ -63,7 +63,7 @@ def train_ppo(
         obs_norm = ObsNormalizer((spec.obs_dim,)) if cfg.normalize_obs else None
         result = TrainResult(net=net, obs_norm=obs_norm)
         trainer = _PPO(env_id, make_env, cfg, net, obs_norm, result, run_dir)
-        found = checkpointing.latest(run_dir) if (resume and run_dir is not None) else None
+        found = checkpointing.resumable(run_dir) if (resume and run_dir is not None) else None
         if found is not None:
             trainer.load(found)
             result.resumed_from = str(found)

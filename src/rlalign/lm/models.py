@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlalign.errors import UserError
+from rlalign.io import check_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -127,6 +128,16 @@ def _is_causal_lm_config(config: Any) -> bool:
     return not encoder_family or bool(getattr(config, "is_decoder", False))
 
 
+REPLACE_WEIGHTS = "copy the model directory again, or rerun the stage that wrote it"
+
+
+def check_weight_files(directory: Path) -> None:
+    """Every ``*.safetensors`` file of a model directory whole, or one line naming the damaged
+    one (the safetensors library would raise a bare ``SafetensorError`` mid-load)."""
+    for file in sorted(Path(directory).glob("*.safetensors")):
+        check_safetensors(file, REPLACE_WEIGHTS)
+
+
 def _load_merged_adapter(path: Path, dtype: torch.dtype | str | None) -> PreTrainedModel:
     """A LoRA adapter directory (``lora.save=adapter``): its base model with the adapter merged."""
     import json
@@ -145,6 +156,7 @@ def _load_merged_adapter(path: Path, dtype: torch.dtype | str | None) -> PreTrai
             "fix base_model_name_or_path in adapter_config.json"
         )
     base = load_model(base_dir, dtype)
+    check_weight_files(path)
     return PeftModel.from_pretrained(base, str(path)).merge_and_unload().eval()
 
 
@@ -185,6 +197,7 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> PreT
             f"no *.safetensors weights in {path}; rlalign never unpickles .bin files "
             "(convert with save_pretrained(safe_serialization=True))"
         )
+    check_weight_files(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path), dtype=dtype, local_files_only=True, use_safetensors=True

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from rlalign.errors import UserError
 from rlalign.lm.chat import IGNORE_INDEX, pad_right, tokenize_with_labels
+from rlalign.lm.models import check_weight_files
 from rlalign.lm.tokenizer import load_tokenizer
 
 
@@ -108,6 +109,7 @@ def load_prior_model(model_dir: str | Path) -> Any:
     """The causal LM a reward model's prior reads (frozen, eval mode)."""
     from transformers import AutoModelForCausalLM
 
+    check_weight_files(Path(model_dir))
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir)
     except (OSError, ValueError) as exc:
@@ -150,6 +152,7 @@ class RewardModel:
                 f"reward_model={str(path)!r}: no config.json there (a reward run's final/ dir)"
             )
         self.tokenizer = load_tokenizer(path)
+        check_weight_files(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
         if self.model.config.num_labels != 1:
             raise UserError(

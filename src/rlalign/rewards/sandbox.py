@@ -44,17 +44,23 @@ def _worker(spec: str, conn) -> None:
     while True:
         try:
             message = conn.recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):  # the training process is gone (even killed)
             return
         if message is None:
             return
         prompts, completions, fields = message
         try:
-            conn.send(("ok", fn(prompts, completions, **fields)))
+            reply = ("ok", fn(prompts, completions, **fields))
         except (Exception, SystemExit) as exc:
             tb = traceback.extract_tb(exc.__traceback__)
             where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
-            conn.send(("error", f"{type(exc).__name__}: {exc}{where}"))
+            reply = ("error", f"{type(exc).__name__}: {exc}{where}")
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, ConnectionResetError):  # killed while this call ran
+            return
+        except Exception as exc:  # an answer that cannot be pickled
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class TimedRewardFunction:

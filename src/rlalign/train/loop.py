@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -278,6 +279,8 @@ class Trainer:
     def fit(self, resume: bool = False) -> FitResult:
         """Train until ``max_steps`` (or a stop signal); returns how it ended."""
         cfg = self.cfg
+        if self.rank.is_main:  # what a killed run was writing is of no use to this one
+            ckpt.remove_stale_temporaries(self.output_dir)
         resumed_from = self._resume() if resume else None
         logger = MetricsLogger(
             self.output_dir,
@@ -528,14 +531,16 @@ class Trainer:
         sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def _resume(self) -> Path | None:
-        """Load the newest complete checkpoint, if any; returns its path."""
-        if self.rank.is_main:
-            ckpt.remove_stale_temporaries(self.output_dir)
-        barrier()
-        path = ckpt.latest_checkpoint(self.output_dir)
-        if path is None:
+        """Load the newest whole checkpoint, if any (a damaged newer one is moved aside, with
+        one line on stderr); returns its path."""
+        found = ckpt.resumable_checkpoint(self.output_dir)
+        barrier()  # every rank has read the checkpoints before any is moved
+        if found is None:
             return None
-        state = ckpt.load_trainer_state(path)
+        note = ckpt.move_damaged_aside(found) if self.rank.is_main else None
+        if note is not None:
+            print(note, file=sys.stderr)
+        path, state = found.path, found.state
         if self.rank.distributed:  # rank 0 reads the weights and broadcasts them
             weights = ckpt.read_model_weights(self.module, path) if self.rank.is_main else {}
             parallel.load_full_model_state(self.model, weights)

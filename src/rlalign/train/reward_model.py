@@ -48,6 +48,7 @@ from rlalign.data.formats import load_preferences
 from rlalign.dist import RankInfo, all_gather_objects
 from rlalign.errors import UserError
 from rlalign.lm.chat import IGNORE_INDEX, pad_right
+from rlalign.lm.models import check_weight_files
 from rlalign.lm.tokenizer import load_tokenizer
 from rlalign.rewards.reward_model import (
     encode_scored_labelled,
@@ -196,6 +197,7 @@ def untied_lm_head(model_dir: str | Path, config: Any) -> torch.Tensor | None:
         return None
     from transformers import AutoModelForCausalLM
 
+    check_weight_files(Path(model_dir))
     try:
         lm = AutoModelForCausalLM.from_pretrained(model_dir)
     except ValueError as exc:
@@ -314,6 +316,7 @@ def load_backbone_as_reward_model(model_dir: str, tokenizer: Any, seed: int) -> 
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = require_model_dir(model_dir)
+    check_weight_files(path)
     torch.manual_seed(seed)  # the new score head is initialised from the global RNG
     config = AutoConfig.from_pretrained(path, num_labels=1)
     config.pad_token_id = tokenizer.pad_token_id

@@ -237,6 +237,18 @@ class RolloutSource:
         self.position = int(state["position"])
         if self.ptx is not None and state.get("ptx") is not None:
             self.ptx.load_state_dict(state["ptx"])
+        self._discard_later_rollouts()
+
+    def _discard_later_rollouts(self) -> None:
+        """A resumed run's rollout files end where its checkpoint does, as its metrics do: the
+        rollouts a killed run collected after it are collected again (the same, bit for bit),
+        or never if the run now stops sooner."""
+        if self.rollout_dir is None or not self.rollout_dir.is_dir():
+            return
+        for path in self.rollout_dir.glob("iter_*.jsonl"):
+            number = path.name[len("iter_") : -len(".jsonl")]
+            if number.isdigit() and int(number) > self.iteration:
+                path.unlink()
 
     # --- one rollout -------------------------------------------------------------------
 
