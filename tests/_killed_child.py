@@ -155,7 +155,8 @@ def install(point: str, marker: Path) -> None:
         real_save, directory = torch.save, in_directory(kind, target)
 
         def hanging_save(obj, path, *args, **kwargs):
-            if directory.fullmatch(Path(path).parent.name):
+            where = Path(getattr(path, "name", path))  # a path, or the file it was opened as
+            if directory.fullmatch(where.parent.name):
                 hang(marker)
             return real_save(obj, path, *args, **kwargs)
 
