@@ -25,16 +25,17 @@ def test_hand_computed_batch():
     rewards = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     terminated = np.array([False, True, False, True, False])
     truncated = np.array([False, False, True, True, True])
+    values = np.array([100.0, 200.0, 10.0, 7.0, -20.0], dtype=np.float32)  # V(s') of each env
     asked = []
 
     def final_values(envs):
         asked.append(envs.tolist())
-        return np.array([10.0, -20.0])[: len(envs)]  # V(s') of env 2, then env 4
+        return values[envs]
 
-    got = bootstrap_time_limits(rewards, terminated, truncated, 0.9, final_values)
-    # env 0 runs on, env 1 terminated, env 2 truncated: 3 + 0.9 * 10 = 12, env 3 terminated and
-    # truncated at once (terminal wins), env 4 truncated: 5 + 0.9 * (-20) = -13
-    np.testing.assert_array_equal(got, [1.0, 2.0, 12.0, 4.0, -13.0])
+    got = bootstrap_time_limits(rewards, terminated, truncated, 0.5, final_values)
+    # env 0 runs on, env 1 terminated, env 2 truncated: 3 + 0.5 * 10 = 8, env 3 terminated and
+    # truncated at once (terminal wins), env 4 truncated: 5 + 0.5 * (-20) = -5
+    np.testing.assert_array_equal(got, [1.0, 2.0, 8.0, 4.0, -5.0])
     assert asked == [[2, 4]]  # once, only for the envs cut by the time limit
     assert got.dtype == np.float64
     np.testing.assert_array_equal(rewards, [1.0, 2.0, 3.0, 4.0, 5.0])  # the input is kept
