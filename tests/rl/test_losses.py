@@ -95,7 +95,9 @@ def test_aggregations_hand_computed():
 
 def test_sequence_level_advantages_broadcast():
     logp, old, _, _, mask = make_batch()
-    seq_adv = torch.randn(logp.shape[0], dtype=torch.float64)
+    seq_adv = torch.randn(
+        logp.shape[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     a, _ = policy_loss(logp, old, seq_adv, mask)
     b, _ = policy_loss(logp, old, seq_adv[:, None].expand_as(logp), mask)
     torch.testing.assert_close(a, b)
@@ -187,15 +189,34 @@ def test_value_loss_plain_and_clipped():
 
 
 def test_entropy_matches_torch_distributions():
-    logits = torch.randn(3, 5, 11, dtype=torch.float64) * 4
-    mask = torch.rand(3, 5) > 0.3
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g, dtype=torch.float64) * 4
+    mask = torch.rand(3, 5, generator=g) > 0.3
     want = torch.distributions.Categorical(logits=logits).entropy()
-    torch.testing.assert_close(token_entropy(logits).double(), want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(
-        entropy(logits, mask).double(), want[mask].mean(), rtol=1e-5, atol=1e-6
-    )
+    # float64 in, float64 out: agreement to the last digits, not to float32's
+    got = token_entropy(logits)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    mean = entropy(logits, mask)
+    assert mean.dtype == torch.float64
+    torch.testing.assert_close(mean, want[mask].mean(), rtol=1e-12, atol=1e-12)
     # uniform distribution over V actions has entropy ln V
     assert entropy(torch.zeros(2, 7)).item() == pytest.approx(math.log(7))
+
+
+def test_entropy_keeps_float32_and_computes_low_precision_in_float32():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 9, generator=g) * 3
+    want = torch.distributions.Categorical(logits=logits.double()).entropy()
+    got = token_entropy(logits)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    for low in (torch.bfloat16, torch.float16):
+        rounded = logits.to(low)
+        got = token_entropy(rounded)
+        assert got.dtype == torch.float32, low
+        want = torch.distributions.Categorical(logits=rounded.double()).entropy()
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5, msg=str(low))
 
 
 @pytest.mark.parametrize(

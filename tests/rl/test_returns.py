@@ -272,3 +272,41 @@ def test_bad_input_names_the_argument_and_shapes(call, fragment):
     with pytest.raises(ValueError) as info:
         call()
     assert fragment in str(info.value)
+
+
+# --- precision: the caller's, never silently lowered -------------------------------------------
+
+
+def test_a_float64_input_makes_gae_float64():
+    g = torch.Generator().manual_seed(2)
+    r = torch.randn(2, 6, generator=g).double()  # float32 values, held exactly in float64
+    v = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    last = torch.randn(2, generator=g, dtype=torch.float64)
+    want_adv, want_ret = gae(r, v, 0.99, 0.95, last_value=last)
+    # float32 rewards beside float64 values and bootstrap: computed in float64, not rounded to
+    # float32, so the answer is the all-float64 one to the last digits
+    adv, ret = gae(r.float(), v, 0.99, 0.95, last_value=last)
+    assert adv.dtype == ret.dtype == torch.float64
+    torch.testing.assert_close(adv, want_adv, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(ret, want_ret, rtol=1e-13, atol=1e-13)
+    # any one float64 input is enough
+    assert gae(r.float(), v.float(), 0.99, 0.95, last_value=last)[0].dtype == torch.float64
+    assert gae(r.float(), v, 0.99, 0.95)[0].dtype == torch.float64
+    assert gae(r.float(), v.float(), 0.99, 0.95)[0].dtype == torch.float32
+
+
+def test_a_float64_bootstrap_makes_discounted_returns_float64():
+    r = torch.tensor([[1.0, 0.0, 2.0]])
+    boot = torch.tensor([1 / 3], dtype=torch.float64)
+    got = discounted_returns(r, 0.9, bootstrap=boot)
+    assert got.dtype == torch.float64
+    want = [[1 + 0.9**2 * 2 + 0.9**3 / 3, 0.9 * 2 + 0.9**2 / 3, 2 + 0.9 / 3]]
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-14, atol=1e-14)
+
+
+def test_integer_rewards_are_not_truncated():
+    got = discounted_returns(torch.tensor([1, 0, 2]), gamma=0.5)
+    assert got.dtype == torch.get_default_dtype()
+    assert got.tolist() == [1.5, 1.0, 2.0]
+    adv, ret = gae(torch.tensor([1, 0, 2]), torch.zeros(3), 0.5, 1.0)
+    assert adv.tolist() == ret.tolist() == [1.5, 1.0, 2.0]
