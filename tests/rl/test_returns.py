@@ -204,12 +204,12 @@ def test_worked_example_from_the_readme():
 
 
 def test_gamma_zero_is_the_immediate_reward():
-    r = torch.randn(3, 7)
+    r = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(discounted_returns(r, 0.0), r)
 
 
 def test_gamma_one_is_the_reward_to_go():
-    r = torch.randn(2, 6, dtype=torch.float64)
+    r = torch.randn(2, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     want = r.flip(-1).cumsum(-1).flip(-1)
     torch.testing.assert_close(discounted_returns(r, 1.0), want)
 
@@ -243,8 +243,9 @@ def test_left_padding_is_equivalent_to_the_unpadded_sequence():
 
 
 def test_gradients_flow_through_values():
-    r = torch.randn(2, 5)
-    v = torch.randn(2, 5, requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(2, 5, generator=g)
+    v = torch.randn(2, 5, generator=g, requires_grad=True)
     adv, _ = gae(r, v, 0.9, 0.95)
     adv.sum().backward()
     assert v.grad is not None and torch.isfinite(v.grad).all()
