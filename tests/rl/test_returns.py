@@ -293,6 +293,7 @@ def test_a_float64_input_makes_gae_float64():
     # any one float64 input is enough
     assert gae(r.float(), v.float(), 0.99, 0.95, last_value=last)[0].dtype == torch.float64
     assert gae(r.float(), v, 0.99, 0.95)[0].dtype == torch.float64
+    assert gae(r, v.float(), 0.99, 0.95)[0].dtype == torch.float64
     assert gae(r.float(), v.float(), 0.99, 0.95)[0].dtype == torch.float32
 
 
@@ -303,6 +304,9 @@ def test_a_float64_bootstrap_makes_discounted_returns_float64():
     assert got.dtype == torch.float64
     want = [[1 + 0.9**2 * 2 + 0.9**3 / 3, 0.9 * 2 + 0.9**2 / 3, 2 + 0.9 / 3]]
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-14, atol=1e-14)
+    # a Python float bootstrap is taken at the rewards' precision
+    got = discounted_returns(torch.zeros(1, 1, dtype=torch.float64), 0.5, bootstrap=1 / 3)
+    assert got.item() == 0.5 * (1 / 3)
 
 
 def test_integer_rewards_are_not_truncated():
