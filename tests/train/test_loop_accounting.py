@@ -81,23 +81,25 @@ def test_logged_rows_are_window_means_of_step_sums(tmp_path, monkeypatch):
 
     clock = iter(0.5 * k for k in range(1, 100))
     monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
-    t = trainer(tmp_path, loss_fn=recording, max_steps=4, gradient_accumulation_steps=2,
+    t = trainer(tmp_path, loss_fn=recording, max_steps=5, gradient_accumulation_steps=2,
                 logging_steps=2)  # fmt: skip
     t.fit()
-    # micro-batches of 1, 3 | 2, 4 | 1, 3 | 2, 4 items: steps of 4, 6, 4, 6 items
-    assert [c[1] for c in calls] == [1, 3, 2, 4, 1, 3, 2, 4]
-    assert [float(c[3]) for c in calls] == [4, 4, 6, 6, 4, 4, 6, 6]  # the whole step's count
-    steps = [calls[i : i + 2] for i in range(0, 8, 2)]
+    # micro-batches of 1, 3 | 2, 4 | 1, 3 | 2, 4 | 1, 3 items: steps of 4, 6, 4, 6, 4 items
+    assert [c[1] for c in calls] == [1, 3, 2, 4, 1, 3, 2, 4, 1, 3]
+    assert [float(c[3]) for c in calls] == [4, 4, 6, 6, 4, 4, 6, 6, 4, 4]  # the step's count
+    steps = [calls[i : i + 2] for i in range(0, 10, 2)]
     loss = [sum(c[0] for c in s) for s in steps]
     sq = [sum(c[2] for c in s) for s in steps]
     rows = read_metrics(tmp_path)
-    assert [r["step"] for r in rows] == [2, 4]
-    for row, window in zip(rows, ([0, 1], [2, 3]), strict=True):
-        assert row["loss"] == pytest.approx(sum(loss[i] for i in window) / 2, rel=1e-6)
-        assert row["items"] == pytest.approx(5.0)  # (4 + 6) / 2 items per step
-        assert row["sq"] == pytest.approx(sum(sq[i] for i in window) / 2, rel=1e-6)
-        # 10 rows in the window; the fake clock advanced 0.5 s between its start and the row
-        assert row["rows_per_s"] == pytest.approx(10 / 0.5)
+    assert [r["step"] for r in rows] == [2, 4, 5]  # the last row's window is one step
+    for row, window in zip(rows, ([0, 1], [2, 3], [4]), strict=True):
+        n = len(window)
+        assert row["loss"] == pytest.approx(sum(loss[i] for i in window) / n, rel=1e-6)
+        items = sum(4.0 if i % 2 == 0 else 6.0 for i in window)
+        assert row["items"] == pytest.approx(items / n)
+        assert row["sq"] == pytest.approx(sum(sq[i] for i in window) / n, rel=1e-6)
+        # the fake clock advanced 0.5 s between the window's start and its row
+        assert row["rows_per_s"] == pytest.approx(items / 0.5)
 
 
 def test_grad_norm_is_the_whole_steps_norm_before_clipping(tmp_path):
