@@ -7,6 +7,7 @@ can fix the call without reading the source; the exact text is the contract.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -241,11 +242,13 @@ def test_kind_grpo_warns_once_pointing_at_the_caller():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         policy_loss(z(2, 3), z(2, 3), z(2, 3), kind="grpo")
-    assert [(w.category, str(w.message), w.filename) for w in caught] == [
+    assert [(w.category, str(w.message)) for w in caught] == [
         (
             FutureWarning,
             "policy_loss(kind='grpo') is kind='ppo' (the clipped surrogate GRPO uses); "
             "'grpo' is accepted until the next release",
-            __file__,
         )
     ]
+    # The warning names the caller's line. (Under `make mutation`, mutmut's trampoline stands
+    # between this test and policy_loss, and so is the caller.)
+    assert caught[0].filename == __file__ or Path(caught[0].filename).name == "trampoline.py"
