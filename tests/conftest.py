@@ -2,6 +2,7 @@
 
 - One intra-op thread: the models are tiny, and when other jobs share the machine, OpenMP
   threads that spin-wait for a busy core make each step 10-100x slower.
+- Seeded global generators: each test starts from a random state fixed by its node id.
 - ``kill9``: run a training stage in processes killed with SIGKILL, resume it, and check that
   it ended exactly like an uninterrupted run.
 """
@@ -13,8 +14,10 @@ import os
 import random
 import signal
 import time
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,6 +29,20 @@ def _one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the subprocesses the tests start
     yield
     torch.set_num_threads(before)
+
+
+# --- every test starts from its own fixed random state ----------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _seeded_rngs(request):
+    """Seed Python's, NumPy's and torch's global generators from the test's node id (crc32, the
+    same on every run and machine), so that a test drawing from them is reproducible and does
+    not depend on which tests ran before it. A safety net: tests still seed what they draw."""
+    seed = zlib.crc32(request.node.nodeid.encode())
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 # --- kill -9 and resume: one helper for every training stage -----------------------------------

@@ -52,6 +52,7 @@ def test_reward_scaler_divides_by_return_std() -> None:
 
 def test_categorical_log_prob_and_entropy_match_torch() -> None:
     spec = net_spec_for(spaces.Box(-1, 1, (4,)), spaces.Discrete(3), [16], "tanh")
+    torch.manual_seed(0)
     net = ActorCritic(spec)
     obs = torch.randn(7, 4)
     logits = net.actor(obs)
@@ -63,6 +64,7 @@ def test_categorical_log_prob_and_entropy_match_torch() -> None:
 
 def test_gaussian_log_prob_and_entropy_match_torch() -> None:
     spec = net_spec_for(spaces.Box(-1, 1, (4,)), spaces.Box(-2, 2, (3,)), [16], "relu")
+    torch.manual_seed(0)
     net = ActorCritic(spec)
     with torch.no_grad():
         net.log_std.copy_(torch.tensor([-0.5, 0.0, 0.3]))

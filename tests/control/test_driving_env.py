@@ -70,6 +70,7 @@ def test_deterministic_per_seed(env_id: str) -> None:
 def test_vectorised_with_gymnasium_vector() -> None:
     envs = gym.make_vec("rlalign/Driving-v0", num_envs=4, vectorization_mode="sync")
     obs, _ = envs.reset(seed=0)
+    envs.action_space.seed(0)
     assert obs.shape == (4, len(OBS_FIELDS))
     for _ in range(30):
         obs, r, _term, _trunc, _info = envs.step(envs.action_space.sample())

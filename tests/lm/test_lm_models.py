@@ -55,7 +55,7 @@ def test_save_load_round_trip_with_plain_transformers(tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file()
     assert not list(tmp_path.glob("*.bin"))
-    ids = torch.randint(0, 300, (2, 7))
+    ids = torch.randint(0, 300, (2, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(input_ids=ids).logits
         for loaded in (AutoModelForCausalLM.from_pretrained(tmp_path), load_model(tmp_path)):

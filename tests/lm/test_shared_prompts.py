@@ -56,7 +56,8 @@ def test_sequence_logprobs_and_values_with_shared_prompts():
     seqs, mask, start = rollout(model)
     valid = mask[:, start:].bool()
     policy = PolicyWithValueHead(model)
-    torch.nn.init.normal_(policy.value_head.weight)  # not the zero start: values must differ
+    # not the zero start: values must differ
+    torch.nn.init.normal_(policy.value_head.weight, generator=torch.Generator().manual_seed(0))
     rows = []
     with torch.no_grad():
         shared_lp = sequence_logprobs(model, seqs, mask, start=start)

@@ -95,7 +95,9 @@ def test_aggregations_hand_computed():
 
 def test_sequence_level_advantages_broadcast():
     logp, old, _, _, mask = make_batch()
-    seq_adv = torch.randn(logp.shape[0], dtype=torch.float64)
+    seq_adv = torch.randn(
+        logp.shape[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     a, _ = policy_loss(logp, old, seq_adv, mask)
     b, _ = policy_loss(logp, old, seq_adv[:, None].expand_as(logp), mask)
     torch.testing.assert_close(a, b)
@@ -187,15 +189,34 @@ def test_value_loss_plain_and_clipped():
 
 
 def test_entropy_matches_torch_distributions():
-    logits = torch.randn(3, 5, 11, dtype=torch.float64) * 4
-    mask = torch.rand(3, 5) > 0.3
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g, dtype=torch.float64) * 4
+    mask = torch.rand(3, 5, generator=g) > 0.3
     want = torch.distributions.Categorical(logits=logits).entropy()
-    torch.testing.assert_close(token_entropy(logits).double(), want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(
-        entropy(logits, mask).double(), want[mask].mean(), rtol=1e-5, atol=1e-6
-    )
+    # float64 in, float64 out: agreement to the last digits, not to float32's
+    got = token_entropy(logits)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    mean = entropy(logits, mask)
+    assert mean.dtype == torch.float64
+    torch.testing.assert_close(mean, want[mask].mean(), rtol=1e-12, atol=1e-12)
     # uniform distribution over V actions has entropy ln V
     assert entropy(torch.zeros(2, 7)).item() == pytest.approx(math.log(7))
+
+
+def test_entropy_keeps_float32_and_computes_low_precision_in_float32():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 9, generator=g) * 3
+    want = torch.distributions.Categorical(logits=logits.double()).entropy()
+    got = token_entropy(logits)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    for low in (torch.bfloat16, torch.float16):
+        rounded = logits.to(low)
+        got = token_entropy(rounded)
+        assert got.dtype == torch.float32, low
+        want = torch.distributions.Categorical(logits=rounded.double()).entropy()
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5, msg=str(low))
 
 
 @pytest.mark.parametrize(
@@ -268,3 +289,121 @@ def test_kind_grpo_is_the_clipped_surrogate_with_a_warning():
     with pytest.warns(FutureWarning, match="kind='ppo'"):
         got, _ = policy_loss(logp, old, adv, mask, kind="grpo", ref_logp=ref, beta=0.2)
     assert torch.equal(got, want)
+
+
+def test_normaliser_defaults_aliases_and_edges():
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert policy_loss_normalizer(mask) == 2.0  # default "grpo": sequences
+    assert policy_loss_normalizer(mask, "sequence") == 2.0
+    assert policy_loss_normalizer(mask, "token") == 3.0
+    assert policy_loss_normalizer(mask, "constant") == 6.0
+    assert policy_loss_normalizer(mask, "dr_grpo", max_length=10) == 20.0
+    one = torch.tensor([[0.0, 1.0, 0.0]])
+    assert policy_loss_normalizer(one, "dapo") == 1.0
+    assert policy_loss_normalizer(torch.zeros(2, 3), "dapo") == 1.0  # never 0
+
+
+def test_advantages_are_taken_in_the_precision_of_logp():
+    logp = torch.zeros(1, 2, requires_grad=True)
+    loss, _ = policy_loss(logp, None, torch.ones(1, 2, dtype=torch.float64), kind="reinforce")
+    assert loss.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "ok"),
+    [
+        (0.0, 0.0, True),  # the boundaries are allowed
+        (0.99, 5.0, True),
+        (-0.1, 0.2, False),
+        (0.2, -0.1, False),
+        (1.0, 0.2, False),
+    ],
+)
+def test_clip_ranges_bounds(low, high, ok):
+    def call():
+        return policy_loss(
+            torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2), clip_eps_low=low,
+            clip_eps_high=high,
+        )  # fmt: skip
+
+    if ok:
+        call()
+    else:
+        with pytest.raises(ValueError, match="clip ranges must satisfy"):
+            call()
+
+
+def test_clip_statistics_hand_computed():
+    # clip range [0.8, 1.2]; ratio = exp(logp - old)
+    ratio = torch.tensor([[1.5, 1.5, 0.5, 0.5, 0.5, 1.0]])
+    adv = torch.tensor([[0.5, 0.0, -0.5, 0.5, 0.0, 1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0, 0.0]])
+    logp = ratio.log()
+    _, stats = policy_loss(logp, torch.zeros(1, 6), adv, mask, clip_eps=0.2)
+    # clipped branch active: positive advantage above 1.2 (token 0), negative below 0.8
+    # (token 2); a zero advantage never, a positive one below the range neither
+    assert stats["clip_fraction"].item() == pytest.approx(2 / 5)
+    assert stats["ratio_mean"].item() == pytest.approx((1.5 + 1.5 + 0.5 + 0.5 + 0.5) / 5)
+    want_kl = sum(r - 1 - math.log(r) for r in (1.5, 1.5, 0.5, 0.5, 0.5)) / 5
+    assert stats["approx_kl"].item() == pytest.approx(want_kl)
+
+
+def test_a_ratio_at_a_range_edge_is_not_clipped():
+    # clip_eps 0: the range is [1, 1]; a ratio of exactly 1 is inside it, on either side
+    logp = torch.zeros(1, 2, requires_grad=True)
+    _, stats = policy_loss(logp, torch.zeros(1, 2), torch.tensor([[1.0, -1.0]]), clip_eps=0.0)
+    assert stats["clip_fraction"].item() == 0.0
+
+
+def test_statistics_of_a_single_valid_token():
+    logp = torch.tensor([[math.log(1.5), 9.0]])
+    _, stats = policy_loss(
+        logp, torch.zeros(1, 2), torch.ones(1, 2), torch.tensor([[1.0, 0.0]]), clip_eps=0.2
+    )
+    assert stats["ratio_mean"].item() == pytest.approx(1.5)
+    assert stats["clip_fraction"].item() == 1.0
+
+
+def test_in_loss_kl_uses_the_chosen_estimator():
+    g = torch.Generator().manual_seed(4)
+    logp = -torch.rand(2, 5, generator=g, dtype=torch.float64)
+    ref = -torch.rand(2, 5, generator=g, dtype=torch.float64)
+    for kind in ("k1", "k2", "k3"):
+        _, stats = policy_loss(logp, logp, torch.ones(2, 5), ref_logp=ref, kl_kind=kind)
+        torch.testing.assert_close(stats["ref_kl"], kl_estimate(logp, ref, kind=kind).mean())
+
+
+def test_kl_estimate_defaults_to_k3():
+    logp, ref = torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -0.5])
+    torch.testing.assert_close(kl_estimate(logp, ref), kl_estimate(logp, ref, kind="k3"))
+
+
+def test_masked_positions_whose_ratio_would_overflow_are_ignored():
+    # A masked position whose log-ratio is +250 (exp overflows to inf) must neither reach the
+    # loss nor its gradient as inf x 0 = NaN.
+    logp = torch.tensor([[-1.0, -50.0]], requires_grad=True)
+    old = torch.tensor([[-1.0, -300.0]])
+    loss, stats = policy_loss(logp, old, torch.ones(1, 2), torch.tensor([[1.0, 0.0]]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+    assert all(torch.isfinite(v) for v in stats.values())
+
+
+def test_value_clipping_above_the_old_value_hand_computed():
+    # old 0, clip 0.2, V = 1, R = 2: unclipped (1 - 2)^2 = 1, clipped (0.2 - 2)^2 = 3.24;
+    # PPO takes the larger, 3.24, halved
+    got = value_loss(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([2.0]), clip_eps=0.2)
+    assert got.item() == pytest.approx(0.5 * 3.24)
+    # and below: V = -1, R = -2: (-0.2 + 2)^2 = 3.24 again
+    got = value_loss(torch.tensor([-1.0]), torch.tensor([0.0]), torch.tensor([-2.0]), clip_eps=0.2)
+    assert got.item() == pytest.approx(0.5 * 3.24)
+
+
+def test_value_loss_and_entropy_use_the_given_normaliser():
+    v, r = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0])
+    assert value_loss(v, None, r, normalizer=4.0).item() == pytest.approx(0.5 * 10 / 4)
+    one = torch.tensor([1.0, 0.0])
+    assert value_loss(v, None, r, one).item() == pytest.approx(0.5)  # one valid: its own loss
+    logits = torch.zeros(2, 4)  # uniform over 4: entropy ln 4 at each position
+    assert entropy(logits, normalizer=4.0).item() == pytest.approx(2 * math.log(4) / 4)
+    assert entropy(logits, one).item() == pytest.approx(math.log(4))

@@ -34,18 +34,43 @@ def brute_returns(rewards, gamma, mask=None, dones=None, bootstrap=0.0):
     return out
 
 
-def brute_gae(rewards, values, gamma, lam, mask=None, last_value=0.0):
-    """A_t = sum_k (gamma*lam)^k delta_{t+k}, delta_t = r_t + gamma V_{t+1} - V_t, on valid steps."""
+def episodes(mask, dones):
+    """The valid steps of one row, split into episodes: each ends at a step with done = 1.
+
+    Masked positions are removed from the sequence first (their dones with them).
+    """
+    out, current = [], []
+    for t in range(len(mask)):
+        if not mask[t]:
+            continue
+        current.append(t)
+        if dones[t]:
+            out.append((current, True))
+            current = []
+    if current:
+        out.append((current, False))  # the last episode runs on past the row
+    return out
+
+
+def brute_gae(rewards, values, gamma, lam, mask=None, last_value=0.0, dones=None):
+    """Schulman's GAE written out, one episode at a time.
+
+    In an episode of steps s_0..s_n: delta_i = r_i + gamma V(s_{i+1}) - V(s_i), with V after
+    the last step 0 if the episode ended (done) and ``last_value`` if it runs on past the row;
+    A_i = sum_k (gamma*lam)^k delta_{i+k}, summed inside the episode only.
+    """
     T = len(rewards)
     mask = mask or [1] * T
-    steps = [t for t in range(T) if mask[t]]
-    deltas = []
-    for i, t in enumerate(steps):
-        v_next = values[steps[i + 1]] if i + 1 < len(steps) else last_value
-        deltas.append(rewards[t] + gamma * v_next - values[t])
+    dones = dones or [0] * T
     adv = [0.0] * T
-    for i, t in enumerate(steps):
-        adv[t] = sum((gamma * lam) ** k * d for k, d in enumerate(deltas[i:]))
+    for steps, ended in episodes(mask, dones):
+        after = 0.0 if ended else last_value
+        deltas = []
+        for i, t in enumerate(steps):
+            v_next = values[steps[i + 1]] if i + 1 < len(steps) else after
+            deltas.append(rewards[t] + gamma * v_next - values[t])
+        for i, t in enumerate(steps):
+            adv[t] = sum((gamma * lam) ** k * d for k, d in enumerate(deltas[i:]))
     return adv
 
 
@@ -88,10 +113,10 @@ def test_discounted_returns_matches_loop_with_masks_and_dones(batch, gamma):
     torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), atol=1e-9, rtol=1e-9)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(batches(), st.sampled_from(GAMMAS), st.sampled_from([0.0, 0.5, 0.95, 1.0]))
-def test_gae_matches_loop_with_masks(batch, gamma, lam):
-    rewards, values, mask, _, boot = batch
+def test_gae_matches_loop_with_masks_and_dones(batch, gamma, lam):
+    rewards, values, mask, dones, boot = batch
     adv, ret = gae(
         torch.tensor(rewards, dtype=torch.float64),
         torch.tensor(values, dtype=torch.float64),
@@ -99,15 +124,76 @@ def test_gae_matches_loop_with_masks(batch, gamma, lam):
         lam,
         torch.tensor(mask),
         last_value=torch.tensor(boot, dtype=torch.float64),
+        dones=torch.tensor(dones),
     )
     want = [
-        brute_gae(r, v, gamma, lam, m, b)
-        for r, v, m, b in zip(rewards, values, mask, boot, strict=True)
+        brute_gae(r, v, gamma, lam, m, b, d)
+        for r, v, m, b, d in zip(rewards, values, mask, boot, dones, strict=True)
     ]
     want_t = torch.tensor(want, dtype=torch.float64)
     torch.testing.assert_close(adv, want_t, atol=1e-8, rtol=1e-8)
     m = torch.tensor(mask, dtype=torch.float64)
     torch.testing.assert_close(ret, (want_t + torch.tensor(values, dtype=torch.float64)) * m)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches(), st.sampled_from(GAMMAS), st.sampled_from([0.0, 0.5, 0.95, 1.0]), st.data())
+def test_a_done_splits_the_row_into_independent_episodes(batch, gamma, lam, data):
+    """GAE and G_t of a row with a done at step k equal those of its two halves computed
+    apart: the first as a finished episode, the second with the row's bootstrap."""
+    rewards, values, _, _, boot = batch
+    r = torch.tensor(rewards[0], dtype=torch.float64)
+    v = torch.tensor(values[0], dtype=torch.float64)
+    b = torch.tensor(boot[0], dtype=torch.float64)
+    k = data.draw(st.integers(0, len(r) - 1))
+    dones = torch.zeros(len(r))
+    dones[k] = 1
+    adv, ret = gae(r, v, gamma, lam, last_value=b, dones=dones)
+    first_adv, first_ret = gae(r[: k + 1], v[: k + 1], gamma, lam)
+    rest_adv, rest_ret = gae(r[k + 1 :], v[k + 1 :], gamma, lam, last_value=b)
+    torch.testing.assert_close(adv, torch.cat([first_adv, rest_adv]), atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(ret, torch.cat([first_ret, rest_ret]), atol=1e-9, rtol=1e-9)
+    g = discounted_returns(r, gamma, dones=dones, bootstrap=b)
+    halves = [
+        discounted_returns(r[: k + 1], gamma),
+        discounted_returns(r[k + 1 :], gamma, bootstrap=b),
+    ]
+    torch.testing.assert_close(g, torch.cat(halves), atol=1e-9, rtol=1e-9)
+
+
+def test_gae_with_an_episode_end_hand_computed():
+    # Two episodes in one row: steps 0-1 end with done at step 1, steps 2-3 run on (V after = 4).
+    # gamma = lam = 0.5, so gamma * lam = 0.25.
+    #   episode 1: delta_1 = 2 + 0 - 1 = 1 (no bootstrap across the end), A_1 = 1
+    #              delta_0 = 1 + 0.5 * 1 - 0.5 = 1,                         A_0 = 1 + 0.25 * 1 = 1.25
+    #   episode 2: delta_3 = 4 + 0.5 * 4 - 2 = 4,                            A_3 = 4
+    #              delta_2 = 3 + 0.5 * 2 - 1.5 = 2.5,                        A_2 = 2.5 + 0.25 * 4 = 3.5
+    r = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    v = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    adv, ret = gae(r, v, 0.5, 0.5, last_value=4.0, dones=torch.tensor([0, 1, 0, 0]))
+    assert adv.tolist() == [1.25, 1.0, 3.5, 4.0]
+    assert ret.tolist() == [1.75, 2.0, 5.0, 6.0]
+
+
+def test_discounted_returns_with_an_episode_end_hand_computed():
+    # done after step 0: G_0 = 1 alone; G_2 = 3 + 0.5 * 10 = 8, G_1 = 2 + 0.5 * 8 = 6
+    got = discounted_returns(
+        torch.tensor([1.0, 2.0, 3.0]), 0.5, dones=torch.tensor([1, 0, 0]), bootstrap=10.0
+    )
+    assert got.tolist() == [1.0, 6.0, 8.0]
+
+
+def test_a_done_at_a_masked_position_is_ignored():
+    # A masked position is removed from the sequence, its done flag with it.
+    r = torch.tensor([1.0, 0.0, 2.0])
+    v = torch.tensor([0.5, 0.0, 1.0])
+    mask = torch.tensor([1, 0, 1])
+    dones = torch.tensor([0, 1, 0])
+    adv, _ = gae(r, v, 0.5, 1.0, mask, dones=dones)
+    want, _ = gae(r[[0, 2]], v[[0, 2]], 0.5, 1.0)
+    torch.testing.assert_close(adv[[0, 2]], want)
+    g = discounted_returns(r, 0.5, mask, dones=dones)
+    torch.testing.assert_close(g[[0, 2]], discounted_returns(r[[0, 2]], 0.5))
 
 
 def test_worked_example_from_the_readme():
@@ -118,12 +204,12 @@ def test_worked_example_from_the_readme():
 
 
 def test_gamma_zero_is_the_immediate_reward():
-    r = torch.randn(3, 7)
+    r = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(discounted_returns(r, 0.0), r)
 
 
 def test_gamma_one_is_the_reward_to_go():
-    r = torch.randn(2, 6, dtype=torch.float64)
+    r = torch.randn(2, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     want = r.flip(-1).cumsum(-1).flip(-1)
     torch.testing.assert_close(discounted_returns(r, 1.0), want)
 
@@ -157,8 +243,9 @@ def test_left_padding_is_equivalent_to_the_unpadded_sequence():
 
 
 def test_gradients_flow_through_values():
-    r = torch.randn(2, 5)
-    v = torch.randn(2, 5, requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(2, 5, generator=g)
+    v = torch.randn(2, 5, generator=g, requires_grad=True)
     adv, _ = gae(r, v, 0.9, 0.95)
     adv.sum().backward()
     assert v.grad is not None and torch.isfinite(v.grad).all()
@@ -186,3 +273,45 @@ def test_bad_input_names_the_argument_and_shapes(call, fragment):
     with pytest.raises(ValueError) as info:
         call()
     assert fragment in str(info.value)
+
+
+# --- precision: the caller's, never silently lowered -------------------------------------------
+
+
+def test_a_float64_input_makes_gae_float64():
+    g = torch.Generator().manual_seed(2)
+    r = torch.randn(2, 6, generator=g).double()  # float32 values, held exactly in float64
+    v = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    last = torch.randn(2, generator=g, dtype=torch.float64)
+    want_adv, want_ret = gae(r, v, 0.99, 0.95, last_value=last)
+    # float32 rewards beside float64 values and bootstrap: computed in float64, not rounded to
+    # float32, so the answer is the all-float64 one to the last digits
+    adv, ret = gae(r.float(), v, 0.99, 0.95, last_value=last)
+    assert adv.dtype == ret.dtype == torch.float64
+    torch.testing.assert_close(adv, want_adv, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(ret, want_ret, rtol=1e-13, atol=1e-13)
+    # any one float64 input is enough
+    assert gae(r.float(), v.float(), 0.99, 0.95, last_value=last)[0].dtype == torch.float64
+    assert gae(r.float(), v, 0.99, 0.95)[0].dtype == torch.float64
+    assert gae(r, v.float(), 0.99, 0.95)[0].dtype == torch.float64
+    assert gae(r.float(), v.float(), 0.99, 0.95)[0].dtype == torch.float32
+
+
+def test_a_float64_bootstrap_makes_discounted_returns_float64():
+    r = torch.tensor([[1.0, 0.0, 2.0]])
+    boot = torch.tensor([1 / 3], dtype=torch.float64)
+    got = discounted_returns(r, 0.9, bootstrap=boot)
+    assert got.dtype == torch.float64
+    want = [[1 + 0.9**2 * 2 + 0.9**3 / 3, 0.9 * 2 + 0.9**2 / 3, 2 + 0.9 / 3]]
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-14, atol=1e-14)
+    # a Python float bootstrap is taken at the rewards' precision
+    got = discounted_returns(torch.zeros(1, 1, dtype=torch.float64), 0.5, bootstrap=1 / 3)
+    assert got.item() == 0.5 * (1 / 3)
+
+
+def test_integer_rewards_are_not_truncated():
+    got = discounted_returns(torch.tensor([1, 0, 2]), gamma=0.5)
+    assert got.dtype == torch.get_default_dtype()
+    assert got.tolist() == [1.5, 1.0, 2.0]
+    adv, ret = gae(torch.tensor([1, 0, 2]), torch.zeros(3), 0.5, 1.0)
+    assert adv.tolist() == ret.tolist() == [1.5, 1.0, 2.0]

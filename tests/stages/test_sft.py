@@ -46,7 +46,8 @@ def test_prompt_tokens_get_no_gradient(base_model_dir):
         ],
         tok.pad_token_id,
     )
-    logits = torch.randn(*batch["input_ids"].shape, len(tok), requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(*batch["input_ids"].shape, len(tok), generator=g, requires_grad=True)
 
     class FixedLogits(torch.nn.Module):
         def forward(self, input_ids, attention_mask=None):

@@ -4,7 +4,8 @@ One update, top to bottom (every optimised number comes from :mod:`rlalign.rl`):
 
 1. Roll out ``n_steps`` in each of ``n_envs`` vectorised envs with the current policy,
    normalising observations (running mean/std) and scaling rewards (running std of the
-   discounted return). A time-limit truncation is bootstrapped: ``r_t += gamma V(s_final)``.
+   discounted return). A time-limit truncation is bootstrapped: ``r_t += gamma V(s_final)``
+   (:func:`bootstrap_time_limits`).
 2. Advantages and returns by GAE: ``rl.gae(rewards, values, gamma, lam, last_value, dones)``.
 3. ``num_iterations`` passes over shuffled minibatches minimising
    ``L = rl.policy_loss(kind="ppo") + vf_coef * rl.value_loss - ent_coef * H``, with the
@@ -18,6 +19,8 @@ steps, at the end, and when SIGTERM/SIGINT arrives (see :mod:`rlalign.control.ch
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +188,12 @@ class _PPO:
         o = np.asarray(o, dtype=np.float32)
         return torch.from_numpy(self.obs_norm(o, update) if self.obs_norm is not None else o)
 
+    def final_values(self, final_obs, envs: np.ndarray) -> np.ndarray:
+        """``V(s_final)`` of the observations the given envs ended their episodes on."""
+        final = np.stack([final_obs[i] for i in envs])
+        with torch.inference_mode():
+            return self.net.value(self.norm(final)).numpy()
+
     def run(self, signals: checkpointing.StopSignals) -> None:
         cfg, net, monitor = self.cfg, self.net, self.monitor
         assert monitor is not None
@@ -231,12 +240,13 @@ class _PPO:
                 self.ep_ret[done] = 0.0
                 self.ep_len[done] = 0
                 scaler = self.scaler
-                r_train = scaler(r, done) if scaler is not None else r.astype(np.float64)
-                cut = np.flatnonzero(trunc & ~term)
-                if cut.size:
-                    final = np.stack([step.final_obs[i] for i in cut])
-                    with torch.inference_mode():
-                        r_train[cut] += cfg.gamma * net.value(self.norm(final)).numpy()
+                r_train = bootstrap_time_limits(
+                    scaler(r, done) if scaler is not None else r,
+                    term,
+                    trunc,
+                    cfg.gamma,
+                    partial(self.final_values, step.final_obs),
+                )
                 obs_b[t], act_b[t] = x, a
                 rew_b[t] = torch.from_numpy(np.asarray(r_train, dtype=np.float32))
                 done_b[t] = torch.from_numpy(done.astype(np.float32))
@@ -277,6 +287,44 @@ class _PPO:
     def _save_due(self) -> bool:
         every = self.cfg.save_every
         return every is not None and self.env_steps // every > max(self.last_saved, 0) // every
+
+
+def bootstrap_time_limits(
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    gamma: float,
+    final_values: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    r"""The rewards PPO learns from when a time limit cut some episodes short.
+
+    .. math::
+        r'_i = \begin{cases} r_i + \gamma\, V(s'_i) & \text{env } i \text{ truncated and not
+        terminated} \\ r_i & \text{otherwise} \end{cases}
+
+    where :math:`s'_i` is the observation env ``i`` ended its episode on. A time limit is not
+    a property of the task: the return would have continued, so the value of the state
+    reached stands in for it. A terminated episode's return truly ends there, so nothing is
+    added. GAE then treats the step as done (no bootstrap across the reset), and its TD error
+    is :math:`r'_i - V(s_i) = r_i + \gamma V(s'_i) - V(s_i)`, the one-step error the
+    uncut episode would have had.
+
+    Args:
+        rewards: ``(n,)`` rewards of one vectorised step (scaled, when the run scales them).
+        terminated: ``(n,)`` bool, the episode reached a terminal state.
+        truncated: ``(n,)`` bool, the episode hit its time limit.
+        gamma: the discount factor.
+        final_values: ``final_values(envs)`` returns ``V(s')`` for the env indices ``envs``
+            (called once, only when some env needs it: the value network runs on those rows).
+
+    Returns:
+        ``(n,)`` float64: a new array, ``rewards`` is not modified.
+    """
+    out = np.array(rewards, dtype=np.float64)
+    cut = np.flatnonzero(truncated & ~terminated)
+    if cut.size:
+        out[cut] += gamma * final_values(cut)
+    return out
 
 
 def _optimise(cfg, net, optimizer, obs_b, act_b, logp_b, val_b, adv_b, ret_b) -> dict[str, float]:

@@ -173,6 +173,11 @@ def _is_data_parallel(model: Any) -> bool:
     return any(isinstance(m, FSDPModule) for m in modules)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """fp32 for bf16/fp16 (the log-probs of RL need its digits); fp64 stays fp64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def token_logprobs(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -181,14 +186,15 @@ def token_logprobs(
     *,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``log softmax(logits / T)`` at ``targets`` (and the entropy of each position), fp32.
+    """``log softmax(logits / T)`` at ``targets`` (and the entropy of each position).
 
-    Upcasts and normalises ``chunk_rows`` rows at a time, so no full-vocabulary fp32 tensor is
-    built for the whole batch. The entropy is computed without gradients (a metric).
+    In fp32, or fp64 when the logits are fp64: bf16/fp16 logits are upcast, ``chunk_rows`` rows
+    at a time, so no full-vocabulary fp32 tensor is built for the whole batch. The entropy is
+    computed without gradients (a metric).
     """
     logps, entropies = [], []
     for lo in range(0, logits.shape[0], chunk_rows):
-        chunk = logits[lo : lo + chunk_rows].float()
+        chunk = _at_least_fp32(logits[lo : lo + chunk_rows])
         if temperature != 1.0:
             chunk = chunk / temperature
         norm = chunk.logsumexp(dim=-1)
@@ -241,5 +247,5 @@ def completion_forward(
         result["entropy"] = entropy
     if with_values:
         keep = input_ids.shape[1] - start + 1  # the outputs end at L-1: positions start-1..L-2
-        result["values"] = out.state_values[:, -keep:-1].float()
+        result["values"] = _at_least_fp32(out.state_values[:, -keep:-1])
     return result

@@ -29,6 +29,19 @@ def check_mask(mask: torch.Tensor | None, ref_name: str, ref: torch.Tensor) -> t
     return mask.to(dtype)
 
 
+def float_dtype(*xs: object) -> torch.dtype:
+    """The dtype to compute in: the promotion of the floating-point tensors among ``xs`` (a
+    float64 input keeps the result float64), or the default float dtype when none is one
+    (integer rewards)."""
+    dtypes = [x.dtype for x in xs if isinstance(x, torch.Tensor) and x.is_floating_point()]
+    if not dtypes:
+        return torch.get_default_dtype()
+    out = dtypes[0]
+    for dtype in dtypes[1:]:
+        out = torch.promote_types(out, dtype)
+    return out
+
+
 def check_unit_interval(name: str, value: float) -> float:
     value = float(value)
     if not 0.0 <= value <= 1.0:

@@ -101,7 +101,8 @@ def policy_loss(
         logp: ``(B, T)`` log-probs of the taken actions under the current policy (with grad).
         old_logp: ``(B, T)`` log-probs under the behaviour policy (treated as constants);
             required for ``ppo``/``grpo``.
-        advantages: ``(B, T)`` per action, or ``(B,)`` per sequence (broadcast over T).
+        advantages: ``(B, T)`` per action, or ``(B,)`` per sequence (broadcast over T); taken
+            in ``logp``'s dtype, the precision the policy's gradient is computed in.
         mask: ``(B, T)``, 1 for actions (response tokens), 0 for padding/prompt.
         normalizer: ``N`` above; default :func:`policy_loss_normalizer` of this batch. Pass
             the whole batch's value when this call sees only a micro-batch.
@@ -230,10 +231,13 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     r"""Entropy of the categorical distribution at each position: :math:`H = -\sum_a \pi(a)\log\pi(a)`.
 
     ``logits`` is ``(..., V)``; returns ``(...)``. Computed as ``logsumexp(z) - sum softmax(z) z``,
-    stable for large logits.
+    stable for large logits. The precision is the caller's: float64 logits give a float64
+    entropy, float32 a float32 one; lower precisions (bf16, fp16) are computed, and returned,
+    in float32, since a sum over the vocabulary in bf16 loses most of its digits.
     """
     check_tensor("logits", logits)
-    logits = logits.float()
+    if logits.dtype != torch.float64:
+        logits = logits.float()
     probs = torch.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)
 

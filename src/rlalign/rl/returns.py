@@ -10,6 +10,9 @@ Conventions (shared by the car and the language model):
   were removed from the sequence, and its output is 0.
 - ``dones[..., t] == 1`` means the episode ended after action ``t`` (several episodes may be laid
   end to end in one row, as in a vectorised rollout): nothing flows back across it.
+- Precision is the caller's: the outputs take the promoted dtype of the float inputs (rewards,
+  values, the bootstrap value), so one float64 input makes the whole computation float64;
+  integer rewards are computed in the default float dtype.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rlalign.rl._checks import (
     check_mask,
     check_same_shape,
     check_unit_interval,
+    float_dtype,
 )
 
 
@@ -59,6 +63,7 @@ def discounted_returns(
         ``(..., T)`` tensor of returns, 0 at masked positions.
     """
     check_has_time_axis("rewards", rewards)
+    rewards = rewards.to(float_dtype(rewards, bootstrap))
     gamma = check_unit_interval("gamma", gamma)
     m = check_mask(mask, "rewards", rewards)
     d = _check_dones(dones, rewards)
@@ -108,11 +113,12 @@ def gae(
     """
     check_has_time_axis("rewards", rewards)
     check_same_shape("values", values, "rewards", rewards)
+    dtype = float_dtype(rewards, values, last_value)
+    rewards, values = rewards.to(dtype), values.to(dtype)
     gamma = check_unit_interval("gamma", gamma)
     lam = check_unit_interval("lam", lam)
     m = check_mask(mask, "rewards", rewards)
     d = _check_dones(dones, rewards)
-    values = values.to(rewards.dtype)
     next_value = check_leading("last_value", last_value, "rewards", rewards).clone()
     next_adv = torch.zeros_like(next_value)
     adv = torch.zeros_like(rewards)
