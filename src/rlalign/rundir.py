@@ -17,8 +17,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rlalign.errors import UserError
@@ -136,3 +137,14 @@ def refuse_foreign_directory(directory: str | Path, key: str = "output_dir") -> 
             f"{key}={directory} holds files that are not an rlalign run ({shown}); a run never "
             f"writes over them: choose a new or empty {key}"
         )
+
+
+def remove_run_outputs(directory: str | Path, names: Iterable[str]) -> None:
+    """Delete an earlier run's outputs ``names`` (files or directories) from ``directory``, so
+    that nothing of it is mixed with a run started over in the same place."""
+    for name in names:
+        path = Path(directory) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()

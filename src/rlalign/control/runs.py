@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from rlalign.control.train_config import PPOConfig, ReinforceConfig
 from rlalign.control.training import eval_seed
 from rlalign.errors import UserError
 from rlalign.io import atomic_write_json
-from rlalign.rundir import locked_run_directory, refuse_foreign_directory
+from rlalign.rundir import locked_run_directory, refuse_foreign_directory, remove_run_outputs
 from rlalign.runtime import torch_threads
 from rlalign.version import __version__
 
@@ -95,12 +94,7 @@ def _start_over(out: Path, force: bool) -> None:
             f"{out} already holds a training run ({', '.join(results)}); {how}--force to start "
             "over (its results are deleted), or choose another --out"
         )
-    for name in RUN_OUTPUTS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists():
-            path.unlink()
+    remove_run_outputs(out, RUN_OUTPUTS)
 
 
 def _train(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import random
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,7 +32,12 @@ from rlalign.config import load_config
 from rlalign.dist import RankInfo, all_gather_objects, barrier
 from rlalign.errors import UserError
 from rlalign.io import atomic_write_text
-from rlalign.rundir import lock_run_directory, lock_scope, refuse_foreign_directory
+from rlalign.rundir import (
+    lock_run_directory,
+    lock_scope,
+    refuse_foreign_directory,
+    remove_run_outputs,
+)
 from rlalign.train.config import TrainingConfig
 
 # What a fresh start with overwrite_output_dir=true removes: the old run's own outputs.
@@ -115,12 +119,7 @@ def _set_up(cfg: TrainingConfig, resume: bool) -> Path | None:
             )
     # A fresh start: nothing of an earlier run (finished, or killed before its first
     # checkpoint) stays to be mixed with this one's.
-    for name in OLD_RUN_OUTPUTS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists():
-            path.unlink()
+    remove_run_outputs(out, OLD_RUN_OUTPUTS)
     _write_config(cfg, out / "config.yaml", [], history=False)
     return None
 
