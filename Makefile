@@ -61,7 +61,7 @@ docs-serve: setup
 # Mutation testing (docs/testing.md), not part of `make test`: mutmut plants small bugs in the RL
 # core and in the loop's gradient accumulation and scaling, one at a time, and runs the fast tests
 # that guard them (tests/rl, tests/train/test_loop*.py); a mutant no test fails on "survived".
-# About 25 minutes on 2 cores; `mutmut results` lists survivors, `mutmut show NAME` one diff.
+# 5-10 minutes on 2 cores; `mutmut results` lists survivors, `mutmut show NAME` one diff.
 MUTANTS := 'rlalign.rl.*' 'rlalign.train.loop.x*Trainer*train_step__mutmut_*' \
 	'rlalign.train.loop.x*_Window*add__mutmut_*' 'rlalign.train.loop.x*Trainer*_window_row__mutmut_*'
 mutation: setup

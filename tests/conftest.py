@@ -84,7 +84,9 @@ class Kill9:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         seed = os.environ.get("KILL9_SEED")
-        self.seed = int(seed) if seed else random.randrange(2**31)
+        # A fresh draw on every run (not the per-test seed of the global generators): each run
+        # tries new kill points, and every failure prints the seed that replays it.
+        self.seed = int(seed) if seed else random.SystemRandom().randrange(2**31)
         self.rng = random.Random(self.seed)
 
     def plan(

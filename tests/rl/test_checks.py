@@ -31,3 +31,10 @@ def test_a_per_row_value_takes_the_refs_dtype(dtype):
     assert third.dtype == dtype and third.tolist() == [torch.tensor(1 / 3, dtype=dtype).item()] * 2
     given = check_leading("v", torch.tensor([1.0, 2.0], dtype=torch.float16), "ref", ref)
     assert given.dtype == dtype and given.tolist() == [1.0, 2.0]
+
+
+def test_a_per_row_value_is_made_on_the_refs_device():
+    # the meta device stands in for an accelerator: a value made on the default device differs
+    ref = torch.zeros(2, 5, device="meta")
+    assert check_leading("v", None, "ref", ref).device == ref.device
+    assert check_leading("v", 0.5, "ref", ref).device == ref.device

@@ -125,6 +125,10 @@ CASES = {
         lambda: kl_estimate(z(2, 3), z(2, 4)),
         MUST_MATCH.format("ref_logp", (2, 4), "logp", (2, 3)),
     ),
+    "kl ref_logp not a tensor": (
+        lambda: kl_estimate(z(2, 3), [[0.0]]),
+        "ref_logp must be a torch.Tensor, got list",
+    ),
     "kl mask": (
         lambda: kl_estimate(z(2, 3), z(2, 3), mask=z(2, 4)),
         MUST_MATCH.format("mask", (2, 4), "logp", (2, 3)),

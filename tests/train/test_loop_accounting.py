@@ -87,6 +87,8 @@ def test_logged_rows_are_window_means_of_step_sums(tmp_path, monkeypatch):
     # micro-batches of 1, 3 | 2, 4 | 1, 3 | 2, 4 | 1, 3 items: steps of 4, 6, 4, 6, 4 items
     assert [c[1] for c in calls] == [1, 3, 2, 4, 1, 3, 2, 4, 1, 3]
     assert [float(c[3]) for c in calls] == [4, 4, 6, 6, 4, 4, 6, 6, 4, 4]  # the step's count
+    # in float32: a float32 model's loss stays float32 (a float64 count would promote it)
+    assert {c[3].dtype for c in calls} == {torch.float32}
     steps = [calls[i : i + 2] for i in range(0, 10, 2)]
     loss = [sum(c[0] for c in s) for s in steps]
     sq = [sum(c[2] for c in s) for s in steps]
