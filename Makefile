@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 # `test` installs the viewer tests' headless browser first when it can (a failure to install is
 # reported, the other tests still run, and the browser tests fail saying what to do). The tests
-# use one thread each, so they run on one worker process per core (pytest-xdist); a module whose
-# tests share an expensive fixture keeps them on one worker with an xdist_group mark.
-XDIST := -n auto --dist loadgroup
+# use one thread each, so they run on one worker process per core (pytest-xdist), a module at a
+# time on one worker, so that a module-scoped fixture (a torchrun launch, the site's build) is
+# built once.
+XDIST := -n auto --dist loadscope
 
 test: setup
 	-@scripts/install_test_browser.sh

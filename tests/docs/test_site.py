@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# Under pytest-xdist one worker runs this module: its tests share one build of the site.
-pytestmark = pytest.mark.xdist_group("docs_site")
 
 
 def build(config: Path, site: Path) -> subprocess.CompletedProcess:

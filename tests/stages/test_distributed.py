@@ -32,9 +32,6 @@ from ._torchrun_plan import RESULT_MARK
 
 PLAN_SCRIPT = Path(__file__).with_name("_torchrun_plan.py")
 slow = pytest.mark.slow
-# Under pytest-xdist (make test) one worker runs all of this module: its tests share one
-# torchrun launch and the one-process references, module-scoped fixtures.
-pytestmark = pytest.mark.xdist_group("torchrun")
 
 STEPS = 3
 # Every step moves the weights far more than the tolerances below, and by an amount that
