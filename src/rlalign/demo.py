@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from rlalign.data.verifiers import REPORT_CARD_KEYS
 from rlalign.data.world import World, WorldConfig
 from rlalign.dist import RankInfo, barrier
 from rlalign.errors import UserError
+from rlalign.goals import demo_goals
 from rlalign.lm.models import load_model
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
 from rlalign.metrics import read_metrics
@@ -293,6 +295,14 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
         "config": cfg.model_dump(),
     }
+    kl = [row["kl_ref"] for row in read_metrics(out / "rl") if "kl_ref" in row]
+    goals = demo_goals(report, kl)
+    report["goals"] = [asdict(g) for g in goals]
+    missed = [f"{g.name} ({g.shown})" for g in goals if not g.met]
+    print(
+        "\nthe README's goals: "
+        + ("all met" if not missed else f"{len(missed)} missed: " + "; ".join(missed))
+    )
     (out / "report.json").write_text(json.dumps(report, indent=2))
     for stage in ("pretrain", "sft", "reward", "rl"):  # each stage's own plots and report
         write_run_report(out / stage)

@@ -8,6 +8,7 @@ import pytest
 
 from rlalign.cli import main
 from rlalign.data.verifiers import REPORT_CARD_KEYS
+from rlalign.goals import demo_goals
 
 
 @pytest.mark.slow
@@ -30,6 +31,10 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     )
     # and RL improves on SFT where it is rewarded: the composite reward on held-out questions
     assert report["stages"]["rl"]["reward_mean"] > report["stages"]["sft"]["reward_mean"]
+    # the README's goals, judged on this run (what `make goals` asserts on the full demo)
+    goals = report["goals"]
+    assert [g["name"] for g in goals] == [g.name for g in demo_goals(report, [0.0])]
+    assert "the README's goals: " in printed
     html = (out / "report.html").read_text()
     assert (
         "<table>" in html
