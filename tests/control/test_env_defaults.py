@@ -1,0 +1,119 @@
+"""Which defaults a run gets: an env's own entry, else the set for its kind of action space
+(Box only), and the precedence class defaults < those < YAML < key=value."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+from gymnasium import spaces
+
+from rlalign.cli import main
+from rlalign.control.train_config import (
+    ACTION_SPACE_DEFAULTS,
+    ENV_DEFAULTS,
+    PPOConfig,
+    ReinforceConfig,
+    defaults_for,
+    resolve_config,
+)
+
+BOX_PPO = ACTION_SPACE_DEFAULTS["box"]["ppo"]
+
+
+class _SwitchEnv(gym.Env):
+    """Discrete or Box actions by a keyword, as e.g. LunarLander's ``continuous``."""
+
+    observation_space = spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+
+    def __init__(self, continuous: bool = False) -> None:
+        self.action_space = (
+            spaces.Box(-1.0, 1.0, (1,), dtype=np.float32) if continuous else spaces.Discrete(2)
+        )
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, dtype=np.float32), 0.0, True, False, {}
+
+
+if "rlalign_test/Switch-v0" not in gym.registry:
+    gym.register("rlalign_test/Switch-v0", entry_point=_SwitchEnv)
+
+
+def _differs_from_class_defaults(values: dict) -> list[str]:
+    base = PPOConfig().model_dump()
+    return [k for k, v in values.items() if base[k] != v]
+
+
+def test_the_box_set_changes_something_and_is_a_valid_config() -> None:
+    assert _differs_from_class_defaults(BOX_PPO)  # else "applied" could not be told apart
+    PPOConfig(**BOX_PPO)
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "MountainCarContinuous-v0"])
+def test_a_box_env_without_its_own_entry_gets_the_box_set(env_id: str) -> None:
+    own = ENV_DEFAULTS.get(env_id, {}).get("ppo")
+    cfg = resolve_config(env_id, "ppo")
+    expected = PPOConfig(**{**BOX_PPO, **(own or {})})
+    assert cfg == expected
+    if own is None:
+        assert defaults_for(env_id, "ppo") == BOX_PPO
+
+
+@pytest.mark.parametrize("env_id", ["Acrobot-v1", "MountainCar-v0"])
+def test_a_discrete_env_without_its_own_entry_gets_the_class_defaults(env_id: str) -> None:
+    assert env_id not in ENV_DEFAULTS
+    assert defaults_for(env_id, "ppo") == {}
+    assert resolve_config(env_id, "ppo") == PPOConfig()
+
+
+def test_an_own_entry_wins_over_the_box_set() -> None:
+    # The continuous car (Box actions) keeps its own defaults, untouched by the Box set.
+    own = ENV_DEFAULTS["rlalign/DrivingContinuous-v0"]["ppo"]
+    assert resolve_config("rlalign/DrivingContinuous-v0", "ppo") == PPOConfig(**own)
+    assert resolve_config("CartPole-v1", "ppo") == PPOConfig(**ENV_DEFAULTS["CartPole-v1"]["ppo"])
+
+
+def test_there_is_no_box_set_for_reinforce() -> None:
+    assert "reinforce" not in ACTION_SPACE_DEFAULTS["box"]
+    assert resolve_config("Pendulum-v1", "reinforce") == ReinforceConfig()
+
+
+def test_env_kwargs_that_make_the_actions_continuous_bring_the_box_set(tmp_path) -> None:
+    env_id = "rlalign_test/Switch-v0"
+    assert resolve_config(env_id, "ppo") == PPOConfig()
+    on = resolve_config(env_id, "ppo", overrides=["env_kwargs.continuous=true"])
+    assert on == PPOConfig(**{**BOX_PPO, "env_kwargs": {"continuous": True}})
+    path = tmp_path / "c.yaml"
+    path.write_text("env_kwargs:\n  continuous: true\n")
+    assert resolve_config(env_id, "ppo", path) == on
+
+
+def test_precedence_class_then_box_set_then_yaml_then_overrides(tmp_path) -> None:
+    assert {"gamma", "n_envs"} <= set(BOX_PPO) and "max_grad_norm" not in BOX_PPO
+    path = tmp_path / "c.yaml"
+    path.write_text("gamma: 0.5\nseed: 5\n")
+    cfg = resolve_config("Pendulum-v1", "ppo", path, ["seed=9"])
+    assert cfg.gamma == 0.5 != BOX_PPO["gamma"]  # YAML beats the Box set
+    assert cfg.seed == 9  # key=value beats YAML
+    assert cfg.n_envs == BOX_PPO["n_envs"] != PPOConfig().n_envs  # the Box set beats the class
+    assert cfg.max_grad_norm == PPOConfig().max_grad_norm  # what no layer sets
+
+
+def test_control_train_applies_the_box_set(tmp_path) -> None:
+    out = tmp_path / "pendulum"
+    rc = main(
+        ["control", "train", "--env", "Pendulum-v1", "--steps", "64", "--out", str(out),
+         "--no-progress", "--no-report", "n_envs=2", "n_steps=32", "final_eval_episodes=1",
+         "eval_episodes=1"]
+    )  # fmt: skip
+    assert rc == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    for k, v in BOX_PPO.items():
+        if k not in ("n_envs", "n_steps", "total_steps", "final_eval_episodes", "eval_episodes"):
+            assert saved[k] == v, k
+    assert saved["n_envs"] == 2 and saved["total_steps"] == 64
