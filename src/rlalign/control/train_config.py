@@ -9,6 +9,7 @@ Precedence (lowest first): the class defaults, the env's defaults (its own entry
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -231,9 +232,14 @@ def resolve_config(
 ) -> PPOConfig | ReinforceConfig:
     """The config of a run: class defaults < :func:`defaults_for` < YAML ``path`` < overrides.
 
-    The YAML file and overrides are read once without the env's defaults first, for their
-    ``env_kwargs``: those can change the env's action space, and so its defaults.
+    For an env without its own entry the YAML file and overrides are read once without the
+    env's defaults first, for their ``env_kwargs``: those can change the env's action space, and
+    so its defaults. (That first reading keeps quiet: the second warns of old key names.)
     """
     cls = ALGOS[algo]
-    env_kwargs = load_config(cls, path, overrides).env_kwargs
+    env_kwargs: dict[str, Any] | None = None
+    if algo not in ENV_DEFAULTS.get(env_id, {}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env_kwargs = load_config(cls, path, overrides).env_kwargs
     return load_config(cls, path, overrides, defaults_for(env_id, algo, env_kwargs))
