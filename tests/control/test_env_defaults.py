@@ -10,9 +10,11 @@ import yaml
 from gymnasium import spaces
 
 from rlalign.cli import main
+from rlalign.config import dump_config
 from rlalign.control.envs import env_factory
 from rlalign.control.evaluate import evaluate
 from rlalign.control.ppo import train_ppo
+from rlalign.control.runs import _check_same_config
 from rlalign.control.train_config import (
     ACTION_SPACE_DEFAULTS,
     ENV_DEFAULTS,
@@ -21,6 +23,7 @@ from rlalign.control.train_config import (
     defaults_for,
     resolve_config,
 )
+from rlalign.errors import UserError
 
 BOX_PPO = ACTION_SPACE_DEFAULTS["box"]["ppo"]
 
@@ -160,3 +163,24 @@ def test_an_old_key_warns_once_on_an_env_without_its_own_entry(tmp_path, capsys)
         "rlalign control: warning: override 'n_epochs=1': config key 'n_epochs' is now "
         "'num_iterations' (the old name is accepted until the next release)"
     ]
+
+
+def test_resume_refuses_a_changed_key_and_takes_a_missing_one_as_its_class_default(
+    tmp_path,
+) -> None:
+    """A run's config.yaml from before a key existed resumes when the key is at its class
+    default now (the run behaved so); any other difference is refused, naming the key."""
+    cfg = PPOConfig(**BOX_PPO)
+    path = tmp_path / "config.yaml"
+    dump_config(cfg, path)
+    _check_same_config(cfg, path)
+    _check_same_config(cfg.model_copy(update={"total_steps": 10**6}), path)  # may grow
+    with pytest.raises(UserError, match=r"config\.yaml: --resume with a different config \(gamma"):
+        _check_same_config(cfg.model_copy(update={"gamma": 0.5}), path)
+    old = yaml.safe_load(path.read_text())
+    for key in ("use_sde", "sde_sample_freq", "log_std_init", "rescale_actions"):
+        del old[key]
+    path.write_text(yaml.safe_dump(old))
+    _check_same_config(cfg, path)
+    with pytest.raises(UserError, match=r"different config \(use_sde; e\.g\. use_sde=None"):
+        _check_same_config(cfg.model_copy(update={"use_sde": True}), path)
