@@ -1,7 +1,8 @@
 """The math of Box-action exploration: diagonal Gaussians, gSDE, and actions scaled to bounds.
 
-Generalised state-dependent exploration (gSDE; Raffin, Kober and Stulp, CoRL 2021) perturbs the action with a
-linear function of the policy's last hidden features ``z(s)`` (dimension ``d``):
+Generalised state-dependent exploration (gSDE; Raffin, Kober and Stulp, CoRL 2021) perturbs
+the action with a linear function of the policy's last hidden features ``z(s)`` (dimension
+``d``):
 
     a = mu(s) + z(s)^T E,        E_ij ~ N(0, sigma_ij^2),   sigma = exp(log_std)  (d x m)
 
@@ -75,7 +76,10 @@ def sample_gsde_matrices(
 
 
 def gsde_noise(features: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """The action noise ``eps_k = z(s_k)^T E_k`` of each row ``k``: ``(n, d), (n, d, m) -> (n, m)``."""
+    """The action noise ``eps_k = z(s_k)^T E_k`` of each row ``k``.
+
+    Shapes: ``features`` ``(n, d)``, ``matrices`` ``(n, d, m)``, the result ``(n, m)``.
+    """
     return torch.einsum("nd,ndm->nm", features, matrices)
 
 

@@ -5,7 +5,8 @@ One update, top to bottom (every optimised number comes from :mod:`rlalign.rl`):
 1. Roll out ``n_steps`` in each of ``n_envs`` vectorised envs with the current policy,
    normalising observations (running mean/std) and scaling rewards (running std of the
    discounted return). A time-limit truncation is bootstrapped: ``r_t += gamma V(s_final)``
-   (:func:`bootstrap_time_limits`).
+   (:func:`bootstrap_time_limits`). With gSDE (``use_sde``, Box actions) each env's noise
+   matrix is drawn at the rollout's start and again every ``sde_sample_freq`` steps.
 2. Advantages and returns by GAE: ``rl.gae(rewards, values, gamma, lam, last_value, dones)``.
 3. ``num_iterations`` passes over shuffled minibatches minimising
    ``L = rl.policy_loss(kind="ppo") + vf_coef * rl.value_loss - ent_coef * H``, with the
