@@ -191,9 +191,9 @@ ENV_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         # scaling keeps that long return's value targets in range.
         "ppo": dict(
             ACTION_SPACE_DEFAULTS["box"]["ppo"],
+            total_steps=20_000,  # rl-baselines3-zoo's budget for it
             gamma=0.9999,
             normalize_reward=True,
-            eval_every=20_000,  # an evaluation episode is up to 999 steps
         ),
     },
 }
