@@ -187,7 +187,8 @@ def _check_same_config(cfg: PPOConfig | ReinforceConfig, path: Path) -> None:
         first = changed[0]
         raise UserError(
             f"{path}: --resume with a different config ({', '.join(changed)}; e.g. {first}="
-            f"{saved.get(first)!r} in the run, {now.get(first)!r} now); repeat the command line "
+            f"{saved.get(first, default.get(first))!r} in the run, {now.get(first)!r} now); "
+            "repeat the command line "
             "that started the run"
         )
 
