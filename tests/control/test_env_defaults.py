@@ -125,9 +125,9 @@ def test_control_train_applies_the_box_set(tmp_path) -> None:
     assert saved["n_envs"] == 2 and saved["total_steps"] == 64
 
 
-# Half the Box set's 100k steps: seed 0 is past half-way from random to swung up by then (about
-# -460 on the episodes below; -150 after the full 100k, docs/how-to/any-gym-env.md).
-LEARN_STEPS = 50_000
+# 40% of the Box set's 100k steps: seed 0 swings the pendulum up by then (about -150 on the
+# episodes below, like the full runs in docs/how-to/any-gym-env.md); 30k steps were not enough.
+LEARN_STEPS = 40_000
 
 
 def _random_policy(space: spaces.Box, seed: int):
@@ -151,7 +151,7 @@ def test_ppo_with_the_box_defaults_learns_pendulum() -> None:
     learned = np.mean(evaluate(make, res.agent(), 20, seed=777).returns)
     random = np.mean(evaluate(make, _random_policy(make().action_space, 0), 20, seed=777).returns)
     assert random < -900.0
-    assert learned > -700.0 and learned > random + 400.0, (learned, random)
+    assert learned > -500.0 and learned > random + 600.0, (learned, random)
 
 
 def test_an_old_key_warns_once_on_an_env_without_its_own_entry(tmp_path, capsys) -> None:
@@ -171,7 +171,7 @@ def test_resume_refuses_a_changed_key_and_takes_a_missing_one_as_its_class_defau
 ) -> None:
     """A run's config.yaml from before a key existed resumes when the key is at its class
     default now (the run behaved so); any other difference is refused, naming the key."""
-    cfg = PPOConfig(**BOX_PPO)
+    cfg = PPOConfig(n_envs=4, gamma=0.95)  # the Box options at their class defaults
     path = tmp_path / "config.yaml"
     dump_config(cfg, path)
     _check_same_config(cfg, path)
@@ -183,5 +183,5 @@ def test_resume_refuses_a_changed_key_and_takes_a_missing_one_as_its_class_defau
         del old[key]
     path.write_text(yaml.safe_dump(old))
     _check_same_config(cfg, path)
-    with pytest.raises(UserError, match=r"different config \(use_sde; e\.g\. use_sde=None"):
+    with pytest.raises(UserError, match=r"different config \(use_sde; e\.g\. use_sde=False in"):
         _check_same_config(cfg.model_copy(update={"use_sde": True}), path)
