@@ -185,3 +185,11 @@ def test_resume_refuses_a_changed_key_and_takes_a_missing_one_as_its_class_defau
     _check_same_config(cfg, path)
     with pytest.raises(UserError, match=r"different config \(use_sde; e\.g\. use_sde=False in"):
         _check_same_config(cfg.model_copy(update={"use_sde": True}), path)
+
+
+def test_box_options_on_a_discrete_env_are_one_line_errors(tmp_path, capsys) -> None:
+    rc = main(["control", "train", "--env", "CartPole-v1", "--steps", "64", "--out",
+               str(tmp_path / "x"), "--no-progress", "use_sde=true"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "use_sde=true: for Box (continuous) actions only" in err[0] and "Discrete(2)" in err[0]
