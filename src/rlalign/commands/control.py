@@ -97,9 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rlalign.config import load_config
     from rlalign.control.envs import check_env_id
-    from rlalign.control.train_config import ALGOS, defaults_for
+    from rlalign.control.train_config import resolve_config
     from rlalign.rundir import lock_scope
 
     check_env_id(args.env)
@@ -112,7 +111,7 @@ def _train(args: argparse.Namespace) -> int:
 
             raise UserError(f"--steps must be >= 1, got {args.steps}")
         overrides.append(f"total_steps={args.steps}")
-    cfg = load_config(ALGOS[args.algo], args.config, overrides, defaults_for(args.env, args.algo))
+    cfg = resolve_config(args.env, args.algo, args.config, overrides)
     with lock_scope():  # the run directory stays locked until its report is written
         return _train_and_report(args, cfg)
 

@@ -58,7 +58,7 @@ class Agent:
     @torch.inference_mode()
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(self.normalize(obs))
-        out = self.net.actor(x)
+        out = self.net.policy(x)
         a = self.net.mode(out) if self.deterministic else self.net.sample(out, self.generator)
         return self.net.to_env_actions(a)
 

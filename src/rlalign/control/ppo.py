@@ -5,7 +5,8 @@ One update, top to bottom (every optimised number comes from :mod:`rlalign.rl`):
 1. Roll out ``n_steps`` in each of ``n_envs`` vectorised envs with the current policy,
    normalising observations (running mean/std) and scaling rewards (running std of the
    discounted return). A time-limit truncation is bootstrapped: ``r_t += gamma V(s_final)``
-   (:func:`bootstrap_time_limits`).
+   (:func:`bootstrap_time_limits`). With gSDE (``use_sde``, Box actions) each env's noise
+   matrix is drawn at the rollout's start and again every ``sde_sample_freq`` steps.
 2. Advantages and returns by GAE: ``rl.gae(rewards, values, gamma, lam, last_value, dones)``.
 3. ``num_iterations`` passes over shuffled minibatches minimising
    ``L = rl.policy_loss(kind="ppo") + vf_coef * rl.value_loss - ent_coef * H``, with the
@@ -56,7 +57,14 @@ def train_ppo(
     make_env = env_factory(env_id, cfg.env_kwargs)
     probe = make_env()
     spec = net_spec_for(
-        probe.observation_space, probe.action_space, cfg.hidden_sizes, cfg.activation, "ppo"
+        probe.observation_space,
+        probe.action_space,
+        cfg.hidden_sizes,
+        cfg.activation,
+        "ppo",
+        exploration="gsde" if cfg.use_sde else "gaussian",
+        log_std_init=cfg.log_std_init,
+        rescale_actions=cfg.rescale_actions,
     )
     threshold = probe.spec.reward_threshold if probe.spec is not None else None
     probe.close()
@@ -216,11 +224,18 @@ class _PPO:
                 for group in self.optimizer.param_groups:
                     group["lr"] = cfg.learning_rate * (1.0 - self.update / self.num_updates)
             # ---- 1. rollout
+            sde_matrices = None
             for t in range(T):
+                if net.sde and (
+                    t == 0 or (cfg.sde_sample_freq > 0 and t % cfg.sde_sample_freq == 0)
+                ):
+                    # New gSDE noise at each rollout's start (so a checkpoint, taken between
+                    # rollouts, needs none of it) and every sde_sample_freq steps.
+                    sde_matrices = net.sample_sde_matrices(n, self.gen)
                 x = self.norm(self.envs.obs, update=True)
                 with torch.inference_mode():
-                    out = net.actor(x)
-                    a = net.sample(out, self.gen)
+                    out = net.policy(x)
+                    a = net.sample(out, self.gen, sde_matrices)
                     logp_b[t] = net.log_prob(out, a)
                     val_b[t] = net.value(x)
                 step = self.envs.step(net.to_env_actions(a))
@@ -342,7 +357,7 @@ def _optimise(cfg, net, optimizer, obs_b, act_b, logp_b, val_b, adv_b, ret_b) ->
         kl_stop = False
         for start in range(0, N - mb + 1, mb):
             idx = perm[start : start + mb]
-            out = net.actor(obs[idx])
+            out = net.policy(obs[idx])
             logp = net.log_prob(out, act[idx])
             values = net.value(obs[idx])
             a = whiten(adv[idx]) if mb > 1 else adv[idx]

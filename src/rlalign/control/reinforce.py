@@ -40,7 +40,7 @@ def train_reinforce(
     envs = [make_env() for _ in range(cfg.n_envs)]
     spec = net_spec_for(
         envs[0].observation_space, envs[0].action_space, cfg.hidden_sizes, cfg.activation,
-        "reinforce",
+        "reinforce", log_std_init=cfg.log_std_init, rescale_actions=cfg.rescale_actions,
     )  # fmt: skip
     threshold = envs[0].spec.reward_threshold if envs[0].spec is not None else None
     logger = MetricsLogger(run_dir) if run_dir is not None else None
@@ -92,7 +92,7 @@ def _play(envs, net: ActorCritic, obs_norm, gen, seeds) -> dict:
         x = obs_norm(obs, update=True) if obs_norm is not None else obs
         x_t = torch.from_numpy(x)
         with torch.inference_mode():
-            a = net.sample(net.actor(x_t), gen)
+            a = net.sample(net.policy(x_t), gen)
         env_a = net.to_env_actions(a)
         r = np.zeros(n, dtype=np.float32)
         m = alive.astype(np.float32)
@@ -126,7 +126,7 @@ def _update(cfg: ReinforceConfig, net: ActorCritic, optimizer, batch: dict) -> d
     with torch.no_grad():
         bootstrap = batch["truncated"] * net.value(batch["final_obs"])
     returns = discounted_returns(rew, cfg.gamma, mask, bootstrap=bootstrap)
-    out = net.actor(obs)
+    out = net.policy(obs)
     logp = net.log_prob(out, act) * mask
     values = net.value(obs)
     adv = returns - values.detach()

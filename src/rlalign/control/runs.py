@@ -176,14 +176,19 @@ def _check_same_config(cfg: PPOConfig | ReinforceConfig, path: Path) -> None:
 
     saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     now = cfg.model_dump(mode="json")
+    # A key the run's config.yaml lacks is newer than the run, which had the class default.
+    default = type(cfg)().model_dump(mode="json")
     changed = sorted(
-        k for k in set(saved) | set(now) if k != "total_steps" and saved.get(k) != now.get(k)
+        k
+        for k in set(saved) | set(now)
+        if k != "total_steps" and saved.get(k, default.get(k)) != now.get(k)
     )
     if changed:
         first = changed[0]
         raise UserError(
             f"{path}: --resume with a different config ({', '.join(changed)}; e.g. {first}="
-            f"{saved.get(first)!r} in the run, {now.get(first)!r} now); repeat the command line "
+            f"{saved.get(first, default.get(first))!r} in the run, {now.get(first)!r} now); "
+            "repeat the command line "
             "that started the run"
         )
 
