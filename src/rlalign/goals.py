@@ -300,27 +300,17 @@ def _run(argv: list[str], log: Path) -> tuple[int, float]:
     return code, time.perf_counter() - t0
 
 
-def _demo_job(out: Path, seed: int, reuse: bool) -> Callable[[], tuple[int, float]]:
-    run_dir = out / f"seed-{seed}"
+def _job(
+    out: Path, name: str, done_file: str, argv: list[str], reuse: bool
+) -> Callable[[], tuple[int, float]]:
+    """Run ``python -m rlalign ARGV`` into ``out/NAME`` from scratch, or keep a finished run
+    (one holding ``done_file``) with ``reuse``."""
 
     def job() -> tuple[int, float]:
-        if reuse and (run_dir / "report.json").exists():
+        if reuse and (out / name / done_file).exists():
             return 0, 0.0
-        shutil.rmtree(run_dir, ignore_errors=True)
-        return _run(["demo", "--out", str(run_dir), f"seed={seed}"], out / f"seed-{seed}.log")
-
-    return job
-
-
-def _car_job(out: Path, reuse: bool) -> Callable[[], tuple[int, float]]:
-    run_dir = out / "car"
-
-    def job() -> tuple[int, float]:
-        if reuse and (run_dir / "result.json").exists():
-            return 0, 0.0
-        shutil.rmtree(run_dir, ignore_errors=True)
-        argv = ["control", "train", "--env", CAR_ENV, "--out", str(run_dir), "--no-progress"]
-        return _run(argv, out / "car.log")
+        shutil.rmtree(out / name, ignore_errors=True)
+        return _run(argv, out / f"{name}.log")
 
     return job
 
@@ -361,9 +351,12 @@ def _main(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     jobs: dict[str, Callable[[], tuple[int, float]]] = {}
     if not args.no_car:  # the longest single run first, so that it overlaps the demos
-        jobs["car"] = _car_job(args.out, args.reuse)
+        argv = ["control", "train", "--env", CAR_ENV, "--out", str(args.out / "car")]
+        jobs["car"] = _job(args.out, "car", "result.json", [*argv, "--no-progress"], args.reuse)
     for seed in seeds:
-        jobs[f"seed-{seed}"] = _demo_job(args.out, seed, args.reuse)
+        name = f"seed-{seed}"
+        argv = ["demo", "--out", str(args.out / name), f"seed={seed}"]
+        jobs[name] = _job(args.out, name, "report.json", argv, args.reuse)
     print(f"goals: {len(jobs)} runs ({', '.join(jobs)}), {args.jobs} at a time, in {args.out}")
     t0 = time.perf_counter()
     outcomes: dict[str, tuple[int, float]] = {}
