@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "rl": 1,
     "lm": 2,
     "data": 2,
+    "envs": 2,
     "rewards": 3,
     "report_card": 3,
     "train": 4,
@@ -150,7 +151,7 @@ def test_the_docs_page_lists_every_layered_package():
         # a lazy import outside the CLI is reported too
         ([("rlalign.train.rl", "rlalign.lm.sampling", 3, True)], "inside a function"),
         # a package nobody placed
-        ([("rlalign.envs.text", "rlalign.errors", 1, False)], "envs: not in LAYERS"),
+        ([("rlalign.agents.text", "rlalign.errors", 1, False)], "agents: not in LAYERS"),
     ],
 )
 def test_the_checks_catch_planted_violations(rows, expected):
