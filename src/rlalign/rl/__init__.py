@@ -34,7 +34,7 @@ Example -- the chapter's return on a three-step reward sequence::
     tensor([1.5000, 1.0000, 2.0000])
 """
 
-from rlalign.rl.advantages import group_advantages, rloo_advantages
+from rlalign.rl.advantages import group_advantages, rloo_advantages, turn_advantages
 from rlalign.rl.kl import kl_estimate
 from rlalign.rl.losses import (
     entropy,
@@ -58,6 +58,7 @@ __all__ = [
     "policy_loss_normalizer",
     "rloo_advantages",
     "token_entropy",
+    "turn_advantages",
     "value_loss",
     "whiten",
 ]

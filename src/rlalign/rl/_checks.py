@@ -49,6 +49,18 @@ def check_unit_interval(name: str, value: float) -> float:
     return value
 
 
+def check_discount(
+    name: str, gamma: float | torch.Tensor, ref_name: str, ref: torch.Tensor
+) -> float | torch.Tensor:
+    """A discount in ``[0, 1]``: one number, or one per position (``ref``'s shape)."""
+    if not isinstance(gamma, torch.Tensor):
+        return check_unit_interval(name, gamma)
+    check_same_shape(name, gamma, ref_name, ref)
+    if bool(((gamma < 0) | (gamma > 1) | gamma.isnan()).any()):
+        raise ValueError(f"every entry of {name} must be in [0, 1]")
+    return gamma.to(ref.dtype)
+
+
 def check_has_time_axis(name: str, x: torch.Tensor) -> None:
     check_tensor(name, x)
     if x.dim() < 1:

@@ -10,6 +10,10 @@ Conventions (shared by the car and the language model):
   were removed from the sequence, and its output is 0.
 - ``dones[..., t] == 1`` means the episode ended after action ``t`` (several episodes may be laid
   end to end in one row, as in a vectorised rollout): nothing flows back across it.
+- ``gamma`` is one number, or a ``(..., T)`` tensor of per-position discounts: ``gamma[..., t]``
+  is applied between step ``t`` and the next unmasked step. A multi-turn episode laid out
+  token by token discounts once per environment step with ``gamma`` at each turn's last token
+  and 1 inside a turn, so every token of turn ``k`` gets the step return ``G_k``.
 - Precision is the caller's: the outputs take the promoted dtype of the float inputs (rewards,
   values, the bootstrap value), so one float64 input makes the whole computation float64;
   integer rewards are computed in the default float dtype.
@@ -24,6 +28,7 @@ from rlalign.rl._checks import (
     check_leading,
     check_mask,
     check_same_shape,
+    check_discount,
     check_unit_interval,
     float_dtype,
 )
@@ -38,7 +43,7 @@ def _check_dones(dones: torch.Tensor | None, rewards: torch.Tensor) -> torch.Ten
 
 def discounted_returns(
     rewards: torch.Tensor,
-    gamma: float,
+    gamma: float | torch.Tensor,
     mask: torch.Tensor | None = None,
     *,
     dones: torch.Tensor | None = None,
@@ -53,7 +58,8 @@ def discounted_returns(
 
     Args:
         rewards: ``(..., T)`` float tensor.
-        gamma: discount factor in ``[0, 1]``.
+        gamma: discount factor in ``[0, 1]``, or ``(..., T)`` per-position discounts (see the
+            module doc).
         mask: optional ``(..., T)``; 0 marks positions that are skipped (see module doc).
         dones: optional ``(..., T)``; 1 where an episode ended after that action.
         bootstrap: optional value of the state after the last step, per row (shape ``(...)``),
@@ -64,14 +70,15 @@ def discounted_returns(
     """
     check_has_time_axis("rewards", rewards)
     rewards = rewards.to(float_dtype(rewards, bootstrap))
-    gamma = check_unit_interval("gamma", gamma)
+    gamma = check_discount("gamma", gamma, "rewards", rewards)
     m = check_mask(mask, "rewards", rewards)
     d = _check_dones(dones, rewards)
     running = check_leading("bootstrap", bootstrap, "rewards", rewards).clone()
     out = torch.zeros_like(rewards)
     for t in range(rewards.shape[-1] - 1, -1, -1):
         m_t = m[..., t]
-        g = rewards[..., t] + gamma * (1.0 - d[..., t]) * running
+        g_t = gamma[..., t] if isinstance(gamma, torch.Tensor) else gamma
+        g = rewards[..., t] + g_t * (1.0 - d[..., t]) * running
         out[..., t] = m_t * g
         running = m_t * g + (1.0 - m_t) * running
     return out
@@ -80,7 +87,7 @@ def discounted_returns(
 def gae(
     rewards: torch.Tensor,
     values: torch.Tensor,
-    gamma: float,
+    gamma: float | torch.Tensor,
     lam: float,
     mask: torch.Tensor | None = None,
     last_value: torch.Tensor | float | None = None,
@@ -100,7 +107,8 @@ def gae(
     Args:
         rewards: ``(..., T)``; ``rewards[..., t]`` follows action ``t``.
         values: ``(..., T)``; ``values[..., t] = V(s_t)``, the state in which action ``t`` was taken.
-        gamma: discount factor in ``[0, 1]``.
+        gamma: discount factor in ``[0, 1]``, or ``(..., T)`` per-position discounts
+            (``gamma[..., t]`` between step ``t`` and the next; see the module doc).
         lam: GAE's lambda in ``[0, 1]`` (0: the one-step TD error; 1: ``G_t - V(s_t)``).
         mask: optional ``(..., T)``; masked positions are skipped and get 0.
         last_value: ``V`` of the state after the last valid step, per row (shape ``(...)``);
@@ -115,7 +123,7 @@ def gae(
     check_same_shape("values", values, "rewards", rewards)
     dtype = float_dtype(rewards, values, last_value)
     rewards, values = rewards.to(dtype), values.to(dtype)
-    gamma = check_unit_interval("gamma", gamma)
+    gamma = check_discount("gamma", gamma, "rewards", rewards)
     lam = check_unit_interval("lam", lam)
     m = check_mask(mask, "rewards", rewards)
     d = _check_dones(dones, rewards)
@@ -124,8 +132,9 @@ def gae(
     adv = torch.zeros_like(rewards)
     for t in range(rewards.shape[-1] - 1, -1, -1):
         m_t, cont = m[..., t], 1.0 - d[..., t]
-        delta = rewards[..., t] + gamma * cont * next_value - values[..., t]
-        a = delta + gamma * lam * cont * next_adv
+        g_t = gamma[..., t] if isinstance(gamma, torch.Tensor) else gamma
+        delta = rewards[..., t] + g_t * cont * next_value - values[..., t]
+        a = delta + g_t * lam * cont * next_adv
         adv[..., t] = m_t * a
         next_adv = m_t * a + (1.0 - m_t) * next_adv
         next_value = m_t * values[..., t] + (1.0 - m_t) * next_value
