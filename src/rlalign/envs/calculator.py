@@ -61,7 +61,7 @@ _CALL_RE = re.compile(
     rf"calc\s+(?P<a>{_NUMBER})\s*(?P<op>plus|minus|\+|-)\s*(?P<b>{_NUMBER})\s*",
     re.IGNORECASE,
 )
-_ANSWER_RE = re.compile(rf"-?{_NUMBER}")
+_ANSWER_RE = re.compile(rf"(?:- ?)?{_NUMBER}")
 NO_TOOL = "calc: no calculator here; answer with the number"
 
 
@@ -94,7 +94,7 @@ def spell(n: int) -> str:
 
 def read_number(text: str) -> int | None:
     """The first number of ``text``, digits one space apart read as one (``"8 7 2 8"`` ->
-    8728, ``"-1 2"`` -> -12), or None when there is none."""
+    8728, ``"-1 2"`` and ``"- 1 2"`` -> -12), or None when there is none."""
     found = _ANSWER_RE.search(text)
     return int(found.group().replace(" ", "")) if found else None
 
