@@ -17,7 +17,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rlalign"
 # bottom (0) to top; a module of layer k imports from layers <= k only.
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
-        ("errors", "io", "config", "metrics", "runtime", "dist", "checkpoint", "rundir", "version"),
+        (
+            "errors",
+            "io",
+            "config",
+            "metrics",
+            "runtime",
+            "dist",
+            "checkpoint",
+            "rundir",
+            "version",
+            "plugins",
+        ),
         0,
     ),
     "rl": 1,

@@ -4,6 +4,7 @@ rlalign control train --env CartPole-v1 --out runs/cartpole
 rlalign control train --env rlalign/Driving-v0 --algo ppo --seed 1 --out runs/car lr=...
 rlalign control eval runs/car --episodes 100 --json
 rlalign control render runs/car --out car.gif [--policy rule_based]
+rlalign control transcripts --policy rule_based --episodes 200 --seed 100000 --out car.jsonl
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ HELP = "train/evaluate/render policy-gradient agents on Gymnasium envs and the d
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="control_command", metavar="{train,eval,render}")
+    sub = parser.add_subparsers(dest="control_command", metavar="{train,eval,render,transcripts}")
     sub.required = True
 
     train = sub.add_parser(
@@ -87,12 +88,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the strip",
     )
 
+    tr = sub.add_parser(
+        "transcripts",
+        help="write a baseline driver's episodes in words, as SFT data for a language model",
+        description="Play seeded episodes of rlalign/Driving-v0 as a text environment with a "
+        'baseline driver and write them as SFT JSONL ({"messages": [user: the observation '
+        "sentence, assistant: the action word]}). Episode k uses seed SEED+k.",
+    )
+    tr.add_argument(
+        "--policy",
+        default="rule_based",
+        help="the baseline that drives: rule_based, constant_speed or random (default: rule_based)",
+    )
+    tr.add_argument("--episodes", type=int, required=True, help="how many episodes to play")
+    tr.add_argument(
+        "--seed", type=seed_type, default=0, help="episode k uses seed SEED+k (default: 0)"
+    )
+    tr.add_argument("--out", type=Path, required=True, help="output .jsonl file")
+    tr.add_argument(
+        "--history",
+        choices=["last", "full"],
+        default="last",
+        help="last: one line per step (observation, action); full: one line per episode, its "
+        "turns alternating (default: last)",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     if args.control_command == "train":
         return _train(args)
     if args.control_command == "eval":
         return _eval(args)
+    if args.control_command == "transcripts":
+        return _transcripts(args)
     return _render(args)
 
 
@@ -229,4 +257,18 @@ def _render(args: argparse.Namespace) -> int:
         print(f"wrote {args.strip}")
     for ep in episodes:
         print("  " + json.dumps(ep.summary))
+    return 0
+
+
+def _transcripts(args: argparse.Namespace) -> int:
+    from rlalign.control.transcripts import write_transcripts
+
+    res = write_transcripts(
+        args.out, policy=args.policy, episodes=args.episodes, seed=args.seed, history=args.history
+    )
+    print(
+        f"wrote {res['out']}: {res['lines']} lines, {res['episodes']} episodes, {res['steps']} "
+        f"steps of {res['policy']}; mean return {res['mean_return']:.3f}, collisions "
+        f"{res['collisions']}, arrived {res['arrived']}"
+    )
     return 0

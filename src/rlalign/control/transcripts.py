@@ -1,0 +1,99 @@
+"""Expert transcripts of the car in words: SFT data for a language-model driver.
+
+A baseline driver (:func:`~rlalign.control.baselines.make_baseline`, which acts on observation
+arrays) plays seeded episodes of the text env; each step it reads the array, the transcript
+records the sentence the model would read (:func:`~rlalign.control.driving_text.describe_driving`)
+and the baseline's action word. Episode ``k`` uses seed ``seed + k``, so the same transcript
+can be replayed, and a model trained on it evaluated on exactly those episodes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from rlalign.control.baselines import BASELINES, make_baseline
+from rlalign.control.driving_text import DRIVING_WORDS, make_driving_text_env
+from rlalign.errors import UserError
+from rlalign.io import write_jsonl
+
+
+def play_episode(env: Any, policy: Any, seed: int) -> tuple[list[tuple[str, str]], float, dict]:
+    """``([(observation text, action word), ...], return, last info)`` of one episode."""
+    text, info = env.reset(seed=seed)
+    turns: list[tuple[str, str]] = []
+    total, done = 0.0, False
+    while not done:
+        word = DRIVING_WORDS[int(policy(env.last_obs[None])[0])]
+        turns.append((text, word))
+        text, reward, terminated, truncated, info = env.step(word)
+        total += reward
+        done = terminated or truncated
+    return turns, total, info
+
+
+def write_transcripts(
+    out_path: str | Path,
+    *,
+    policy: str = "rule_based",
+    episodes: int,
+    seed: int,
+    history: Literal["last", "full"] = "last",
+    env_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Play ``episodes`` episodes of ``policy`` in the car's text env and write them as SFT
+    JSONL (``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``), atomically.
+
+    ``history="last"``: one line per step, the step's observation and action. ``"full"``: one
+    line per episode, its observations and actions as alternating turns.
+
+    Returns:
+        ``{"episodes", "steps", "mean_return", "collisions", "arrived", ...}``.
+    """
+    if policy not in BASELINES:
+        raise UserError(f"unknown policy {policy!r}; choose one of {', '.join(BASELINES)}")
+    if episodes < 1:
+        raise UserError(f"episodes must be >= 1, got {episodes}")
+    if history not in ("last", "full"):
+        raise UserError(f"history must be 'last' or 'full', got {history!r}")
+    try:
+        env = make_driving_text_env(**(env_kwargs or {}))
+    except TypeError as exc:  # the world's make_config names the unknown setting
+        raise UserError(f"env_kwargs: {exc}") from None
+    driver = make_baseline(policy, env.env.unwrapped.cfg, seed)
+    rows: list[dict[str, Any]] = []
+    returns, steps, collisions, arrived = [], 0, 0, 0
+    try:
+        for k in range(episodes):
+            turns, total, info = play_episode(env, driver, seed + k)
+            returns.append(total)
+            steps += len(turns)
+            collisions += bool(info.get("collision"))
+            arrived += bool(info.get("arrived"))
+            if history == "last":
+                rows += [_messages([turn]) for turn in turns]
+            else:
+                rows.append(_messages(turns))
+    finally:
+        env.close()
+    write_jsonl(out_path, rows)
+    return {
+        "out": str(out_path),
+        "policy": policy,
+        "history": history,
+        "seed": seed,
+        "episodes": episodes,
+        "steps": steps,
+        "lines": len(rows),
+        "mean_return": sum(returns) / episodes,
+        "returns": returns,
+        "collisions": collisions,
+        "arrived": arrived,
+    }
+
+
+def _messages(turns: list[tuple[str, str]]) -> dict[str, list[dict[str, str]]]:
+    messages = []
+    for text, word in turns:
+        messages += [{"role": "user", "content": text}, {"role": "assistant", "content": word}]
+    return {"messages": messages}

@@ -1,0 +1,100 @@
+"""Expert transcripts: SFT files that load, and that replay to the same episodes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlalign.cli import main
+from rlalign.control.driving_text import make_driving_text_env
+from rlalign.control.transcripts import write_transcripts
+from rlalign.data.formats import load_sft
+from rlalign.errors import UserError
+
+
+def replay(episodes: list[list[tuple[str, str]]], seed: int) -> list[float]:
+    """Each episode's return when its action words are played again in a fresh env, checking
+    that the env shows the recorded observation before each action and ends after the last."""
+    env = make_driving_text_env()
+    returns = []
+    for k, turns in enumerate(episodes):
+        text, _ = env.reset(seed=seed + k)
+        total, done = 0.0, False
+        for i, (observation, word) in enumerate(turns):
+            assert not done, f"episode {k} ended before its turn {i}"
+            assert text == observation
+            text, reward, terminated, truncated, info = env.step(word)
+            assert info["invalid_action"] is False
+            total += reward
+            done = terminated or truncated
+        assert done, f"episode {k} did not end after its last recorded turn"
+        returns.append(total)
+    return returns
+
+
+def pairs(conversation: list[dict[str, str]]) -> list[tuple[str, str]]:
+    roles = [t["role"] for t in conversation]
+    assert roles == ["user", "assistant"] * (len(roles) // 2)
+    return [
+        (u["content"], a["content"])
+        for u, a in zip(conversation[::2], conversation[1::2], strict=True)
+    ]
+
+
+def test_full_history_is_one_conversation_per_episode_that_replays(tmp_path):
+    out = tmp_path / "t.jsonl"
+    summary = write_transcripts(out, episodes=3, seed=40, history="full")
+    conversations = load_sft(out)
+    assert len(conversations) == 3 == summary["episodes"]
+    episodes = [pairs(c) for c in conversations]
+    assert sum(map(len, episodes)) == summary["steps"]
+    assert replay(episodes, 40) == pytest.approx(summary["returns"], abs=1e-9)
+    assert summary["mean_return"] == pytest.approx(sum(summary["returns"]) / 3)
+
+
+def test_last_history_is_one_line_per_step_in_episode_order(tmp_path):
+    out = tmp_path / "t.jsonl"
+    full = write_transcripts(tmp_path / "full.jsonl", episodes=2, seed=7, history="full")
+    summary = write_transcripts(out, episodes=2, seed=7)
+    lines = [pairs(c) for c in load_sft(out)]
+    assert all(len(line) == 1 for line in lines)
+    assert len(lines) == summary["steps"] == full["steps"]
+    steps = [line[0] for line in lines]
+    episodes = [pairs(c) for c in load_sft(tmp_path / "full.jsonl")]
+    assert steps == [turn for episode in episodes for turn in episode]
+    assert summary["returns"] == full["returns"]
+
+
+def test_another_policy_is_seeded(tmp_path):
+    a = write_transcripts(tmp_path / "a.jsonl", policy="random", episodes=2, seed=3)
+    b = write_transcripts(tmp_path / "b.jsonl", policy="random", episodes=2, seed=3)
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert a["returns"] == b["returns"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"policy": "rule"}, "unknown policy 'rule'"),
+        ({"episodes": 0}, "episodes must be >= 1"),
+        ({"env_kwargs": {"max_step": 3}}, "unknown driving setting"),
+    ],
+)
+def test_bad_settings_are_one_line_and_write_nothing(tmp_path, kwargs, match):
+    out = tmp_path / "t.jsonl"
+    with pytest.raises(UserError, match=match):
+        write_transcripts(out, **{"episodes": 1, "seed": 0, **kwargs})
+    assert not out.exists()
+
+
+def test_the_command_writes_the_file_and_refuses_a_bad_policy(tmp_path, capsys):
+    out = tmp_path / "car.jsonl"
+    args = ["control", "transcripts", "--episodes", "2", "--seed", "5", "--out", str(out)]
+    assert main([*args, "--history", "full"]) == 0
+    assert "2 episodes" in capsys.readouterr().out
+    assert len(out.read_text().splitlines()) == 2
+    assert json.loads(out.read_text().splitlines()[0])["messages"][1]["role"] == "assistant"
+    assert main([*args, "--policy", "rule"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown policy 'rule'" in err and len(err.strip().splitlines()) == 1
