@@ -88,7 +88,9 @@ def _brute_turn_advantages(returns, mask, group_size, baseline, scale):
     n, k = returns.shape
     out = torch.zeros_like(returns)
     valid_all = [float(returns[i, s]) for i in range(n) for s in range(k) if mask[i, s]]
-    batch_std = torch.tensor(valid_all, dtype=torch.float64).std().item() if len(valid_all) > 1 else 0.0
+    batch_std = (
+        torch.tensor(valid_all, dtype=torch.float64).std().item() if len(valid_all) > 1 else 0.0
+    )
     for i, s in itertools.product(range(n), range(k)):
         if not mask[i, s]:
             continue

@@ -74,6 +74,17 @@ def rl_grpo_ptx_args(fx, out: Path) -> list[str]:
     return rl_args("grpo", *ptx)(fx, out)
 
 
+def rl_env_args(fx, out: Path) -> list[str]:
+    """Multi-turn RL in a text environment (tests/train/text_mdp.py), whole conversations."""
+    return ["rl", f"model={fx['word_model_dir']}", f"env={TEXT_MDP}:make_env",
+            f"output_dir={out}", "algorithm=ppo", "history=full", "prompts_per_iteration=4",
+            "num_generations=4", "per_device_train_batch_size=8", "max_completion_length=2",
+            "max_turns=3", "learning_rate=0.02", "beta=0.05", "gamma=0.9",
+            "eval_episodes=2", "eval_steps=4"]  # fmt: skip
+
+
+TEXT_MDP = Path(__file__).resolve().parents[1] / "train" / "text_mdp.py"
+
 # each stage, and the kinds of kill point it reaches
 STAGES = {
     "pretrain": (pretrain_args, LM_KILLS),
@@ -81,6 +92,7 @@ STAGES = {
     "reward": (reward_args, LM_KILLS),
     "rl_ppo": (rl_args("ppo"), RL_KILLS),
     "rl_grpo_ptx": (rl_grpo_ptx_args, RL_KILLS),
+    "rl_env": (rl_env_args, (*LM_KILLS, "rollout")),  # the env rewards: no reward worker
 }
 
 

@@ -26,6 +26,7 @@ from rlalign.plugins import load_callable
 # packages above it (the car lives in rlalign.control), and `rlalign --help` stays fast.
 BUILTIN_TEXT_ENVS: dict[str, str] = {
     "rlalign/Driving-v0": "rlalign.control.driving_text:make_driving_text_env",
+    "rlalign/Calculator-v0": "rlalign.envs.calculator:make_env",
 }
 
 _SPEC_HELP = "give a built-in id or 'path/to/file.py:make_env' or 'package.module:make_env'"

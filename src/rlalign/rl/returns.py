@@ -24,11 +24,11 @@ from __future__ import annotations
 import torch
 
 from rlalign.rl._checks import (
+    check_discount,
     check_has_time_axis,
     check_leading,
     check_mask,
     check_same_shape,
-    check_discount,
     check_unit_interval,
     float_dtype,
 )

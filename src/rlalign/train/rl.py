@@ -24,6 +24,8 @@ from rlalign.data.formats import load_prompts
 from rlalign.data.verifiers import DEFAULT_REWARD_WEIGHTS, VERIFIERS
 from rlalign.data.world import KINDS, World, WorldConfig
 from rlalign.dist import RankInfo
+from rlalign.envs.registry import make_text_env
+from rlalign.errors import UserError
 from rlalign.lm.chat import IGNORE_INDEX
 from rlalign.lm.loading import resolve_model_and_tokenizer
 from rlalign.lm.logprobs import completion_forward
@@ -34,7 +36,9 @@ from rlalign.rewards.reward_model import RewardModel
 from rlalign.rl import policy_loss, policy_loss_normalizer, value_loss
 from rlalign.runtime import resolve_device, uses_bf16
 from rlalign.train.data import BlockBatches, pack_documents, read_corpus
+from rlalign.train.episodes import PlaySettings, play_episodes
 from rlalign.train.lora import AdapterDisabled, apply_lora
+from rlalign.train.multiturn import EpisodeRolloutSource, episode_metrics
 from rlalign.train.rl_config import RLConfig
 from rlalign.train.rollout import RolloutSource
 from rlalign.train.run import holds_run_directory, prepare_run
@@ -49,9 +53,11 @@ def make_count_fn(cfg: RLConfig):
     """Loss terms of a micro-batch, as the chosen ``loss_type`` normalises them."""
 
     def count(batch: dict[str, torch.Tensor]) -> float:
-        return policy_loss_normalizer(
-            batch["completion_mask"], cfg.loss_type, max_length=cfg.max_completion_length
-        )
+        mask = batch["completion_mask"]
+        real = mask[mask.sum(dim=1) > 0]  # a multi-turn rollout's filler rows have no terms
+        if real.shape[0] == 0:
+            return 0.0
+        return policy_loss_normalizer(real, cfg.loss_type, max_length=cfg.max_completion_length)
 
     return count
 
@@ -181,6 +187,15 @@ def ptx_batches(cfg: RLConfig, docs: list[str], tokenizer: Any) -> Any:
     return BlockBatches(blocks, cfg.ptx_batch_size, seed=cfg.seed)
 
 
+def env_factory(spec: str, env_kwargs: dict[str, Any]):
+    """A zero-argument constructor of the text environment ``spec``."""
+
+    def make() -> Any:
+        return make_text_env(spec, env_kwargs)
+
+    return make
+
+
 def load_rl_prompts(cfg: RLConfig) -> list[dict[str, Any]]:
     if cfg.data is not None:
         return load_prompts(cfg.data)
@@ -198,13 +213,43 @@ def world_eval_rows(cfg: RLConfig) -> list[dict[str, Any]]:
     return [row for name in KINDS for row in sets[name][:per_kind]]
 
 
+def env_eval_fn(cfg: RLConfig, tokenizer: Any, make_env: Any):
+    """Greedy episodes on seeds ``0 .. eval_episodes-1``: their mean return and counters."""
+    if cfg.eval_episodes == 0:
+        return None
+    settings = PlaySettings(
+        history=cfg.history,
+        max_turns=cfg.max_turns,
+        max_new_tokens=cfg.max_completion_length,
+        max_prompt_length=cfg.max_prompt_length,
+        temperature=0.0,
+    )
+    envs = [make_env() for _ in range(cfg.eval_episodes)]
+
+    def eval_fn(m: Any) -> dict[str, float]:
+        episodes, _ = play_episodes(
+            unwrap_policy(m), tokenizer, envs, list(range(cfg.eval_episodes)), settings,
+            env_name=cfg.env or "the environment",
+        )  # fmt: skip
+        return {f"eval/{k.removeprefix('env/')}": v for k, v in episode_metrics(episodes).items()}
+
+    return eval_fn
+
+
 @holds_run_directory
 def run_rl(cfg: RLConfig, *, resume: bool = False):
     """Run (or continue) RL alignment as configured."""
 
     rank = RankInfo.detect()
     device = resolve_device(cfg.device, rank)  # where the loop will train
-    prompts = load_rl_prompts(cfg)  # validate inputs before touching output_dir
+    make_env = None
+    if cfg.env is not None:
+        problem = cfg.rollout_split_problem(rank.world_size)
+        if problem:
+            raise UserError(problem)
+        make_env = env_factory(cfg.env, cfg.env_kwargs)  # a bad env fails before any write
+        make_env().close()
+    prompts = load_rl_prompts(cfg) if make_env is None else []  # validated before any write
     ptx_docs = None
     if cfg.ptx_data is not None:
         ptx_docs = read_corpus(cfg.ptx_data)
@@ -218,7 +263,8 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
         device=device,
         bf16=uses_bf16(cfg.bf16, device),
     )
-    rewarder = build_rewarder(cfg, device)
+    rewarder = build_rewarder(cfg, device) if make_env is None else None
+    source: Any = None
     try:
         ref_model = None
         if cfg.beta > 0 and cfg.lora is not None:
@@ -229,20 +275,26 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
             ref_model.to(device)
         model = PolicyWithValueHead(policy) if cfg.algorithm == "ppo" else policy
         out_dir = Path(cfg.output_dir)
-        source = RolloutSource(  # rejects prompts too long for the context: before any write
-            cfg,
-            model,
-            ref_model,
-            tokenizer,
-            prompts,
-            rewarder,
-            rollout_dir=out_dir / "rollouts" if rank.is_main else None,
-            ptx=ptx_batches(cfg, ptx_docs, tokenizer) if ptx_docs is not None else None,
-            device=device,
-        )
+        rollout_dir = out_dir / "rollouts" if rank.is_main else None
+        if make_env is not None:
+            source = EpisodeRolloutSource(
+                cfg, model, ref_model, tokenizer, make_env, rollout_dir=rollout_dir, device=device
+            )
+        else:
+            source = RolloutSource(  # rejects prompts too long for the context: before writing
+                cfg,
+                model,
+                ref_model,
+                tokenizer,
+                prompts,
+                rewarder,
+                rollout_dir=rollout_dir,
+                ptx=ptx_batches(cfg, ptx_docs, tokenizer) if ptx_docs is not None else None,
+                device=device,
+            )
         prepare_run(cfg, resume=resume, rank=rank)
-        eval_rows = world_eval_rows(cfg)
-        eval_fn = None
+        eval_rows = world_eval_rows(cfg) if make_env is None else []
+        eval_fn = env_eval_fn(cfg, tokenizer, make_env) if make_env is not None else None
         if eval_rows:
 
             def eval_fn(m: Any) -> dict[str, float]:
@@ -263,4 +315,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
             rank=rank,
         )
     finally:
-        rewarder.close()
+        if rewarder is not None:
+            rewarder.close()
+        if isinstance(source, EpisodeRolloutSource):
+            source.close()

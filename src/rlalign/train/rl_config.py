@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,7 @@ class RLConfig(TrainingConfig):
         "reward_timeout",
         "save_rollouts",
         "eval_prompts",
+        "eval_episodes",
     }
 
     output_dir: str = "runs/rl"
@@ -29,6 +30,30 @@ class RLConfig(TrainingConfig):
         None, description="RL prompts JSONL {'prompt', ...}; default: the built-in world's"
     )
     world_seed: int = Field(0, description="seed of the built-in world (when data is not given)")
+    env: str | None = Field(
+        None,
+        description="a text environment to act in, turn after turn, instead of prompts: a "
+        "built-in id (rlalign/Driving-v0, rlalign/Calculator-v0) or file.py:make_env / "
+        "module:make_env",
+    )
+    env_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the environment's constructor"
+    )
+    history: Literal["full", "last"] = Field(
+        "full",
+        description="env: each turn's prompt is the whole conversation so far (full) or the "
+        "current observation alone (last)",
+    )
+    max_turns: int = Field(16, gt=0, description="env: steps after which an episode is cut off")
+    env_seed: int = Field(
+        100_000,
+        ge=0,
+        description="env: seed of the first training episode (group g of rollout i plays "
+        "env_seed + i * prompts_per_iteration + g); evaluation plays seeds 0, 1, ...",
+    )
+    eval_episodes: int = Field(
+        32, ge=0, description="env: greedy episodes (seeds 0, 1, ...) per evaluation"
+    )
     tokenizer: str | None = Field(None, description="tokenizer dir; default: the model's")
     lora: LoraSettings | None = Field(
         None, description="train LoRA adapters instead of every weight (peft)"
@@ -110,6 +135,14 @@ class RLConfig(TrainingConfig):
                 "PPO-ptx needs both ptx_data (a text corpus) and ptx_coef > 0; "
                 f"got ptx_data={self.ptx_data!r}, ptx_coef={self.ptx_coef}"
             )
+        if self.env is not None and self.data is not None:
+            raise ValueError("give data (prompts) or env (an environment), not both")
+        if self.env is not None and self.ptx_data is not None:
+            raise ValueError("ptx_data is mixed into single-turn RL only; unset it with env")
+        if self.env is not None and (self.reward_funcs or self.reward_model):
+            raise ValueError(
+                "with env the environment gives the rewards; unset reward_funcs/reward_model"
+            )
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} values for "
@@ -120,12 +153,16 @@ class RLConfig(TrainingConfig):
     def rollout_split_problem(self, world_size: int) -> str | None:
         """Why a rollout does not split into whole groups per rank and whole optimizer steps
         at this world size (None when it does): the loop collects rollouts between steps."""
+        if self.env is not None and world_size > 1:
+            return "env (multi-turn RL) runs in one process; start it without torchrun"
         if self.prompts_per_iteration % world_size:
             return (
                 f"prompts_per_iteration={self.prompts_per_iteration} does not split over "
                 f"{world_size} ranks (each rank samples whole groups); use a multiple of "
                 f"{world_size}"
             )
+        if self.env is not None and self.history == "last":
+            return None  # one row per turn: the rollout is padded to whole steps
         rollout = self.prompts_per_iteration * self.num_generations
         step = self.global_batch_size or (
             self.per_device_train_batch_size * self.gradient_accumulation_steps * world_size

@@ -127,17 +127,36 @@ class RolloutSource:
         ptx: Any = None,
         device: torch.device | None = None,
     ) -> None:
+        self._init_training_side(cfg, model, ref_model, tokenizer, rollout_dir, ptx, device)
+        self.prompts = prompts
+        self.rewarder = rewarder
+        self.prompt_order = BlockBatches(
+            {"input_ids": torch.arange(len(prompts))}, cfg.prompts_per_iteration, seed=cfg.seed
+        )
+        problem = cfg.rollout_split_problem(self.rank.world_size)
+        if problem:
+            raise UserError(problem)
+        self._encoded = self._encode_all()
+
+    def _init_training_side(
+        self,
+        cfg: RLConfig,
+        model: torch.nn.Module,
+        ref_model: torch.nn.Module | None,
+        tokenizer: Any,
+        rollout_dir: Path | None,
+        ptx: Any,
+        device: torch.device | None,
+    ) -> None:
+        """What every rollout source shares: the models, the buffer it serves and its place in
+        it, the sampling generator and the precisions."""
         self.cfg = cfg
         self.ptx = ptx  # PPO-ptx text blocks (BlockBatches), one draw per micro-batch
         self.model = model
         self.ref_model = ref_model
         self.tokenizer = tokenizer
-        self.prompts = prompts
-        self.rewarder = rewarder
         self.rollout_dir = rollout_dir
-        self.prompt_order = BlockBatches(
-            {"input_ids": torch.arange(len(prompts))}, cfg.prompts_per_iteration, seed=cfg.seed
-        )
+        self.prompt_order: BlockBatches | None = None
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.iteration = 0
         self.buffer: dict[str, torch.Tensor] | None = None
@@ -151,12 +170,8 @@ class RolloutSource:
         rollout_bf16 = cfg.rollout_bf16 if cfg.rollout_bf16 is not None else train_bf16
         self.rollout_dtype = torch.bfloat16 if rollout_bf16 else None
         cfg.accumulation_steps(self.rank.world_size)  # global_batch_size splits over the ranks
-        problem = cfg.rollout_split_problem(self.rank.world_size)
-        if problem:
-            raise UserError(problem)
         # Under FSDP every rank must run the same forward passes (each gathers the weights).
         self._lockstep = self.rank.distributed and cfg.distributed == "fsdp"
-        self._encoded = self._encode_all()
 
     def _encode_all(self) -> list[list[int]]:
         """Chat-format every prompt once; reject those that leave no room for an answer."""
@@ -192,17 +207,18 @@ class RolloutSource:
 
     def needs_rollout(self) -> bool:
         """Every pass over the current rollout has been served (or none was collected yet)."""
-        n = self.cfg.prompts_per_iteration * self.cfg.num_generations
-        return self.buffer is None or self.position >= n * self.cfg.num_iterations
+        if self.buffer is None:
+            return True
+        return self.position >= self.buffer["sequences"].shape[0] * self.cfg.num_iterations
 
     def __next__(self) -> dict[str, torch.Tensor]:
         """The next micro-batch of the current rollout: ``num_iterations`` passes over it,
         each in a fresh seeded shuffle."""
         cfg = self.cfg
         size = cfg.per_device_train_batch_size
-        n = cfg.prompts_per_iteration * cfg.num_generations
         if self.needs_rollout():
             raise RuntimeError("the rollout is used up: call collect_rollout() first")
+        n = self.buffer["sequences"].shape[0]
         pass_position = self.position % n
         if pass_position == 0:  # a new pass over the rollout: a fresh shuffle
             gen = torch.Generator().manual_seed(
@@ -219,7 +235,7 @@ class RolloutSource:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "prompt_order": self.prompt_order.state_dict(),
+            "prompt_order": self.prompt_order.state_dict() if self.prompt_order else None,
             "generator": self.generator.get_state(),
             "iteration": self.iteration,
             "buffer": self.buffer,
@@ -229,7 +245,8 @@ class RolloutSource:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.prompt_order.load_state_dict(state["prompt_order"])
+        if self.prompt_order is not None:
+            self.prompt_order.load_state_dict(state["prompt_order"])
         self.generator.set_state(state["generator"])
         self.iteration = int(state["iteration"])
         self.buffer = state["buffer"]
