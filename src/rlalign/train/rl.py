@@ -247,8 +247,10 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
         problem = cfg.rollout_split_problem(rank.world_size)
         if problem:
             raise UserError(problem)
-        make_env = env_factory(cfg.env, cfg.env_kwargs)  # a bad env fails before any write
-        make_env().close()
+        make_env = env_factory(cfg.env, cfg.env_kwargs)
+        probe = make_env()  # a bad env (or a bad first observation) fails before any write
+        probe.reset(seed=cfg.env_seed)
+        probe.close()
     prompts = load_rl_prompts(cfg) if make_env is None else []  # validated before any write
     ptx_docs = None
     if cfg.ptx_data is not None:

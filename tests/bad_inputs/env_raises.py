@@ -1,0 +1,2 @@
+def make_env(**kwargs):
+    raise RuntimeError("the simulator's licence server is down")
