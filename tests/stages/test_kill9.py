@@ -83,6 +83,17 @@ def rl_env_args(fx, out: Path) -> list[str]:
             "eval_episodes=2", "eval_steps=4"]  # fmt: skip
 
 
+def rl_car_args(fx, out: Path) -> list[str]:
+    """The car driven in words (rlalign/Driving-v0's text adapter), one row per turn, episodes
+    cut at 8 turns (fewer where the car leaves the road: rollouts differ in length, so the kill
+    points are the loop's, not a rollout file's)."""
+    return ["rl", f"model={fx['base_model_dir']}", "env=rlalign/Driving-v0", f"output_dir={out}",
+            "algorithm=grpo", "history=last", "prompts_per_iteration=2", "num_generations=2",
+            "per_device_train_batch_size=16", "max_completion_length=3", "max_turns=8",
+            "max_prompt_length=120", "learning_rate=0.01", "beta=0.05", "gamma=0.95",
+            "eval_episodes=2", "eval_steps=4"]  # fmt: skip
+
+
 TEXT_MDP = Path(__file__).resolve().parents[1] / "train" / "text_mdp.py"
 
 # each stage, and the kinds of kill point it reaches
@@ -93,6 +104,7 @@ STAGES = {
     "rl_ppo": (rl_args("ppo"), RL_KILLS),
     "rl_grpo_ptx": (rl_grpo_ptx_args, RL_KILLS),
     "rl_env": (rl_env_args, (*LM_KILLS, "rollout")),  # the env rewards: no reward worker
+    "rl_car": (rl_car_args, LM_KILLS),
 }
 
 
