@@ -121,3 +121,57 @@ def test_value_is_left_blank_without_a_value_head(tmp_path):
     parser.feed((tmp_path / "viewer_iter_1.html").read_text())
     assert [s["data-value"] for s in parser.spans] == ["", ""]
     assert float(parser.spans[0]["data-advantage"]) == 0.4
+
+
+class Blocks(Spans):
+    """Spans plus the observations (``div.prompt``) in document order."""
+
+    def __init__(self):
+        super().__init__()
+        self.order, self._in_prompt = [], False
+
+    def handle_starttag(self, tag, attrs):
+        super().handle_starttag(tag, attrs)
+        if tag == "div" and dict(attrs).get("class") == "prompt":
+            self._in_prompt = True
+            self.order.append(["obs", ""])
+
+    def handle_data(self, data):
+        super().handle_data(data)
+        if self._in_prompt:
+            self.order[-1][1] += data
+
+    def handle_endtag(self, tag):
+        if tag == "span" and self._open is not None:
+            self.order.append(["tok", self._open["text"], self._open.get("data-turn")])
+        super().handle_endtag(tag)
+        if tag == "div":
+            self._in_prompt = False
+
+
+def test_a_multi_turn_episode_is_shown_turn_by_turn(tmp_path):
+    tokens = ROLLOUT["tokens"]
+    episode = {
+        "iteration": 2, "index": 0, "kind": "episode", "prompt": "say a word", "reward": 1.3,
+        "end": "terminated", "counters": {"reached_moon": 1.0}, "algorithm": "grpo",
+        "gamma": 0.9,
+        "turns": [
+            {"observation": "say a word", "action": "sun", "reward": 0.0, "invalid": False,
+             "tokens": [tokens[0]]},
+            {"observation": "moon", "action": "blue", "reward": 1.0, "invalid": True,
+             "tokens": [tokens[0], tokens[1]]},
+        ],
+    }  # fmt: skip
+    (tmp_path / "rollouts").mkdir()
+    (tmp_path / "rollouts" / "iter_2.jsonl").write_text(json.dumps(episode) + "\n")
+    assert main(["show", str(tmp_path)]) == 0
+    page = (tmp_path / "viewer_iter_2.html").read_text()
+    parser = Blocks()
+    parser.feed(page)
+    # each observation, then the tokens that answered it, tagged with their turn
+    assert parser.order == [
+        ["obs", "say a word"], ["tok", " blue", "0"],
+        ["obs", "moon"], ["tok", " blue", "1"], ["tok", " <x>", "1"],
+    ]  # fmt: skip
+    assert [float(s["data-advantage"]) for s in parser.spans] == [0.4, 0.4, -0.8]
+    assert "2 turns, ended: terminated" in page and "not an action" in page

@@ -7,6 +7,11 @@ clicking a token shows its step t, the state (prompt + tokens so far), the actio
 id), pi(a|s), the reference probability, the per-token KL, r_t, G_t with the run's gamma, V(s_t)
 (PPO) and A_t. Rollouts can be filtered by reward and by prompt kind. The spans are written in
 the HTML itself (``data-*`` attributes), so the numbers are there without JavaScript too.
+
+A multi-turn episode (``rlalign rl env=...``; a row with ``turns``) is shown turn by turn: each
+observation of the environment, then the tokens the model answered with, each with its credit
+(the step's reward on the turn's last token, G_t discounted per environment step); the state of
+a token is everything read and written before it.
 """
 
 from __future__ import annotations
@@ -73,11 +78,16 @@ function show(tok) {
   document.querySelectorAll(".tok.selected").forEach(t => t.classList.remove("selected"));
   tok.classList.add("selected");
   const r = tok.closest(".rollout");
-  const before = Array.from(r.querySelectorAll(".tok")).filter(t => parseInt(t.dataset.t) < parseInt(tok.dataset.t)).map(t => t.textContent).join("");
-  let state = r.querySelector(".prompt").textContent + before;
+  // the state: every observation and token before this one, in the order they came
+  let state = "";
+  for (const el of r.querySelectorAll(".prompt, .tok")) {
+    if (el === tok) break;
+    state += el.classList.contains("prompt") ? (state ? "\n" : "") + el.textContent + "\n" : el.textContent;
+  }
   if (state.length > 400) state = "..." + state.slice(-400);
   const lp = num(tok, "logp"), rlp = num(tok, "ref_logp");
   const rows = [
+    ...(tok.dataset.turn ? [["turn (environment step)", tok.dataset.turn]] : []),
     ["step t", tok.dataset.t], ["action a_t", `${JSON.stringify(tok.textContent)} (id ${tok.dataset.id})`],
     ["pi(a|s)", fmt(Math.exp(lp))], ["log pi(a|s)", fmt(lp)], ["pi_ref(a|s)", rlp === null ? "-" : fmt(Math.exp(rlp))],
     ["KL_t (k1)", fmt(num(tok, "kl"))], ["reward r_t", fmt(num(tok, "reward"))],
@@ -85,7 +95,7 @@ function show(tok) {
     ["advantage A_t", fmt(num(tok, "advantage"))]];
   // built with textContent, never innerHTML: a token's text is model output, not markup
   const head = document.createElement("b");
-  head.textContent = `token ${tok.dataset.t} of rollout ${r.dataset.index}`;
+  head.textContent = `token ${tok.dataset.t} of ${tok.dataset.turn ? "turn " + tok.dataset.turn + " of " : ""}rollout ${r.dataset.index}`;
   const table = document.createElement("table");
   rows.forEach(([k, v]) => { const tr = table.insertRow(); tr.insertCell().textContent = k; tr.insertCell().textContent = v; });
   const label = document.createElement("div");
@@ -146,7 +156,36 @@ def _attr(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def _token_span(token: dict[str, Any], scale: float, has_values: bool) -> str:
+def _tokens(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every token of a rollout: a single completion's, or each turn's of an episode."""
+    if "turns" in row:
+        return [t for turn in row["turns"] for t in turn.get("tokens", [])]
+    return row.get("tokens", [])
+
+
+def _body(row: dict[str, Any], scale: float, has_values: bool) -> str:
+    """A single-turn rollout: its prompt and its tokens; an episode: each observation and the
+    tokens that answered it."""
+    if "turns" not in row:
+        spans = "".join(_token_span(t, scale, has_values) for t in row.get("tokens", []))
+        prompt = html.escape(row.get("prompt_text") or row.get("prompt", ""))
+        return f'<div class="prompt">{prompt}</div><div class="completion">{spans}</div>'
+    parts = []
+    for k, turn in enumerate(row["turns"]):
+        spans = "".join(_token_span(t, scale, has_values, turn=k) for t in turn.get("tokens", []))
+        note = f" &middot; r = {float(turn.get('reward', 0.0)):+.3f}"
+        if turn.get("invalid"):
+            note += " &middot; not an action"
+        parts.append(
+            f'<div class="prompt">{html.escape(turn.get("observation", ""))}</div>'
+            f'<div class="completion">{spans}<span class="meta">{note}</span></div>'
+        )
+    return "".join(parts)
+
+
+def _token_span(
+    token: dict[str, Any], scale: float, has_values: bool, turn: int | None = None
+) -> str:
     # V(s_t) exists for PPO only (the others save 0): shown as "-" rather than a false 0
     attrs = " ".join(
         f'data-{"ret" if key == "return" else key}="{_attr(token.get(key))}"'
@@ -154,6 +193,8 @@ def _token_span(token: dict[str, Any], scale: float, has_values: bool) -> str:
         else 'data-value=""'
         for key in FIELDS
     )
+    if turn is not None:
+        attrs += f' data-turn="{turn}"'
     adv = token.get("advantage") or 0.0
     alpha = min(1.0, abs(adv) / scale) * 0.85 if scale > 0 else 0.0
     rgb = "26,152,80" if adv >= 0 else "215,48,39"
@@ -164,9 +205,7 @@ def _token_span(token: dict[str, Any], scale: float, has_values: bool) -> str:
 def render_viewer(rows: list[dict[str, Any]], *, title: str, iteration: int) -> str:
     """The HTML page for ``rows`` (rollouts of one iteration)."""
     gamma = rows[0].get("gamma", 1.0) if rows else 1.0
-    scale = max(
-        (abs(t.get("advantage") or 0.0) for r in rows for t in r.get("tokens", [])), default=0.0
-    )
+    scale = max((abs(t.get("advantage") or 0.0) for r in rows for t in _tokens(r)), default=0.0)
     kinds = sorted({str(r.get("kind") or "-") for r in rows})
     rewards = [float(r.get("reward", 0.0)) for r in rows] or [0.0]
     # the filter's bounds are shown to 3 decimals: round outwards, or the best and the worst
@@ -175,15 +214,16 @@ def render_viewer(rows: list[dict[str, Any]], *, title: str, iteration: int) -> 
     blocks = []
     for r in rows:
         has_values = r.get("algorithm", "ppo") == "ppo"
-        spans = "".join(_token_span(t, scale, has_values) for t in r.get("tokens", []))
-        comps = ", ".join(f"{k} {v:+.2f}" for k, v in (r.get("components") or {}).items())
+        parts = (r.get("components") or r.get("counters") or {}).items()
+        comps = ", ".join(f"{k} {v:+.2f}" for k, v in parts)
+        if "turns" in r:
+            comps = f"{len(r['turns'])} turns, ended: {r.get('end', '-')}; {comps}"
         blocks.append(
             f'<div class="rollout" data-kind="{html.escape(str(r.get("kind") or "-"))}" '
             f'data-reward="{float(r.get("reward", 0.0)):.6g}" data-index="{r.get("index", "")}">'
             f'<div class="meta">#{r.get("index", "")} &middot; kind <b>{html.escape(str(r.get("kind") or "-"))}</b>'
             f" &middot; reward <b>{float(r.get('reward', 0.0)):+.3f}</b> ({html.escape(comps)})</div>"
-            f'<div class="prompt">{html.escape(r.get("prompt_text") or r.get("prompt", ""))}</div>'
-            f'<div class="completion">{spans}</div></div>'
+            f"{_body(r, scale, has_values)}</div>"
         )
     options = "".join(f'<option value="{q}">{q}</option>' for q in QUANTITIES)
     kind_boxes = "".join(
