@@ -82,7 +82,10 @@ function show(tok) {
   let state = "";
   for (const el of r.querySelectorAll(".prompt, .tok")) {
     if (el === tok) break;
-    state += el.classList.contains("prompt") ? (state ? "\n" : "") + el.textContent + "\n" : el.textContent;
+    const isPrompt = el.classList.contains("prompt");
+    const afterPrompt = !isPrompt && el.previousElementSibling === null;  // a turn's first token
+    if ((isPrompt || afterPrompt) && state && !state.endsWith("\n")) state += "\n";
+    state += el.textContent;
   }
   if (state.length > 400) state = "..." + state.slice(-400);
   const lp = num(tok, "logp"), rlp = num(tok, "ref_logp");
