@@ -200,3 +200,6 @@ def test_an_episode_that_never_ends_is_cut_at_max_turns(word_model_dir, tmp_path
     assert main(args) == 0
     row = last_row(out)
     assert row["env/turns"] == 5 and row["env/return"] == 5 and row["env/ended_by_env"] == 0
+    # the run report plots the episodes
+    for name in ("episode_return", "episode_turns"):
+        assert (out / "plots" / f"rl_{name}.png").is_file()

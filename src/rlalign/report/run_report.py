@@ -87,6 +87,10 @@ PLOTS: dict[str, tuple[Plot, ...]] = {
         Plot("value_loss", "value loss (PPO)", ("value_loss",), "loss"),
         Plot("length", "completion length", ("completion_length",), "tokens"),
         Plot("criteria", "held-out criteria during training", ("eval/",), "", percent=True),
+        # multi-turn runs (env=...): episodes instead of single responses
+        Plot("episode_return", "mean episode return", ("env/return", "eval/return"), "return"),
+        Plot("episode_turns", "steps per episode", ("env/turns", "eval/turns"), "turns"),
+        Plot("env_counters", "the environment's counters, per episode", ("env/",), "per episode"),
     ),
 }
 
@@ -135,6 +139,8 @@ def write_plots(run_dir: Path, stage: str, rows: list[dict[str, Any]]) -> list[t
         keys = _expand(plot.keys, rows)
         if plot.name == "criteria":  # rates only; the mean reward has its own scale
             keys = [k for k in keys if k in labels and k != "eval/reward_mean"]
+        if plot.name == "env_counters":  # the return and the length have plots of their own
+            keys = [k for k in keys if k not in ("env/return", "env/turns")]
         path = plot_series(
             rows,
             keys,
