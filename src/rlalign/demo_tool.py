@@ -44,15 +44,18 @@ class ToolDemoConfig(Config):
     model: str = Field("tiny", description="model preset of the new model (rlalign.lm.models)")
     transcripts: int = Field(2000, gt=0, description="expert conversations for SFT")
     vocab_size: int = Field(320, gt=0, description="BPE vocabulary size")
-    sft_steps: int = Field(200, gt=0, description="SFT optimizer steps")
+    sft_steps: int = Field(600, gt=0, description="SFT optimizer steps")
     sft_learning_rate: float = Field(1e-3, gt=0, description="SFT learning rate")
     sft_batch_size: int = Field(16, gt=0, description="SFT conversations per step")
     no_tool_baseline: bool = Field(
         True, description="also SFT a model on transcripts without the tool (question, answer)"
     )
-    rl_steps: int = Field(30, gt=0, description="RL optimizer steps")
+    rl_steps: int = Field(40, gt=0, description="RL optimizer steps")
     algorithm: str = Field("grpo", description="RL algorithm: grpo, rloo, ppo or reinforce")
-    rl_learning_rate: float = Field(2e-4, gt=0, description="RL learning rate")
+    rl_learning_rate: float = Field(1e-4, gt=0, description="RL learning rate")
+    temperature: float = Field(
+        0.7, gt=0, description="RL sampling temperature (evaluation is greedy)"
+    )
     beta: float = Field(0.02, ge=0, description="weight of the KL penalty to the SFT model")
     prompts_per_iteration: int = Field(8, gt=0, description="sums per RL rollout")
     num_generations: int = Field(4, gt=0, description="episodes per sum (the group)")
@@ -202,6 +205,7 @@ def run_tool_demo(out: str | Path, cfg: ToolDemoConfig) -> dict[str, Any]:
                 max_steps=cfg.rl_steps,
                 learning_rate=cfg.rl_learning_rate,
                 beta=cfg.beta,
+                temperature=cfg.temperature,
                 prompts_per_iteration=cfg.prompts_per_iteration,
                 num_generations=cfg.num_generations,
                 per_device_train_batch_size=rollout,
