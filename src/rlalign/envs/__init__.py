@@ -1,6 +1,6 @@
 """Environments the language model acts in, in text (see :mod:`rlalign.envs.base`)."""
 
-from rlalign.envs.base import StepResult, TextEnv, info_counters
+from rlalign.envs.base import StepResult, TextEnv, evaluation_seeds, info_counters
 from rlalign.envs.gym_adapter import GymTextEnv
 from rlalign.envs.registry import BUILTIN_TEXT_ENVS, checked, make_text_env
 
@@ -10,6 +10,7 @@ __all__ = [
     "StepResult",
     "TextEnv",
     "checked",
+    "evaluation_seeds",
     "info_counters",
     "make_text_env",
 ]

@@ -16,6 +16,11 @@ as ``info["invalid_action"] = True``, never an exception.
 At the end of an episode, the numbers and flags in the last ``info`` (``collision``,
 ``arrived``, ...) are the environment's own counters: multi-turn RL averages them over episodes
 into its metrics.
+
+Held-out episodes: an env may define ``eval_seeds(n) -> list[int]``, the seeds of its first
+``n`` evaluation episodes; every seed from the first of them on is then held out, and training
+plays seeds below it only (the calculator keeps its held-out questions there). An env without
+it is evaluated on seeds ``0 .. n-1`` (:func:`evaluation_seeds`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ class TextEnv(Protocol):
     def step(self, action: str) -> StepResult: ...
 
     def close(self) -> None: ...
+
+
+def evaluation_seeds(env: Any, n: int) -> list[int]:
+    """The seeds of ``n`` held-out episodes of ``env``: its ``eval_seeds(n)`` when it defines
+    one, else ``0 .. n-1``."""
+    own = getattr(env, "eval_seeds", None)
+    if callable(own):
+        return [int(s) for s in own(n)]
+    return list(range(n))
 
 
 def info_counters(info: dict[str, Any]) -> dict[str, float]:

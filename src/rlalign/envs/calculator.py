@@ -225,6 +225,10 @@ class CalculatorEnv:
             info.update(correct=correct, turns=self._turns)
         return info
 
+    def eval_seeds(self, n: int) -> list[int]:
+        """The seeds of ``n`` held-out episodes (:func:`eval_seeds`): RL evaluates on them."""
+        return eval_seeds(n)
+
     def close(self) -> None:
         self._done = True
 

@@ -81,18 +81,24 @@ class ChatTurns:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        before = self._render([("user", "q"), ("assistant", "a")])
-        after = self._render([("user", "q"), ("assistant", "a"), ("user", "o")], prompt=True)
+        # markers no template writes: what lies between them is the template's own text
+        action, obs = "\x00action\x00", "\x00observation\x00"
+        before = self._render([("user", "q"), ("assistant", action)])
+        after = self._render([("user", "q"), ("assistant", action), ("user", obs)], prompt=True)
         if not after.startswith(before):
             raise UserError(
                 "the tokenizer's chat template does not render a conversation turn by turn "
                 "(a prefix renders differently), so it cannot hold a multi-turn episode"
             )
-        # the text the env's turn adds, around its observation "o"
-        head, _, tail = after[len(before) :].rpartition("o")
-        self.env_head, self.env_tail = head, tail
+        # the env's turn is all the template writes from the end of the action's text (the
+        # model's <|eos|> excepted, which the action holds) to the next generation prompt,
+        # newlines after the <|eos|> included
+        between = after[after.index(action) + len(action) :]
         eos = tokenizer.eos_token
-        self.closes_with_eos = bool(eos) and before.endswith(eos)
+        self.closes_with_eos = bool(eos) and between.startswith(eos)
+        if self.closes_with_eos:
+            between = between[len(eos) :]
+        self.env_head, _, self.env_tail = between.partition(obs)
 
     def _render(self, messages: list[tuple[str, str]], prompt: bool = False) -> str:
         return self.tokenizer.apply_chat_template(

@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from rlalign.envs import TextEnv, info_counters
+from rlalign.envs import TextEnv, evaluation_seeds, info_counters
 from rlalign.io import atomic_write_text
 from rlalign.lm.logprobs import completion_forward
 from rlalign.lm.value_head import unwrap_policy
@@ -226,6 +226,36 @@ def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
                 counters[key] = counters.get(key, 0.0) + value
     out.update({f"env/{k}": v / n for k, v in sorted(counters.items())})
     return out
+
+
+def training_seed_problem(cfg: RLConfig, env: Any) -> str | None:
+    """Why the run's training episodes could replay held-out ones (None when they cannot).
+
+    Rollout ``i`` plays seeds ``env_seed + i * prompts_per_iteration + g``, and a run collects
+    at most ``max_steps`` rollouts (each feeds at least one optimizer step), so its training
+    seeds lie in ``[env_seed, env_seed + max_steps * prompts_per_iteration)``. An env with
+    ``eval_seeds`` holds out every seed from its first evaluation seed on (even when the run
+    does not evaluate); another env's held-out seeds are the ``0 .. eval_episodes-1`` played.
+    """
+    span = cfg.max_steps * cfg.prompts_per_iteration
+    first, last = cfg.env_seed, cfg.env_seed + span - 1
+    if callable(getattr(env, "eval_seeds", None)):
+        start = min(evaluation_seeds(env, max(cfg.eval_episodes, 1)))
+        if last < start:
+            return None
+        return (
+            f"env_seed={cfg.env_seed}: training episodes may play seeds up to {last} "
+            f"(env_seed + max_steps x prompts_per_iteration - 1), but the environment holds out "
+            f"every seed from {start} on for evaluation; set env_seed <= {max(start - span, 0)}"
+            + (" or fewer max_steps" if start < span else "")
+        )
+    if cfg.eval_episodes == 0 or first >= cfg.eval_episodes:
+        return None
+    return (
+        f"env_seed={cfg.env_seed}: training episodes would play seeds {first}..{last}, which "
+        f"include the evaluation seeds 0..{cfg.eval_episodes - 1}; set env_seed >= "
+        f"{cfg.eval_episodes} (or eval_episodes=0)"
+    )
 
 
 class EpisodeRolloutSource(RolloutSource):

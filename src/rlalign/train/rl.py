@@ -24,6 +24,7 @@ from rlalign.data.formats import load_prompts
 from rlalign.data.verifiers import DEFAULT_REWARD_WEIGHTS, VERIFIERS
 from rlalign.data.world import KINDS, World, WorldConfig
 from rlalign.dist import RankInfo
+from rlalign.envs import evaluation_seeds
 from rlalign.envs.registry import make_text_env
 from rlalign.errors import UserError
 from rlalign.lm.chat import IGNORE_INDEX
@@ -38,7 +39,11 @@ from rlalign.runtime import resolve_device, uses_bf16
 from rlalign.train.data import BlockBatches, pack_documents, read_corpus
 from rlalign.train.episodes import PlaySettings, play_episodes
 from rlalign.train.lora import AdapterDisabled, apply_lora
-from rlalign.train.multiturn import EpisodeRolloutSource, episode_metrics
+from rlalign.train.multiturn import (
+    EpisodeRolloutSource,
+    episode_metrics,
+    training_seed_problem,
+)
 from rlalign.train.rl_config import RLConfig
 from rlalign.train.rollout import RolloutSource
 from rlalign.train.run import holds_run_directory, prepare_run
@@ -214,7 +219,8 @@ def world_eval_rows(cfg: RLConfig) -> list[dict[str, Any]]:
 
 
 def env_eval_fn(cfg: RLConfig, tokenizer: Any, make_env: Any):
-    """Greedy episodes on seeds ``0 .. eval_episodes-1``: their mean return and counters."""
+    """Greedy episodes on the env's held-out seeds (:func:`~rlalign.envs.evaluation_seeds`):
+    their mean return and counters."""
     if cfg.eval_episodes == 0:
         return None
     settings = PlaySettings(
@@ -225,10 +231,11 @@ def env_eval_fn(cfg: RLConfig, tokenizer: Any, make_env: Any):
         temperature=0.0,
     )
     envs = [make_env() for _ in range(cfg.eval_episodes)]
+    seeds = evaluation_seeds(envs[0], cfg.eval_episodes)
 
     def eval_fn(m: Any) -> dict[str, float]:
         episodes, _ = play_episodes(
-            unwrap_policy(m), tokenizer, envs, list(range(cfg.eval_episodes)), settings,
+            unwrap_policy(m), tokenizer, envs, seeds, settings,
             env_name=cfg.env or "the environment",
         )  # fmt: skip
         return {f"eval/{k.removeprefix('env/')}": v for k, v in episode_metrics(episodes).items()}
@@ -250,7 +257,10 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
         make_env = env_factory(cfg.env, cfg.env_kwargs)
         probe = make_env()  # a bad env (or a bad first observation) fails before any write
         probe.reset(seed=cfg.env_seed)
+        problem = training_seed_problem(cfg, probe)
         probe.close()
+        if problem:
+            raise UserError(problem)
     prompts = load_rl_prompts(cfg) if make_env is None else []  # validated before any write
     ptx_docs = None
     if cfg.ptx_data is not None:

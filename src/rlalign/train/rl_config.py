@@ -49,10 +49,13 @@ class RLConfig(TrainingConfig):
         100_000,
         ge=0,
         description="env: seed of the first training episode (group g of rollout i plays "
-        "env_seed + i * prompts_per_iteration + g); evaluation plays seeds 0, 1, ...",
+        "env_seed + i * prompts_per_iteration + g); they must stay clear of the held-out seeds",
     )
     eval_episodes: int = Field(
-        32, ge=0, description="env: greedy episodes (seeds 0, 1, ...) per evaluation"
+        32,
+        ge=0,
+        description="env: greedy episodes per evaluation, on the env's eval_seeds(n) when it "
+        "defines them, else on seeds 0, 1, ...",
     )
     tokenizer: str | None = Field(None, description="tokenizer dir; default: the model's")
     lora: LoraSettings | None = Field(
