@@ -16,6 +16,7 @@ from rlalign.control.baselines import BASELINES, make_baseline
 from rlalign.control.checkpointing import has_checkpoints
 from rlalign.control.envs import check_env_id, env_factory, is_driving
 from rlalign.control.evaluate import evaluate
+from rlalign.control.lm_driver import LMDriver
 from rlalign.control.policies import resolve_policy
 from rlalign.control.policy_io import save_policy
 from rlalign.control.ppo import train_ppo
@@ -213,7 +214,17 @@ def eval_policy(
     env_id: str | None = None,
     baseline: str | None = None,
 ) -> dict[str, Any]:
+    """Evaluate a saved policy, a language-model driver or a baseline on episodes with seeds
+    ``seed .. seed + episodes - 1``; a language model's result adds
+    ``invalid_actions_per_episode`` (replies that named no action; the car kept its speed)."""
     env_id, env_kwargs, policy, label = resolve_policy(policy_dir, env_id, baseline, seed)
+    is_lm = isinstance(policy, LMDriver)
+    # A language model drives every car at once: one sampler call per step.
+    batch = episodes if is_lm else 32
     with torch_threads(1):
-        stats = evaluate(env_factory(env_id, env_kwargs), policy, episodes, seed)
-    return {"env_id": env_id, "policy": label, "seed": seed, **stats.summary()}
+        stats = evaluate(env_factory(env_id, env_kwargs), policy, episodes, seed, batch=batch)
+    result = {"env_id": env_id, "policy": label, "seed": seed, **stats.summary()}
+    if is_lm:
+        result["invalid_actions_per_episode"] = policy.invalid_actions / episodes
+        policy.close()
+    return result
