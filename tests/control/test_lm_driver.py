@@ -17,6 +17,7 @@ import yaml
 from rlalign.cli import main
 from rlalign.control.driving_env import ACCELERATE, KEEP
 from rlalign.control.envs import env_factory
+from rlalign.control.episode import Episode, record_episode
 from rlalign.control.evaluate import evaluate
 from rlalign.control.lm_driver import LMDriver, chat_prompt_ids, lm_model_dir
 from rlalign.control.runs import eval_policy
@@ -90,14 +91,21 @@ def test_a_model_that_always_says_accelerate_drives_like_the_constant_policy(tok
     assert driver.invalid_actions == 0
 
 
-def test_a_run_directory_is_evaluated_with_invalid_replies_counted(tokenizer, tmp_path, capsys):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def honk_run(tokenizer, tmp_path_factory):
+    """A language-model run directory whose model answers "honk" (no action) to everything."""
+    run = tmp_path_factory.mktemp("honk") / "run"
     model = answering_model(tokenizer, "honk")
     model.save_pretrained(run / "final")
     tokenizer.save_pretrained(run / "final")
     # the car's settings of an `rlalign rl` run in the text env
     config = {"env": "rlalign/Driving-v0", "env_kwargs": {"max_steps": 30}}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+def test_a_run_directory_is_evaluated_with_invalid_replies_counted(honk_run, capsys):
+    run = honk_run
     assert lm_model_dir(run) == run / "final"
     assert lm_model_dir(run / "final") == run / "final"
 
@@ -117,3 +125,20 @@ def test_a_run_directory_is_evaluated_with_invalid_replies_counted(tokenizer, tm
 def test_an_mlp_or_baseline_result_has_no_invalid_column():
     res = eval_policy(None, 2, 0, env_id="rlalign/Driving-v0", baseline="constant_speed")
     assert "invalid_actions_per_episode" not in res
+
+
+def test_render_captions_each_frame_with_the_models_words(honk_run, tmp_path, capsys):
+    ep = record_episode(honk_run, 3)
+    assert ep.label == "lm" and len(ep.actions) == 30
+    assert ep.words == ["honk"] * 30 and ep.actions == ["keep"] * 30
+    assert all('said "honk"  action=keep' in line for line in ep.captions()[:-1])
+
+    png = tmp_path / "strip.png"
+    assert main(["control", "render", str(honk_run), "--strip", str(png), "--frames", "2"]) == 0
+    assert png.stat().st_size > 0 and '"policy": "lm"' in capsys.readouterr().out
+
+
+def test_a_long_reply_is_shortened_in_the_caption():
+    ep = Episode(label="lm", seed=0, gamma=1.0, frames=[None] * 2)
+    ep.actions, ep.rewards, ep.words = ["keep"], [0.0], ["brake\nno, accelerate hard"]
+    assert 'said "brake no, a..."  action=keep' in ep.captions()[0]
