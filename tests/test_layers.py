@@ -40,7 +40,9 @@ LAYERS: dict[str, int] = {
     "train": 4,
     "control": 4,
     "report": 5,
-    **dict.fromkeys(("cli", "commands", "demo", "goals", "tabular", "__main__", "__init__"), 6),
+    **dict.fromkeys(
+        ("cli", "commands", "demo", "drive_demo", "goals", "tabular", "__main__", "__init__"), 6
+    ),
 }
 # Where an import inside a function is allowed: the CLI loads a subcommand's stage only when it
 # runs, so that `rlalign --help` does not import torch and transformers; the package's

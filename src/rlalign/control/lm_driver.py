@@ -133,12 +133,17 @@ class LMDriver:
         self.text_env.close()
 
 
-def load_lm_driver(path: str | Path, *, max_new_tokens: int | None = None) -> LMDriver:
+def load_lm_driver(
+    path: str | Path,
+    *,
+    max_new_tokens: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+) -> LMDriver:
     """An :class:`LMDriver` from a language-model run directory or a model directory.
 
-    The car's settings come from the run's ``config.yaml`` (``env_kwargs`` of an ``rlalign rl``
-    run in the text env), else the defaults; ``max_new_tokens`` defaults to the run's
-    ``max_completion_length``, else 4.
+    The car's settings are ``env_kwargs``, else the run's ``config.yaml`` (``env_kwargs`` of an
+    ``rlalign rl`` run in the text env), else the defaults; ``max_new_tokens`` defaults to the
+    run's ``max_completion_length``, else 4.
     """
     model_dir = lm_model_dir(path)
     if model_dir is None:
@@ -154,9 +159,9 @@ def load_lm_driver(path: str | Path, *, max_new_tokens: int | None = None) -> LM
         max_new_tokens = int(saved.get("max_completion_length") or 4)
     model, tokenizer = load_model_and_tokenizer(model_dir)
     model.eval()
-    return LMDriver(
-        model, tokenizer, dict(saved.get("env_kwargs") or {}), max_new_tokens=max_new_tokens
-    )
+    if env_kwargs is None:
+        env_kwargs = dict(saved.get("env_kwargs") or {})
+    return LMDriver(model, tokenizer, env_kwargs, max_new_tokens=max_new_tokens)
 
 
 def _run_config(path: Path, model_dir: Path) -> dict[str, Any]:

@@ -215,15 +215,24 @@ def eval_policy(
     baseline: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a saved policy, a language-model driver or a baseline on episodes with seeds
-    ``seed .. seed + episodes - 1``; a language model's result adds
-    ``invalid_actions_per_episode`` (replies that named no action; the car kept its speed)."""
+    ``seed .. seed + episodes - 1`` (see :func:`evaluate_driver`)."""
     env_id, env_kwargs, policy, label = resolve_policy(policy_dir, env_id, baseline, seed)
+    return {"env_id": env_id, "policy": label, "seed": seed,
+            **evaluate_driver(policy, env_id, env_kwargs, episodes, seed)}  # fmt: skip
+
+
+def evaluate_driver(
+    policy: Any, env_id: str, env_kwargs: dict[str, Any], episodes: int, seed: int
+) -> dict[str, Any]:
+    """:func:`~rlalign.control.evaluate.evaluate`'s summary of ``policy`` on ``episodes``
+    seeded episodes; a language model's adds ``invalid_actions_per_episode`` (replies that
+    named no action; the car kept its speed)."""
     is_lm = isinstance(policy, LMDriver)
     # A language model drives every car at once: one sampler call per step.
     batch = episodes if is_lm else 32
     with torch_threads(1):
         stats = evaluate(env_factory(env_id, env_kwargs), policy, episodes, seed, batch=batch)
-    result = {"env_id": env_id, "policy": label, "seed": seed, **stats.summary()}
+    result = stats.summary()
     if is_lm:
         result["invalid_actions_per_episode"] = policy.invalid_actions / episodes
         policy.close()
