@@ -133,9 +133,14 @@ def test_render_captions_each_frame_with_the_models_words(honk_run, tmp_path, ca
     assert ep.words == ["honk"] * 30 and ep.actions == ["keep"] * 30
     assert all('said "honk"  action=keep' in line for line in ep.captions()[:-1])
 
+    # the teacher beside it, on the car the model was trained in (30 steps at most)
     png = tmp_path / "strip.png"
-    assert main(["control", "render", str(honk_run), "--strip", str(png), "--frames", "2"]) == 0
-    assert png.stat().st_size > 0 and '"policy": "lm"' in capsys.readouterr().out
+    command = ["control", "render", str(honk_run), "--strip", str(png), "--frames", "2"]
+    assert main([*command, "--compare", "rule_based"]) == 0
+    printed = capsys.readouterr().out
+    assert png.stat().st_size > 0 and '"policy": "lm"' in printed
+    rule = json.loads(printed.strip().splitlines()[-1])
+    assert rule["policy"] == "rule_based" and rule["steps"] <= 30
 
 
 def test_a_long_reply_is_shortened_in_the_caption():

@@ -9,7 +9,7 @@ from typing import Any
 from rlalign.control.baselines import BASELINES, make_baseline
 from rlalign.control.envs import check_env_id, env_factory
 from rlalign.control.evaluate import BatchPolicy
-from rlalign.control.lm_driver import LMDriver, lm_model_dir, load_lm_driver
+from rlalign.control.lm_driver import lm_model_dir, load_lm_driver
 from rlalign.control.policy_io import Agent, load_policy
 from rlalign.errors import UserError
 
@@ -26,8 +26,8 @@ def resolve_policy(
 
     A policy used on an env other than its own is a ``UserError``.
     """
-    if policy_dir is not None and baseline in (None, "learned") and lm_model_dir(policy_dir):
-        return _lm_policy(policy_dir, env_id)
+    if policy_dir is not None and lm_model_dir(policy_dir):
+        return _lm_policy(policy_dir, env_id, baseline, seed)
     agent: Agent | None = None
     env_kwargs: dict[str, Any] = {}
     if policy_dir is not None:
@@ -67,15 +67,21 @@ def resolve_policy(
 
 
 def _lm_policy(
-    policy_dir: str | Path, env_id: str | None
-) -> tuple[str, dict[str, Any], LMDriver, str]:
+    policy_dir: str | Path, env_id: str | None, baseline: str | None, seed: int
+) -> tuple[str, dict[str, Any], BatchPolicy, str]:
+    """The language model of ``policy_dir``, or a baseline on the car it was trained in."""
     own = "rlalign/Driving-v0"
     if env_id is not None and env_id != own:
         raise UserError(
             f"{policy_dir}: a language model drives {own!r} (in words), not {env_id!r}; drop --env"
         )
     driver = load_lm_driver(policy_dir)
-    return own, dict(driver.gym_kwargs), driver, "lm"
+    if baseline in (None, "learned"):
+        return own, dict(driver.gym_kwargs), driver, "lm"
+    driver.close()
+    if baseline not in BASELINES:
+        raise UserError(f"unknown --policy {baseline!r}; choose learned, {', '.join(BASELINES)}")
+    return own, dict(driver.gym_kwargs), make_baseline(baseline, driver.cfg, seed), baseline
 
 
 def _check_spaces(policy_dir: Any, agent: Agent, env: Any) -> None:
