@@ -41,7 +41,18 @@ LAYERS: dict[str, int] = {
     "control": 4,
     "report": 5,
     **dict.fromkeys(
-        ("cli", "commands", "demo", "demo_tool", "goals", "tabular", "__main__", "__init__"), 6
+        (
+            "cli",
+            "commands",
+            "demo",
+            "demo_drive",
+            "demo_tool",
+            "goals",
+            "tabular",
+            "__main__",
+            "__init__",
+        ),
+        6,
     ),
 }
 # Where an import inside a function is allowed: the CLI loads a subcommand's stage only when it

@@ -5,7 +5,9 @@ reward and a return ``G_t = r_t + gamma r_{t+1} + gamma^2 r_{t+2} + ...`` (``r_t
 received after action ``t``, as in :func:`rlalign.rl.discounted_returns`, which computes it).
 :func:`record_episode` plays a learned policy or a baseline on a seeded episode and keeps the
 rendered frames; :func:`captioned` writes each step's numbers beneath its frame, so a GIF or a
-strip of frames (:func:`rlalign.control.render.strip`) shows where the credit came from.
+strip of frames (:func:`rlalign.control.render.strip`) shows where the credit came from. When a
+language model drives (:class:`~rlalign.control.lm_driver.LMDriver`), each caption also shows
+the words it wrote.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from rlalign.control.envs import env_factory
+from rlalign.control.lm_driver import LMDriver
 from rlalign.control.policies import resolve_policy
 from rlalign.control.render import caption, render_frame
 from rlalign.errors import UserError
@@ -35,6 +38,7 @@ class Episode:
     frames: list[np.ndarray] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    words: list[str] = field(default_factory=list)  # a language model's reply at each step
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -46,13 +50,15 @@ class Episode:
         return discounted_returns(r, self.gamma)[0].tolist()
 
     def captions(self) -> list[str]:
-        """One line per frame: the step, the action taken from it, r_t and G_t."""
+        """One line per frame: the step, the action taken from it (and the words that asked for
+        it, when a language model drove), r_t and G_t."""
         lines = []
         returns = self.returns
         for t in range(len(self.frames)):
             if t < len(self.actions):
+                said = f'said "{_short(self.words[t])}"  ' if t < len(self.words) else ""
                 lines.append(
-                    f"t={t:3d}  action={self.actions[t]:<10s} r_t={self.rewards[t]:+7.3f}  "
+                    f"t={t:3d}  {said}action={self.actions[t]:<10s} r_t={self.rewards[t]:+7.3f}  "
                     f"G_t={returns[t]:+7.3f}"
                 )
             else:
@@ -61,6 +67,12 @@ class Episode:
 
     def captioned(self) -> list[np.ndarray]:
         return [caption(f, line) for f, line in zip(self.frames, self.captions(), strict=True)]
+
+
+def _short(text: str, width: int = 14) -> str:
+    """A reply on one short line: a model may write anything, of any length."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _action_name(env: Any, action: Any) -> str:
@@ -96,12 +108,16 @@ def record_episode(
     while len(ep.actions) < max_frames:
         action = policy(obs[None])[0]
         ep.actions.append(_action_name(env, action))
+        if isinstance(policy, LMDriver):
+            ep.words.append(policy.last_replies[0])
         obs, r, term, trunc, info = env.step(action)
         ep.rewards.append(float(r))
         ep.frames.append(_frame(env, label))
         if term or trunc:
             break
     env.close()
+    if isinstance(policy, LMDriver):
+        policy.close()
     ep.summary = {
         "env_id": env_id,
         "policy": label,

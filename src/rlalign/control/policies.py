@@ -1,4 +1,5 @@
-"""A saved policy or a baseline driver, ready to act on its environment."""
+"""A saved policy, a language-model driver or a baseline driver, ready to act on its
+environment."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from rlalign.control.baselines import BASELINES, make_baseline
 from rlalign.control.envs import check_env_id, env_factory
 from rlalign.control.evaluate import BatchPolicy
+from rlalign.control.lm_driver import lm_model_dir, load_lm_driver
 from rlalign.control.policy_io import Agent, load_policy
 from rlalign.errors import UserError
 
@@ -18,10 +20,14 @@ def resolve_policy(
     baseline: str | None,
     seed: int = 0,
 ) -> tuple[str, dict[str, Any], BatchPolicy, str]:
-    """``(env_id, env_kwargs, policy, label)`` for a saved policy directory or a baseline.
+    """``(env_id, env_kwargs, policy, label)`` for a saved policy directory, a language-model
+    run (or model) directory -- an :class:`~rlalign.control.lm_driver.LMDriver` of the car --
+    or a baseline.
 
     A policy used on an env other than its own is a ``UserError``.
     """
+    if policy_dir is not None and lm_model_dir(policy_dir):
+        return _lm_policy(policy_dir, env_id, baseline, seed)
     agent: Agent | None = None
     env_kwargs: dict[str, Any] = {}
     if policy_dir is not None:
@@ -58,6 +64,24 @@ def resolve_policy(
         raise UserError("--policy learned needs a policy directory")
     probe.close()
     return env_id, env_kwargs, policy, label
+
+
+def _lm_policy(
+    policy_dir: str | Path, env_id: str | None, baseline: str | None, seed: int
+) -> tuple[str, dict[str, Any], BatchPolicy, str]:
+    """The language model of ``policy_dir``, or a baseline on the car it was trained in."""
+    own = "rlalign/Driving-v0"
+    if env_id is not None and env_id != own:
+        raise UserError(
+            f"{policy_dir}: a language model drives {own!r} (in words), not {env_id!r}; drop --env"
+        )
+    driver = load_lm_driver(policy_dir)
+    if baseline in (None, "learned"):
+        return own, dict(driver.gym_kwargs), driver, "lm"
+    driver.close()
+    if baseline not in BASELINES:
+        raise UserError(f"unknown --policy {baseline!r}; choose learned, {', '.join(BASELINES)}")
+    return own, dict(driver.gym_kwargs), make_baseline(baseline, driver.cfg, seed), baseline
 
 
 def _check_spaces(policy_dir: Any, agent: Agent, env: Any) -> None:

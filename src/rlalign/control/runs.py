@@ -16,6 +16,7 @@ from rlalign.control.baselines import BASELINES, make_baseline
 from rlalign.control.checkpointing import has_checkpoints
 from rlalign.control.envs import check_env_id, env_factory, is_driving
 from rlalign.control.evaluate import evaluate
+from rlalign.control.lm_driver import LMDriver
 from rlalign.control.policies import resolve_policy
 from rlalign.control.policy_io import save_policy
 from rlalign.control.ppo import train_ppo
@@ -213,7 +214,26 @@ def eval_policy(
     env_id: str | None = None,
     baseline: str | None = None,
 ) -> dict[str, Any]:
+    """Evaluate a saved policy, a language-model driver or a baseline on episodes with seeds
+    ``seed .. seed + episodes - 1`` (see :func:`evaluate_driver`)."""
     env_id, env_kwargs, policy, label = resolve_policy(policy_dir, env_id, baseline, seed)
+    return {"env_id": env_id, "policy": label, "seed": seed,
+            **evaluate_driver(policy, env_id, env_kwargs, episodes, seed)}  # fmt: skip
+
+
+def evaluate_driver(
+    policy: Any, env_id: str, env_kwargs: dict[str, Any], episodes: int, seed: int
+) -> dict[str, Any]:
+    """:func:`~rlalign.control.evaluate.evaluate`'s summary of ``policy`` on ``episodes``
+    seeded episodes; a language model's adds ``invalid_actions_per_episode`` (replies that
+    named no action; the car kept its speed)."""
+    is_lm = isinstance(policy, LMDriver)
+    # A language model drives every car at once: one sampler call per step.
+    batch = episodes if is_lm else 32
     with torch_threads(1):
-        stats = evaluate(env_factory(env_id, env_kwargs), policy, episodes, seed)
-    return {"env_id": env_id, "policy": label, "seed": seed, **stats.summary()}
+        stats = evaluate(env_factory(env_id, env_kwargs), policy, episodes, seed, batch=batch)
+    result = stats.summary()
+    if is_lm:
+        result["invalid_actions_per_episode"] = policy.invalid_actions / episodes
+        policy.close()
+    return result
