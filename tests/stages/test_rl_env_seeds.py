@@ -75,9 +75,10 @@ def setup(tmp_path_factory):
 
 
 def config(root, out, **overrides) -> RLConfig:
+    log = out.parent / f"{out.name}-resets.jsonl"  # beside the run: it is not the run's file
     settings = dict(
         model="tiny", tokenizer=str(root / "tokenizer"), output_dir=str(out),
-        env=f"{root / 'recording.py'}:make_env", env_kwargs={"log": str(out / "resets.jsonl")},
+        env=f"{root / 'recording.py'}:make_env", env_kwargs={"log": str(log)},
         history="full", max_turns=3, max_steps=3, prompts_per_iteration=2, num_generations=2,
         per_device_train_batch_size=4, max_completion_length=8, eval_steps=1, eval_episodes=3,
         save_steps=3, logging_steps=1, seed=0, env_seed=5, save_rollouts=0,
@@ -88,9 +89,8 @@ def config(root, out, **overrides) -> RLConfig:
 
 def test_evaluation_plays_held_out_seeds_and_training_never_does(setup, tmp_path):
     cfg = config(setup, tmp_path / "run")
-    (tmp_path / "run").mkdir()
     run_rl(cfg)
-    resets = [json.loads(line) for line in (tmp_path / "run" / "resets.jsonl").open()]
+    resets = [json.loads(line) for line in (tmp_path / "run-resets.jsonl").open()]
     held_out = set(eval_seeds(cfg.eval_episodes))
     played = {r["seed"] for r in resets}
     assert held_out <= played  # evaluation ran, on the env's own held-out seeds
