@@ -38,7 +38,7 @@ import transformers.modeling_utils
 
 from rlalign import checkpoint, cli, metrics
 from rlalign.rewards.sandbox import TimedRewardFunction
-from rlalign.train import loop, rollout
+from rlalign.train import loop, multiturn, rollout
 
 KINDS = ("step", "metrics", "weights", "checkpoint", "final", "rollout", "reward")
 
@@ -164,11 +164,18 @@ def install(point: str, marker: Path) -> None:
     elif kind == "rollout":
         armed, real_save = tear_next_write(marker), rollout.RolloutSource._save_rollouts
 
+        real_save_episodes = multiturn.EpisodeRolloutSource._save_episodes
+
         def save_rollouts(self, *args, **kwargs):
             armed[0] = self.iteration == target
             return real_save(self, *args, **kwargs)
 
+        def save_episodes(self, *args, **kwargs):  # a multi-turn run's rollout file
+            armed[0] = self.iteration == target
+            return real_save_episodes(self, *args, **kwargs)
+
         rollout.RolloutSource._save_rollouts = save_rollouts
+        multiturn.EpisodeRolloutSource._save_episodes = save_episodes
     elif kind == "reward":
         collecting = {"iteration": 0, "armed": False}
         real_collect, real_call = (
