@@ -52,7 +52,7 @@ class ToolDemoConfig(Config):
     vocab_size: int = Field(320, gt=0, description="BPE vocabulary size")
     sft_steps: int = Field(600, gt=0, description="SFT optimizer steps")
     sft_learning_rate: float = Field(1e-3, gt=0, description="SFT learning rate")
-    sft_batch_size: int = Field(16, gt=0, description="SFT conversations per step")
+    sft_batch_size: int = Field(32, gt=0, description="SFT conversations per step")
     no_tool_baseline: bool = Field(
         True, description="also SFT a model on transcripts without the tool (question, answer)"
     )
