@@ -24,6 +24,7 @@ from pydantic import Field
 from rlalign.config import Config, Seed
 from rlalign.envs.calculator import NO_TOOL, eval_seeds, write_expert_transcripts
 from rlalign.envs.registry import make_text_env
+from rlalign.goals import machine
 from rlalign.io import atomic_write_text
 from rlalign.lm.models import load_model
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
@@ -43,10 +44,15 @@ class ToolDemoConfig(Config):
     seed: Seed = Field(0, description="random seed of the transcripts and of every stage")
     model: str = Field("tiny", description="model preset of the new model (rlalign.lm.models)")
     transcripts: int = Field(2000, gt=0, description="expert conversations for SFT")
+    balanced: bool = Field(
+        True,
+        description="transcripts with 3-, 4- and 5-digit answers in equal shares "
+        "(rlalign.envs.calculator.balanced_train_seeds)",
+    )
     vocab_size: int = Field(320, gt=0, description="BPE vocabulary size")
     sft_steps: int = Field(600, gt=0, description="SFT optimizer steps")
     sft_learning_rate: float = Field(1e-3, gt=0, description="SFT learning rate")
-    sft_batch_size: int = Field(16, gt=0, description="SFT conversations per step")
+    sft_batch_size: int = Field(32, gt=0, description="SFT conversations per step")
     no_tool_baseline: bool = Field(
         True, description="also SFT a model on transcripts without the tool (question, answer)"
     )
@@ -151,7 +157,9 @@ def run_tool_demo(out: str | Path, cfg: ToolDemoConfig) -> dict[str, Any]:
     print(f"[1/{total}] expert transcripts: {cfg.transcripts} training sums", flush=True)
     data = out / "data"
     for tool, name in ((True, "tool.jsonl"), (False, "no_tool.jsonl")):
-        write_expert_transcripts(data / name, cfg.transcripts, cfg.seed, tool=tool)
+        write_expert_transcripts(
+            data / name, cfg.transcripts, cfg.seed, tool=tool, balanced=cfg.balanced
+        )
     texts = [
         m["content"]
         for name in ("tool.jsonl", "no_tool.jsonl")
@@ -242,10 +250,14 @@ def run_tool_demo(out: str | Path, cfg: ToolDemoConfig) -> dict[str, Any]:
     seconds["total"] = round(time.perf_counter() - started, 1)
     print("\n" + format_tool_card(stages, len(seeds)))
     print("\nseconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    cpu, threads = machine(), torch.get_num_threads()
+    print(f"CPU: {cpu}, {threads} torch thread(s)")
     report = {
         "stages": stages,
         "eval_seeds": [seeds[0], seeds[-1]],
         "seconds": seconds,
+        "cpu": cpu,
+        "torch_threads": threads,
         "config": cfg.model_dump(),
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")

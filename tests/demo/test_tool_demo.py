@@ -43,6 +43,7 @@ def test_quick_tool_demo_end_to_end(tmp_path, capsys):
             assert 0.0 <= cell["invalid_tool_calls"] <= cell["tool_calls"] <= 3
     stages = ("tokenizer", "sft", "rl", "sft_no_tool", "eval_sft", "eval_rl", "total")
     assert set(stages) <= set(report["seconds"])
+    assert report["cpu"] in printed and report["torch_threads"] >= 1
     assert f"accuracy on {n} held-out sums" in printed and "with the tool" in printed
     for label in ("SFT on tool transcripts", "RL in the calculator env", "SFT on answers only"):
         assert label in printed

@@ -13,6 +13,7 @@ from rlalign.envs.base import TextEnv
 from rlalign.envs.calculator import (
     EVAL_SEED_START,
     NO_TOOL,
+    balanced_train_seeds,
     eval_seeds,
     expert_messages,
     make_env,
@@ -225,6 +226,31 @@ def test_expert_transcripts_load_as_sft_data_and_hold_no_eval_question(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calc.jsonl"]  # no temporary left
     with pytest.raises(UserError, match="episodes"):
         write_expert_transcripts(tmp_path / "none.jsonl", 0)
+
+
+@pytest.mark.parametrize("digits", [3, 4])
+def test_balanced_seeds_give_each_answer_length_a_third_and_stay_training_seeds(tmp_path, digits):
+    def lengths(seeds):
+        counts: dict[int, int] = {}
+        for s in seeds:
+            text = make_env(digits=digits).reset(seed=s)[0]
+            length = max(len(str(reference(*parse_question(text)))), digits - 1)
+            counts[length] = counts.get(length, 0) + 1
+        return counts
+
+    # Uniform operands: short answers are rare, the skew the balanced draw removes.
+    assert lengths(train_seeds(300, seed=3))[digits - 1] < 60
+    seeds = balanced_train_seeds(300, seed=3, digits=digits)
+    assert len(set(seeds)) == 300 and all(0 <= s < EVAL_SEED_START for s in seeds)
+    assert lengths(seeds) == {digits - 1: 100, digits: 100, digits + 1: 100}
+    assert balanced_train_seeds(300, seed=3, digits=digits) == seeds
+    assert balanced_train_seeds(300, seed=4, digits=digits) != seeds
+    held = {make_env(digits=digits).reset(seed=s)[0] for s in eval_seeds(3000)}
+    assert not held & {make_env(digits=digits).reset(seed=s)[0] for s in seeds}
+    path = tmp_path / "balanced.jsonl"
+    write_expert_transcripts(path, 300, seed=3, digits=digits, balanced=True)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["seed"] for r in rows] == seeds
 
 
 def test_every_digit_of_the_env_texts_is_one_token():

@@ -31,7 +31,8 @@ falls in the evaluation bucket (:data:`EVAL_FRACTION` of all questions). Seeds b
 :data:`EVAL_SEED_START` draw training questions only, seeds from it on evaluation questions
 only (each by rejection from the seed's own generator), so training and evaluation episodes
 never share a question, for any seeds. :func:`train_seeds` and :func:`eval_seeds` give
-seeds of each side.
+seeds of each side; :func:`balanced_train_seeds` training seeds whose answer lengths come in
+equal shares, for expert transcripts.
 """
 
 from __future__ import annotations
@@ -130,6 +131,36 @@ def train_seeds(n: int, seed: int = 0) -> list[int]:
     if n < 0:
         raise UserError(f"the number of episodes must be >= 0, got {n}")
     return random.Random(seed).sample(range(EVAL_SEED_START), n)
+
+
+def balanced_train_seeds(
+    n: int, seed: int = 0, *, digits: int = 4, ops: Sequence[str] = OPS
+) -> list[int]:
+    """``n`` distinct training seeds whose answers have ``digits - 1``, ``digits`` and
+    ``digits + 1`` digits in equal shares (shorter answers as they come).
+
+    Uniform operands make some answer lengths rare (a 3-digit difference of two 4-digit numbers
+    is one question in ten), and a small model copies a number of a length it rarely saw
+    wrongly. Seeds are drawn as in :func:`train_seeds`; a seed is kept while its answer length
+    ``L`` has fewer than ``ceil(n / 3)`` seeds, so the split rule is untouched: every seed is a
+    training seed. The ``digits + 1`` and ``digits`` quotas fill first, so the last third goes
+    to ``digits - 1`` and the few shorter answers together."""
+    if n < 0:
+        raise UserError(f"the number of episodes must be >= 0, got {n}")
+    _check_shape(digits, ops)
+    quota = -(-n // 3)
+    rng, seen, kept = random.Random(seed), set(), []
+    counts: dict[int, int] = {}
+    while len(kept) < n:
+        s = rng.randrange(EVAL_SEED_START)
+        if s in seen:
+            continue
+        seen.add(s)
+        length = len(str(question(s, digits=digits, ops=ops).answer))
+        if counts.get(length, 0) < quota:
+            counts[length] = counts.get(length, 0) + 1
+            kept.append(s)
+    return kept
 
 
 def eval_seeds(n: int) -> list[int]:
@@ -273,14 +304,19 @@ def write_expert_transcripts(
     tool: bool = True,
     digits: int = 4,
     ops: Sequence[str] = OPS,
+    balanced: bool = False,
 ) -> int:
-    """Write the expert conversations of ``train_seeds(episodes, seed)`` as SFT JSONL rows
-    ``{"messages": [...], "seed": s}`` (atomically); returns the number of rows."""
+    """Write the expert conversations of ``train_seeds(episodes, seed)`` (``balanced``:
+    :func:`balanced_train_seeds`) as SFT JSONL rows ``{"messages": [...], "seed": s}``
+    (atomically); returns the number of rows."""
     if episodes < 1:
         raise UserError(f"calculator transcripts: episodes must be >= 1, got {episodes}")
+    if balanced:
+        seeds = balanced_train_seeds(episodes, seed, digits=digits, ops=ops)
+    else:
+        seeds = train_seeds(episodes, seed)
     rows = [
-        {"messages": expert_messages(s, tool, digits=digits, ops=ops), "seed": s}
-        for s in train_seeds(episodes, seed)
+        {"messages": expert_messages(s, tool, digits=digits, ops=ops), "seed": s} for s in seeds
     ]
     write_jsonl(path, rows)
     return len(rows)
