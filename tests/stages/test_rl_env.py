@@ -20,7 +20,7 @@ from rlalign.train.rl_config import RLConfig
 
 HERE = Path(__file__).resolve().parent
 TEXT_MDP = HERE.parent / "train" / "text_mdp.py"
-BAD = HERE.parent / "bad_inputs"
+BAD = HERE / "bad_envs"  # environments that fail in every way a user's can
 
 
 def env_args(model_dir, out, **extra) -> list[str]:
