@@ -44,6 +44,12 @@ class DriveDemoConfig(Config):
     transcript_seed: int = Field(
         100_000, ge=0, description="seed of the first transcript episode (episode k: seed + k)"
     )
+    transcript_lapse: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="per-step chance of a lapse of the transcripts' driver (recovery states)",
+    )
     vocab_size: int = Field(512, gt=0, description="BPE vocabulary size")
     model: str = Field("tiny", description="model preset (rlalign.lm.models.PRESETS)")
     sft_steps: int = Field(1000, gt=0, description="SFT optimizer steps")
@@ -125,7 +131,7 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
     data = out / "transcripts.jsonl"
     made = timed("transcripts", lambda: write_transcripts(
         data, episodes=cfg.transcript_episodes, seed=cfg.transcript_seed,
-        env_kwargs=cfg.env_kwargs,
+        env_kwargs=cfg.env_kwargs, lapse=cfg.transcript_lapse,
     ))  # fmt: skip
     print(f"      {made['lines']} steps, mean return {made['mean_return']:.2f}", flush=True)
 

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from rlalign.cli import main
-from rlalign.control.driving_text import make_driving_text_env
-from rlalign.control.transcripts import write_transcripts
+from rlalign.control.baselines import make_baseline
+from rlalign.control.driving_text import DRIVING_WORDS, make_driving_text_env
+from rlalign.control.transcripts import play_episode, write_transcripts
 from rlalign.data.formats import load_sft
 from rlalign.errors import UserError
 
@@ -98,3 +99,51 @@ def test_the_command_writes_the_file_and_refuses_a_bad_policy(tmp_path, capsys):
     assert main([*args, "--policy", "rule"]) == 2
     err = capsys.readouterr().err
     assert "unknown policy 'rule'" in err and len(err.strip().splitlines()) == 1
+
+
+class SpyEnv:
+    """The text env, recording the observation array and the word the car is given each step."""
+
+    def __init__(self, env):
+        self.env, self.steps = env, []
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def step(self, word):
+        self.steps.append((self.env.last_obs.copy(), word))
+        return self.env.step(word)
+
+
+def test_lapses_keep_the_car_going_but_record_the_drivers_own_words():
+    """Each recorded word is the rule-based driver's action on the state the car is in; the car
+    plays that word or, during a lapse, ``keep``; some steps lapse, and none without lapses."""
+    env = SpyEnv(make_driving_text_env())
+    driver = make_baseline("rule_based", env.env.env.unwrapped.cfg)
+    lapsed = {0.0: 0, 0.2: 0}
+    for lapse in lapsed:
+        for seed in (11, 12):
+            env.steps.clear()
+            turns, _, _ = play_episode(env, driver, seed, lapse=lapse)
+            assert len(turns) == len(env.steps)
+            for (_, word), (obs, played) in zip(turns, env.steps, strict=True):
+                assert word == DRIVING_WORDS[int(driver(obs[None])[0])]
+                assert played in (word, "keep")
+                lapsed[lapse] += played != word
+    assert lapsed[0.0] == 0 and lapsed[0.2] > 0
+
+
+def test_a_lapse_outside_0_1_is_refused(tmp_path):
+    with pytest.raises(UserError, match=r"lapse must be in \[0, 1\)"):
+        write_transcripts(tmp_path / "t.jsonl", episodes=1, seed=0, lapse=1.0)
+
+
+def test_the_command_passes_the_lapse_on_and_refuses_a_bad_one(tmp_path, capsys):
+    args = ["control", "transcripts", "--episodes", "2", "--seed", "5"]
+    assert main([*args, "--out", str(tmp_path / "a.jsonl")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b.jsonl"), "--lapse", "0.5"]) == 0
+    assert (tmp_path / "a.jsonl").read_text() != (tmp_path / "b.jsonl").read_text()
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "c.jsonl"), "--lapse", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "lapse must be in [0, 1)" in err and len(err.strip().splitlines()) == 1

@@ -112,6 +112,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="last: one line per step (observation, action); full: one line per episode, its "
         "turns alternating (default: last)",
     )
+    tr.add_argument(
+        "--lapse",
+        type=float,
+        default=0.0,
+        help="per-step chance that the driver starts a lapse of 1-8 steps in which the car "
+        "keeps its speed while the transcript records the driver's own action: recovery states "
+        "for the imitating model (default: 0, none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -264,7 +272,12 @@ def _transcripts(args: argparse.Namespace) -> int:
     from rlalign.control.transcripts import write_transcripts
 
     res = write_transcripts(
-        args.out, policy=args.policy, episodes=args.episodes, seed=args.seed, history=args.history
+        args.out,
+        policy=args.policy,
+        episodes=args.episodes,
+        seed=args.seed,
+        history=args.history,
+        lapse=args.lapse,
     )
     print(
         f"wrote {res['out']}: {res['lines']} lines, {res['episodes']} episodes, {res['steps']} "

@@ -5,6 +5,13 @@ arrays) plays seeded episodes of the text env; each step it reads the array, the
 records the sentence the model would read (:func:`~rlalign.control.driving_text.describe_driving`)
 and the baseline's action word. Episode ``k`` uses seed ``seed + k``, so the same transcript
 can be replayed, and a model trained on it evaluated on exactly those episodes.
+
+``lapse`` > 0 makes the driver inattentive now and then (DART-style noise injection): each step
+it may start a lapse of 1 to :data:`LAPSE_MAX_STEPS` steps in which the car plays ``keep``,
+while the transcript still records what the driver *would* do. A model imitating the careful
+driver alone never sees the states its own small errors lead to (a car closing in, a crosswalk
+too near to stop comfortably) and so never learns to recover from them; the lapses put those
+states, with the expert's answer, into the data.
 """
 
 from __future__ import annotations
@@ -12,21 +19,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from rlalign.control.baselines import BASELINES, make_baseline
 from rlalign.control.driving_text import DRIVING_WORDS, make_driving_text_env
 from rlalign.errors import UserError
 from rlalign.io import write_jsonl
 
+LAPSE_MAX_STEPS = 8
 
-def play_episode(env: Any, policy: Any, seed: int) -> tuple[list[tuple[str, str]], float, dict]:
-    """``([(observation text, action word), ...], return, last info)`` of one episode."""
+
+def play_episode(
+    env: Any, policy: Any, seed: int, lapse: float = 0.0
+) -> tuple[list[tuple[str, str]], float, dict]:
+    """``([(observation text, action word), ...], return, last info)`` of one episode; the
+    words are always the policy's, the car plays ``keep`` during lapses (module docstring)."""
     text, info = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
     turns: list[tuple[str, str]] = []
-    total, done = 0.0, False
+    total, done, lapsing = 0.0, False, 0
     while not done:
         word = DRIVING_WORDS[int(policy(env.last_obs[None])[0])]
         turns.append((text, word))
-        text, reward, terminated, truncated, info = env.step(word)
+        if lapsing == 0 and lapse > 0 and rng.random() < lapse:
+            lapsing = int(rng.integers(1, LAPSE_MAX_STEPS + 1))
+        played = "keep" if lapsing > 0 else word
+        lapsing = max(lapsing - 1, 0)
+        text, reward, terminated, truncated, info = env.step(played)
         total += reward
         done = terminated or truncated
     return turns, total, info
@@ -40,12 +59,14 @@ def write_transcripts(
     seed: int,
     history: Literal["last", "full"] = "last",
     env_kwargs: dict[str, Any] | None = None,
+    lapse: float = 0.0,
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes of ``policy`` in the car's text env and write them as SFT
     JSONL (``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``), atomically.
 
     ``history="last"``: one line per step, the step's observation and action. ``"full"``: one
-    line per episode, its observations and actions as alternating turns.
+    line per episode, its observations and actions as alternating turns. ``lapse``: the
+    per-step chance that the driver starts a lapse (module docstring; 0 for none).
 
     Returns:
         ``{"episodes", "steps", "mean_return", "collisions", "arrived", ...}``.
@@ -54,6 +75,8 @@ def write_transcripts(
         raise UserError(f"unknown policy {policy!r}; choose one of {', '.join(BASELINES)}")
     if episodes < 1:
         raise UserError(f"episodes must be >= 1, got {episodes}")
+    if not 0.0 <= lapse < 1.0:
+        raise UserError(f"lapse must be in [0, 1), got {lapse}")
     if history not in ("last", "full"):
         raise UserError(f"history must be 'last' or 'full', got {history!r}")
     try:
@@ -65,7 +88,7 @@ def write_transcripts(
     returns, steps, collisions, arrived = [], 0, 0, 0
     try:
         for k in range(episodes):
-            turns, total, info = play_episode(env, driver, seed + k)
+            turns, total, info = play_episode(env, driver, seed + k, lapse)
             returns.append(total)
             steps += len(turns)
             collisions += bool(info.get("collision"))
@@ -82,6 +105,7 @@ def write_transcripts(
         "policy": policy,
         "history": history,
         "seed": seed,
+        "lapse": lapse,
         "episodes": episodes,
         "steps": steps,
         "lines": len(rows),
