@@ -29,6 +29,7 @@ from rlalign.control.transcripts import write_transcripts
 from rlalign.io import atomic_write_json, atomic_write_text, read_jsonl
 from rlalign.lm.tokenizer import train_tokenizer
 from rlalign.metrics import read_metrics
+from rlalign.runtime import StageSeconds
 from rlalign.train.rl import run_rl
 from rlalign.train.rl_config import RLConfig
 from rlalign.train.sft import SFTConfig, run_sft
@@ -114,13 +115,8 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, fn):
-        t0 = time.perf_counter()
-        result = fn()
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        return result
+    seconds = StageSeconds()
+    timed = seconds.run
 
     probe = env_factory(ENV_ID, cfg.env_kwargs)()
     world: DrivingConfig = probe.unwrapped.cfg

@@ -28,6 +28,7 @@ from rlalign.goals import machine
 from rlalign.io import atomic_write_text
 from rlalign.lm.models import load_model
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
+from rlalign.runtime import StageSeconds
 from rlalign.train.episodes import PlaySettings, play_episodes
 from rlalign.train.rl import run_rl
 from rlalign.train.rl_config import RLConfig
@@ -145,13 +146,8 @@ def run_tool_demo(out: str | Path, cfg: ToolDemoConfig) -> dict[str, Any]:
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     started = time.perf_counter()
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, fn):
-        t0 = time.perf_counter()
-        result = fn()
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        return result
+    seconds = StageSeconds()
+    timed = seconds.run
 
     total = 6 if cfg.no_tool_baseline else 5
     print(f"[1/{total}] expert transcripts: {cfg.transcripts} training sums", flush=True)

@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -151,3 +152,15 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+class StageSeconds(dict):
+    """The wall-clock seconds of each named stage of a flow (a demo), measured as it runs:
+    ``seconds.run("sft", lambda: run_sft(cfg))`` returns the stage's result and records
+    ``seconds["sft"]``."""
+
+    def run(self, name: str, fn: Any) -> Any:
+        started = time.perf_counter()
+        result = fn()
+        self[name] = round(time.perf_counter() - started, 1)
+        return result
