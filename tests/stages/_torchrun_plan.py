@@ -36,7 +36,10 @@ def run_plan(plan: Path) -> int:
     try:
         for index, argv in enumerate(json.loads(plan.read_text())):
             code = main(argv)
-            print(f"{RESULT_MARK} {rank} {code} {index}", flush=True)
+            # one write of the whole line: print() writes the text and its newline apart,
+            # and unbuffered, two ranks' lines sharing the pipe can interleave between them
+            sys.stdout.write(f"{RESULT_MARK} {rank} {code} {index}\n")
+            sys.stdout.flush()
             worst = max(worst, code)
         # torchrun stops the other ranks once one exits with an error: wait until every rank
         # has reported its last run

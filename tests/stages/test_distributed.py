@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -215,10 +216,11 @@ def run_plan(
 
     launched = run_with_gloo_retry(start) if retry_on_abort else Launched(*start(False))
     codes: list[dict[int, int]] = [{} for _ in runs]
-    for line in launched.output.splitlines():
-        if line.startswith(RESULT_MARK):
-            rank, code, index = map(int, line.removeprefix(RESULT_MARK).split())
-            codes[index][rank] = code
+    # found anywhere in the output, not only at a line's start: another process's text may
+    # share the line
+    for found in re.finditer(rf"{re.escape(RESULT_MARK)} (\d+) (-?\d+) (\d+)", launched.output):
+        rank, code, index = map(int, found.groups())
+        codes[index][rank] = code
     return launched, codes
 
 
