@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +113,6 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
-    started = time.perf_counter()
     seconds = StageSeconds()
     timed = seconds.run
 
@@ -185,7 +183,7 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
             f"eval_{name.replace(' ', '_')}", lambda d=driver: evaluate_driver(d, ENV_ID, kw, n, s0)
         )
         print(f"      {name}: return {drivers[name]['return']:.2f}", flush=True)
-    seconds["total"] = round(time.perf_counter() - started, 1)
+    seconds.finish()
 
     eval_steps = drivers["lm rl"]["episode_length"] * n
     report = {

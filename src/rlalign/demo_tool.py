@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +144,6 @@ def run_tool_demo(out: str | Path, cfg: ToolDemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
-    started = time.perf_counter()
     seconds = StageSeconds()
     timed = seconds.run
 
@@ -243,7 +241,7 @@ def run_tool_demo(out: str | Path, cfg: ToolDemoConfig) -> dict[str, Any]:
                 "no_tool": calculator_accuracy(m, t, seeds, tool=False),
             },
         )
-    seconds["total"] = round(time.perf_counter() - started, 1)
+    seconds.finish()
     print("\n" + format_tool_card(stages, len(seeds)))
     print("\nseconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     cpu, threads = machine(), torch.get_num_threads()

@@ -157,7 +157,14 @@ def torch_threads(n: int) -> Iterator[None]:
 class StageSeconds(dict):
     """The wall-clock seconds of each named stage of a flow (a demo), measured as it runs:
     ``seconds.run("sft", lambda: run_sft(cfg))`` returns the stage's result and records
-    ``seconds["sft"]``."""
+    ``seconds["sft"]``; ``finish()`` records the ``total`` since the flow began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = time.perf_counter()
+
+    def finish(self) -> None:
+        self["total"] = round(time.perf_counter() - self.started, 1)
 
     def run(self, name: str, fn: Any) -> Any:
         started = time.perf_counter()

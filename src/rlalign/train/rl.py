@@ -15,6 +15,7 @@ Algorithms: ``ppo`` (GAE with a value head, KL penalty in the per-token reward),
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -192,15 +193,6 @@ def ptx_batches(cfg: RLConfig, docs: list[str], tokenizer: Any) -> Any:
     return BlockBatches(blocks, cfg.ptx_batch_size, seed=cfg.seed)
 
 
-def env_factory(spec: str, env_kwargs: dict[str, Any]):
-    """A zero-argument constructor of the text environment ``spec``."""
-
-    def make() -> Any:
-        return make_text_env(spec, env_kwargs)
-
-    return make
-
-
 def load_rl_prompts(cfg: RLConfig) -> list[dict[str, Any]]:
     if cfg.data is not None:
         return load_prompts(cfg.data)
@@ -254,7 +246,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
         problem = cfg.rollout_split_problem(rank.world_size)
         if problem:
             raise UserError(problem)
-        make_env = env_factory(cfg.env, cfg.env_kwargs)
+        make_env = functools.partial(make_text_env, cfg.env, cfg.env_kwargs)
         probe = make_env()  # a bad env (or a bad first observation) fails before any write
         probe.reset(seed=cfg.env_seed)
         problem = training_seed_problem(cfg, probe)
