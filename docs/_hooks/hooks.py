@@ -33,7 +33,11 @@ NOTEBOOK = re.compile(r"\d\d_\w+\.py")
 
 # Commands that read a typed config, and the classes that define their keys.
 CONFIGS: dict[str, list[str]] = {
-    "demo": ["rlalign.demo:DemoConfig"],
+    "demo": [
+        "rlalign.demo:DemoConfig",
+        "rlalign.demo_drive:DriveDemoConfig",
+        "rlalign.demo_tool:ToolDemoConfig",
+    ],
     "world export": ["rlalign.data.world:WorldConfig"],
     "pretrain": ["rlalign.train.pretrain:PretrainConfig"],
     "sft": ["rlalign.train.sft:SFTConfig"],
@@ -111,7 +115,9 @@ def _help_text(parser: argparse.ArgumentParser) -> str:
     before = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "80"
     try:
-        return parser.format_help()
+        # argparse's own help, without the list of keys `--help` appends: the page's tables
+        # below hold the keys, with the same types, defaults and descriptions
+        return argparse.ArgumentParser.format_help(parser)
     finally:
         if before is None:
             del os.environ["COLUMNS"]
@@ -119,38 +125,31 @@ def _help_text(parser: argparse.ArgumentParser) -> str:
             os.environ["COLUMNS"] = before
 
 
-def _type_name(annotation) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    text = text or str(annotation)
-    return re.sub(r"\b(typing|collections\.abc|pathlib)\.", "", text)
-
-
-def _default(field) -> str:
-    from pydantic_core import PydanticUndefined
-
-    if field.default_factory is not None:
-        return f"`{field.default_factory()!r}`"
-    if field.default is PydanticUndefined:
-        return "**required**"
-    return f"`{field.default!r}`"
-
-
 def config_table(spec: str, parser: argparse.ArgumentParser) -> str:
+    from rlalign.commands.keys_help import CONTROL_GROUPS, GROUPS, group_of, key_entries
+
     module, name = spec.split(":")
     cls = getattr(importlib.import_module(module), name)
+    groups = CONTROL_GROUPS if module.startswith("rlalign.control") else GROUPS
+    entries = key_entries(cls)
+    grouped = all(group_of(key, groups) != "other" for key, *_ in entries)
     rows = [
-        f"| `{key}` | `{_type_name(f.annotation)}` | {_default(f)} | {f.description or ''} |"
-        for key, f in cls.model_fields.items()
+        # a `|` inside a table cell would split it, even in code
+        f"| `{key}` | `{kind.replace('|', ' or ')}` | {default.removeprefix('default ')} |"
+        + (f" {group_of(key, groups)} |" if grouped else "")
+        + f" {html.escape(text)} |"
+        for key, kind, default, text in entries
     ]
     takes_file = any("--config" in a.option_strings for a in parser._actions)
     where = "in a YAML file given with `--config`, or " if takes_file else ""
+    head = "| key | type | default |" + (" group |" if grouped else "") + " meaning |"
     return "\n".join(
         [
             f"Config keys (`{module}.{name}`): {where}as `key=value` on the command line.",
             "",
-            "| key | type | default | meaning |",
-            "| --- | --- | --- | --- |",
-            *(r.replace("\n", " ") for r in rows),
+            head,
+            "|" + " --- |" * head.count(" |"),
+            *rows,
         ]
     )
 

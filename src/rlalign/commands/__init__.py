@@ -11,8 +11,11 @@ def seed_type(text: str) -> int:
     return seed_argument(text)
 
 
-def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
-    """The interface every training stage shares: ``[--config FILE] [--resume] [key=value ...]``."""
+def add_stage_arguments(parser: argparse.ArgumentParser, config: str) -> None:
+    """The interface every training stage shares: ``[--config FILE] [--resume] [key=value ...]``,
+    and a ``--help`` that lists every key of ``config`` (``"module:ClassName"``)."""
+    from rlalign.commands.keys_help import add_keys_help
+
     parser.add_argument("--config", metavar="FILE", help="YAML config file")
     parser.add_argument(
         "--resume", action="store_true", help="continue from the newest complete checkpoint"
@@ -20,6 +23,7 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1"
     )
+    add_keys_help(parser, config)
 
 
 def load_stage_config(cls, args: argparse.Namespace):

@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 
 from rlalign.commands import seed_type
+from rlalign.commands.keys_help import CONTROL_GROUPS, KeySection, add_keys_help
 
+CONFIGS = "rlalign.control.train_config:"
 HELP = "train/evaluate/render policy-gradient agents on Gymnasium envs and the driving car"
 
 
@@ -27,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train PPO or REINFORCE on a Gymnasium env",
         description="Train an agent; writes DIR/metrics.jsonl, DIR/policy.safetensors (+ .json), "
         "DIR/result.json. Extra key=value arguments override the config (e.g. learning_rate=1e-3 "
-        "n_envs=16 env_kwargs.road_length=800).",
+        "n_envs=16 env_kwargs.road_length=800). The defaults listed below are the agents' own; "
+        "an env with tuned settings (CartPole, the car, continuous-action envs: "
+        "rlalign.control.train_config.ENV_DEFAULTS) starts from those instead.",
     )
     train.add_argument("--env", required=True, help="Gymnasium env id, e.g. rlalign/Driving-v0")
     train.add_argument("--algo", choices=["ppo", "reinforce"], default="ppo")
@@ -51,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start over in an --out that holds an earlier run (its results are deleted)",
     )
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    add_keys_help(
+        train,
+        KeySection(CONFIGS + "CommonConfig", "config keys of both agents", CONTROL_GROUPS),
+        KeySection(CONFIGS + "PPOConfig", "--algo ppo adds", CONTROL_GROUPS, own_only=True),
+        KeySection(
+            CONFIGS + "ReinforceConfig", "--algo reinforce adds or changes", None, own_only=True
+        ),
+    )
 
     ev = sub.add_parser("eval", help="evaluate a saved policy (or a baseline)")
     ev.add_argument("dir", nargs="?", type=Path, help="run directory of 'control train'")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from rlalign.commands.keys_help import KeySection, add_keys_help
+
 HELP = (
     "world -> pretrain -> SFT -> reward model -> RL on CPU, with a report card; 'demo drive': "
     "transcripts -> SFT -> RL of a language model driving the car, with every driver's table; "
@@ -32,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="'drive' or 'tool' first for the car's or the calculator's flow; then stage sizes, "
         "e.g. rl_steps=80 algorithm=rloo (see rlalign.demo.DemoConfig, "
         "rlalign.demo_drive.DriveDemoConfig, rlalign.demo_tool.ToolDemoConfig)",
+    )
+    add_keys_help(
+        parser,
+        KeySection("rlalign.demo:DemoConfig", "keys of 'rlalign demo'", None),
+        KeySection("rlalign.demo_drive:DriveDemoConfig", "keys of 'rlalign demo drive'", None),
+        KeySection("rlalign.demo_tool:ToolDemoConfig", "keys of 'rlalign demo tool'", None),
     )
 
 

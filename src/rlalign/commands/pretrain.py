@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 
 from rlalign.commands import add_stage_arguments, load_stage_config, report_stage
 
@@ -11,15 +10,11 @@ HELP = "pretrain a causal language model on a text corpus (.txt or JSONL {'text'
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from rlalign.train.pretrain import PretrainConfig  # pydantic only: --help stays fast
-
-    add_stage_arguments(parser)
-    keys = textwrap.fill(", ".join(PretrainConfig.model_fields), 78, initial_indent="  ")
-    keys = keys.replace("\n", "\n  ")
+    add_stage_arguments(parser, "rlalign.train.pretrain:PretrainConfig")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "example:\n  rlalign pretrain data=corpus.jsonl output_dir=runs/pt model=tiny "
-        f"max_steps=500\n\nconfig keys:\n{keys}\n"
+        "max_steps=500\n"
         '  (a .txt corpus holds one document per line; JSONL holds {"text": ...} objects)'
     )
 

@@ -10,7 +10,7 @@ HELP = "train a reward model on preference pairs {prompt, chosen, rejected} (Bra
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_stage_arguments(parser)
+    add_stage_arguments(parser, "rlalign.train.reward_model:RewardConfig")
     parser.epilog = (
         "example: rlalign reward model=runs/sft/final data=preferences.jsonl output_dir=runs/rm"
     )

@@ -10,7 +10,7 @@ HELP = "RL alignment with a reward (world verifiers, your functions, a reward mo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_stage_arguments(parser)
+    add_stage_arguments(parser, "rlalign.train.rl_config:RLConfig")
     parser.epilog = (
         "example: rlalign rl model=runs/sft/final algorithm=grpo num_generations=4 beta=0.04 "
         "reward_funcs=my_rewards.py:score output_dir=runs/rl"

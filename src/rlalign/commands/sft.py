@@ -10,7 +10,7 @@ HELP = "supervised fine-tuning on chat data (messages or prompt/completion JSONL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_stage_arguments(parser)
+    add_stage_arguments(parser, "rlalign.train.sft:SFTConfig")
     parser.epilog = (
         "example: rlalign sft model=runs/pretrain/final data=sft.jsonl output_dir=runs/sft"
     )

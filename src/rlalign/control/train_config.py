@@ -24,18 +24,22 @@ from rlalign.control.envs import env_factory
 class CommonConfig(Config):
     """Settings shared by both agents."""
 
-    seed: Seed = 0
+    seed: Seed = Field(0, description="seed of the networks, the envs and the sampling")
     total_steps: int = Field(100_000, ge=1, description="environment steps to train for")
     n_envs: int = Field(8, ge=1, description="parallel environments (gymnasium.vector)")
-    gamma: float = Field(0.99, ge=0.0, le=1.0)
-    learning_rate: float = Field(3e-4, gt=0.0)
-    anneal_lr: bool = True
-    max_grad_norm: float = Field(0.5, gt=0.0)
-    vf_coef: float = Field(0.5, ge=0.0)
-    ent_coef: float = Field(0.0, ge=0.0)
-    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64])
-    activation: Literal["tanh", "relu"] = "tanh"
-    normalize_obs: bool = True
+    gamma: float = Field(0.99, ge=0.0, le=1.0, description="discount of the return G_t")
+    learning_rate: float = Field(3e-4, gt=0.0, description="Adam learning rate")
+    anneal_lr: bool = Field(True, description="decay the learning rate linearly to 0")
+    max_grad_norm: float = Field(0.5, gt=0.0, description="gradient clipping norm")
+    vf_coef: float = Field(0.5, ge=0.0, description="weight of the value loss")
+    ent_coef: float = Field(0.0, ge=0.0, description="weight of the entropy bonus")
+    hidden_sizes: list[int] = Field(
+        default_factory=lambda: [64, 64], description="widths of the MLP's hidden layers"
+    )
+    activation: Literal["tanh", "relu"] = Field("tanh", description="the MLP's nonlinearity")
+    normalize_obs: bool = Field(
+        True, description="standardise observations with running mean and variance"
+    )
     log_std_init: float = Field(
         0.0, description="Box actions: initial log standard deviation of the Gaussian policy"
     )
@@ -43,8 +47,10 @@ class CommonConfig(Config):
         False, description="Box actions: the policy acts in [-1, 1], mapped to the space's bounds"
     )
     eval_every: int = Field(10_000, ge=1, description="environment steps between evaluations")
-    eval_episodes: int = Field(10, ge=1)
-    final_eval_episodes: int = Field(50, ge=1)
+    eval_episodes: int = Field(10, ge=1, description="episodes per evaluation during training")
+    final_eval_episodes: int = Field(
+        50, ge=1, description="episodes of the final evaluation (result.json)"
+    )
     stop_at_threshold: bool = Field(
         False, description="stop once an evaluation reaches the env's reward_threshold"
     )
@@ -56,7 +62,9 @@ class CommonConfig(Config):
         100_000, ge=1, description="environment steps between checkpoints (None: only the last)"
     )
     keep_checkpoints: int | None = Field(2, ge=1, description="newest checkpoints kept")
-    env_kwargs: dict[str, Any] = Field(default_factory=dict)
+    env_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of gymnasium.make (e.g. road_length)"
+    )
 
 
 class PPOConfig(CommonConfig):
@@ -75,7 +83,7 @@ class PPOConfig(CommonConfig):
 
     n_steps: int = Field(128, ge=1, description="rollout length per env per update")
     num_iterations: int = Field(10, ge=1, description="passes over each rollout (SB3: n_epochs)")
-    minibatch_size: int = Field(256, ge=1)
+    minibatch_size: int = Field(256, ge=1, description="transitions per gradient step")
     lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda (SB3: gae_lambda)")
     epsilon: float = Field(
         0.2, gt=0.0, lt=1.0, description="clip range of the probability ratio (SB3: clip_range)"
@@ -83,8 +91,12 @@ class PPOConfig(CommonConfig):
     cliprange_value: float | None = Field(
         None, gt=0.0, description="clip range of the value around the old value; None: off"
     )
-    target_kl: float | None = Field(None, gt=0.0)
-    normalize_reward: bool = True
+    target_kl: float | None = Field(
+        None, gt=0.0, description="stop a rollout's epochs once the approximate KL exceeds it"
+    )
+    normalize_reward: bool = Field(
+        True, description="scale rewards by the running std of the discounted return"
+    )
     use_sde: bool = Field(
         False, description="Box actions: generalised state-dependent exploration (gSDE)"
     )
@@ -97,7 +109,7 @@ class ReinforceConfig(CommonConfig):
     """REINFORCE with a learned value baseline, on whole episodes."""
 
     learning_rate: float = Field(3e-3, gt=0.0)
-    whiten_advantages: bool = True
+    whiten_advantages: bool = Field(True, description="standardise the advantages of each batch")
 
 
 ALGOS = {"ppo": PPOConfig, "reinforce": ReinforceConfig}

@@ -42,22 +42,32 @@ class TrainingConfig(Config):
 
     model: str = Field("tiny", description="a preset name (tiny, small) or a local HF model dir")
     data: str = Field(..., description="path to the training file")
-    output_dir: str = "runs/train"
-    overwrite_output_dir: bool = False
-    seed: Seed = 42
+    output_dir: str = Field(
+        "runs/train", description="the run directory (checkpoints, final/, metrics, report)"
+    )
+    overwrite_output_dir: bool = Field(
+        False, description="start over in an output_dir that holds an earlier run"
+    )
+    seed: Seed = Field(
+        42, description="seed of every random choice: same seed, same weights on CPU"
+    )
 
     max_steps: int = Field(1000, gt=0, description="optimizer steps")
-    learning_rate: float = Field(3e-4, gt=0)
-    warmup_steps: int = Field(0, ge=0)
+    learning_rate: float = Field(3e-4, gt=0, description="peak learning rate of AdamW")
+    warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up to learning_rate")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor, as a fraction of lr")
-    weight_decay: float = Field(0.0, ge=0)
-    adam_beta1: float = Field(0.9, ge=0, lt=1)
-    adam_beta2: float = Field(0.999, ge=0, lt=1)
-    adam_epsilon: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    adam_beta1: float = Field(0.9, ge=0, lt=1, description="AdamW: decay of the first moment")
+    adam_beta2: float = Field(0.999, ge=0, lt=1, description="AdamW: decay of the second moment")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW: added to the denominator")
     max_grad_norm: float = Field(1.0, ge=0, description="0 disables clipping")
-    per_device_train_batch_size: int = Field(8, gt=0)
-    per_device_eval_batch_size: int | None = Field(None, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
+    per_device_train_batch_size: int = Field(8, gt=0, description="examples per micro-batch")
+    per_device_eval_batch_size: int | None = Field(
+        None, gt=0, description="examples per evaluation batch; None: the training one"
+    )
+    gradient_accumulation_steps: int = Field(
+        1, gt=0, description="micro-batches summed into one optimizer step"
+    )
     global_batch_size: int | None = Field(
         None,
         gt=0,
@@ -69,9 +79,9 @@ class TrainingConfig(Config):
         "ddp", description="data parallelism under torchrun: ddp (replicas) or fsdp (FSDP2 shards)"
     )
 
-    logging_steps: int = Field(10, gt=0)
-    eval_steps: int = Field(100, gt=0)
-    save_steps: int = Field(500, gt=0)
+    logging_steps: int = Field(10, gt=0, description="steps between metrics lines")
+    eval_steps: int = Field(100, gt=0, description="steps between evaluations")
+    save_steps: int = Field(500, gt=0, description="steps between checkpoints")
     save_total_limit: int | None = Field(2, gt=0, description="checkpoints kept; None keeps all")
 
     bf16: bool | None = Field(None, description="bf16 autocast; None: on for CUDA, off on CPU")
@@ -79,7 +89,7 @@ class TrainingConfig(Config):
     attn_implementation: str = Field(
         "auto", description="attention kernels while training: auto, eager, sdpa, ..."
     )
-    disable_tqdm: bool = False
+    disable_tqdm: bool = Field(False, description="no progress bar")
 
     @field_validator(*PATH_KEYS, check_fields=False)
     @classmethod

@@ -62,22 +62,36 @@ class RLConfig(TrainingConfig):
         None, description="train LoRA adapters instead of every weight (peft)"
     )
 
-    algorithm: Literal["ppo", "grpo", "rloo", "reinforce"] = "grpo"
+    algorithm: Literal["ppo", "grpo", "rloo", "reinforce"] = Field(
+        "grpo", description="the policy-gradient method (its advantage and loss)"
+    )
     prompts_per_iteration: int = Field(16, gt=0, description="prompts sampled per rollout")
     num_generations: int = Field(4, gt=0, description="completions per prompt (the group)")
-    max_completion_length: int = Field(32, gt=0)
-    max_prompt_length: int = Field(128, gt=0)
-    temperature: float = Field(1.0, gt=0)
-    top_k: int | None = Field(None, gt=0)
-    top_p: float | None = Field(None, gt=0, le=1)
+    max_completion_length: int = Field(32, gt=0, description="tokens sampled per completion")
+    max_prompt_length: int = Field(
+        128, gt=0, description="prompt tokens kept (longer prompts lose their start)"
+    )
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts")
+    top_k: int | None = Field(None, gt=0, description="sample among the k likeliest tokens")
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="sample among the likeliest tokens holding mass p"
+    )
 
     beta: float = Field(0.04, ge=0, description="KL coefficient to the reference model")
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
-    loss_type: Literal["grpo", "dapo", "dr_grpo"] = "dapo"
+    kl_estimator: Literal["k1", "k2", "k3"] = Field(
+        "k3", description="estimator of the per-token KL to the reference (Schulman's k1-k3)"
+    )
+    loss_type: Literal["grpo", "dapo", "dr_grpo"] = Field(
+        "dapo",
+        description="how token losses are averaged: per sequence (grpo), over the batch's "
+        "tokens (dapo) or over a fixed length (dr_grpo)",
+    )
     num_iterations: int = Field(1, gt=0, description="passes over each rollout batch (mu)")
     epsilon: float = Field(0.2, gt=0, lt=1, description="lower clip range of the ratio")
     epsilon_high: float | None = Field(None, gt=0, description="upper clip range; default epsilon")
-    scale_rewards: Literal["group", "batch", "none"] = "group"
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="divide advantages by the std of the group, the batch, or not"
+    )
     gamma: float = Field(1.0, ge=0, le=1, description="discount of the per-token return G_t")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda (PPO)")
     vf_coef: float = Field(0.1, ge=0, description="value-loss weight (PPO)")
@@ -89,9 +103,13 @@ class RLConfig(TrainingConfig):
         description="module:function or file.py:function (or a world verifier's name); "
         "default: the world's verifiers",
     )
-    reward_weights: list[float] | None = None
+    reward_weights: list[float] | None = Field(
+        None, description="one weight per reward function; None: all 1"
+    )
     reward_model: str | None = Field(None, description="a reward run's final/ directory")
-    reward_model_weight: float = 1.0
+    reward_model_weight: float = Field(
+        1.0, description="weight of the reward model's score in the total reward"
+    )
     reward_timeout: float = Field(30.0, gt=0, description="seconds per reward-function call")
 
     ptx_data: str | None = Field(
