@@ -36,6 +36,7 @@ from rlalign.report_card import (
     evaluate_model,
     format_card,
 )
+from rlalign.train.model_card import add_card_section
 from rlalign.train.pretrain import PretrainConfig, run_pretrain
 from rlalign.train.reward_model import RewardConfig, run_reward
 from rlalign.train.rl import run_rl
@@ -288,6 +289,8 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
             lambda m=model, t=tok: evaluate_model(m, t, rows, autocast_dtype=autocast),
         )
     print(format_card(cards))
+    for path in (pre.final_dir, sft.final_dir, rl.final_dir):  # each model's card shows all
+        add_card_section(path, "Report card (rlalign demo)", _card_section(cards, cfg))
 
     report = {
         "stages": cards,
@@ -310,6 +313,14 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     print(f"\nreport: {out / 'report.json'}, {html_path}; total {report['seconds']['total']:.0f} s")
     barrier()
     return report
+
+
+def _card_section(cards: dict[str, dict[str, Any]], cfg: DemoConfig) -> str:
+    return (
+        "Held-out questions of the built-in world (world seed "
+        f"{cfg.seed}), answered by each stage of one `rlalign demo` run:\n\n"
+        f"```text\n{format_card(cards)}\n```"
+    )
 
 
 def write_demo_report(out: Path, report: dict[str, Any]) -> Path:

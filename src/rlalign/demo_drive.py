@@ -29,6 +29,7 @@ from rlalign.io import atomic_write_json, atomic_write_text, read_jsonl
 from rlalign.lm.tokenizer import train_tokenizer
 from rlalign.metrics import read_metrics
 from rlalign.runtime import StageSeconds
+from rlalign.train.model_card import add_card_section
 from rlalign.train.rl import run_rl
 from rlalign.train.rl_config import RLConfig
 from rlalign.train.sft import SFTConfig, run_sft
@@ -207,6 +208,11 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
     print("\n[6/6] the table\n\n" + table, flush=True)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", report_markdown(report, table))
+    for result in (sft, rl):
+        add_card_section(result.final_dir, "Driving (rlalign demo drive)", (
+            f"{n} episodes of {ENV_ID}, seeds {s0}..{s0 + n - 1}, the same for every driver "
+            f"(greedy replies for the language models):\n\n{table}"
+        ))  # fmt: skip
     print(f"\nreport: {out / 'report.json'}, {out / 'report.md'}; total {seconds['total']:.0f} s")
     return report
 

@@ -29,6 +29,7 @@ from rlalign.lm.models import load_model
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
 from rlalign.runtime import StageSeconds
 from rlalign.train.episodes import PlaySettings, play_episodes
+from rlalign.train.model_card import add_card_section
 from rlalign.train.rl import run_rl
 from rlalign.train.rl_config import RLConfig
 from rlalign.train.sft import SFTConfig, run_sft
@@ -243,6 +244,11 @@ def run_tool_demo(out: str | Path, cfg: ToolDemoConfig) -> dict[str, Any]:
         )
     seconds.finish()
     print("\n" + format_tool_card(stages, len(seeds)))
+    for path in models.values():
+        add_card_section(path, "Calculator (rlalign demo tool)", (
+            f"Held-out sums ({len(seeds)} episodes of rlalign/Calculator-v0), answered with the "
+            f"tool and without it:\n\n```text\n{format_tool_card(stages, len(seeds))}\n```"
+        ))  # fmt: skip
     print("\nseconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     cpu, threads = machine(), torch.get_num_threads()
     print(f"CPU: {cpu}, {threads} torch thread(s)")

@@ -39,6 +39,9 @@ def test_drive_demo_writes_every_stage_and_one_table(drive_run):
         assert 0 < row["episode_length"] <= kw["max_steps"]
         assert ("invalid_actions_per_episode" in row) == name.startswith("lm")
     assert format_table(drivers) in (out / "report.md").read_text()
+    for stage in ("sft", "rl"):
+        card = (out / stage / "final" / "README.md").read_text()
+        assert format_table(drivers) in card.split("## Driving (rlalign demo drive)")[1]
     stages = {k: v for k, v in report["seconds"].items() if k != "total"}
     assert {"transcripts", "tokenizer", "sft", "rl", "eval_lm_sft", "eval_lm_rl"} <= set(stages)
     assert report["seconds"]["total"] >= sum(stages.values()) - 1.0

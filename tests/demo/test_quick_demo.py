@@ -9,6 +9,7 @@ import pytest
 from rlalign.cli import main
 from rlalign.data.verifiers import REPORT_CARD_KEYS
 from rlalign.goals import demo_goals
+from rlalign.report_card import format_card
 
 
 @pytest.mark.slow
@@ -46,6 +47,9 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     for stage in ("pretrain", "sft", "reward", "rl"):
         assert (out / stage / "final" / "config.json").is_file()
         assert (out / stage / "metrics.jsonl").is_file()
+    for stage in ("pretrain", "sft", "rl"):  # each model's card carries the report card
+        card = (out / stage / "final" / "README.md").read_text()
+        assert format_card(report["stages"]) in card.split("## Report card (rlalign demo)")[1]
     assert list((out / "rl" / "rollouts").glob("iter_*.jsonl"))
     for stage in ("pretrain", "sft", "reward", "rl"):  # each stage's own report, linked
         assert (out / stage / "report.html").is_file()

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from rlalign.cli import main
+from rlalign.demo_tool import format_tool_card
 from rlalign.envs.calculator import EVAL_SEED_START, expert_messages, train_seeds
 from rlalign.lm.tokenizer import train_tokenizer
 
@@ -49,4 +50,7 @@ def test_quick_tool_demo_end_to_end(tmp_path, capsys):
         assert label in printed
     for stage in ("sft", "rl", "sft_no_tool"):  # each stage's own run directory
         assert (out / stage / "final" / "config.json").is_file()
+        card = (out / stage / "final" / "README.md").read_text()
+        section = card.split("## Calculator (rlalign demo tool)")[1]
+        assert format_tool_card(report["stages"], n) in section
     assert (out / "tokenizer" / "tokenizer.json").is_file()

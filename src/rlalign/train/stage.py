@@ -2,8 +2,8 @@
 
 A stage (pretrain, SFT, reward model, RL) hands its model, loss, batch source and config to
 :func:`train_and_save`, which runs the shared :class:`~rlalign.train.loop.Trainer` and, when the
-run was not interrupted, writes ``output_dir/final/`` atomically: safetensors weights, config
-and tokenizer, loadable with ``from_pretrained``; then the run's plots and ``report.html``
+run was not interrupted, writes ``output_dir/final/`` atomically: safetensors weights, config,
+tokenizer and model card (README.md), loadable with ``from_pretrained``; then the run's plots and ``report.html``
 (:mod:`rlalign.report.run_report`).
 """
 
@@ -21,6 +21,7 @@ from rlalign.dist import barrier
 from rlalign.io import atomic_directory
 from rlalign.train.loop import Trainer
 from rlalign.train.lora import is_lora, save_lora_final, trainable_parameters
+from rlalign.train.model_card import model_card, write_model_card
 
 
 @dataclass
@@ -70,6 +71,9 @@ def train_and_save(
 
     def write_extras(directory: Path) -> None:
         tokenizer.save_pretrained(directory)
+        write_model_card(
+            directory, model_card(cfg, step=result.step, eval_metrics=result.eval_metrics)
+        )
         if final_extra is not None:
             final_extra(directory)
 
