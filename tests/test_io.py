@@ -140,7 +140,7 @@ def test_a_byte_order_mark_is_accepted_by_every_reader(tmp_path):
 @pytest.mark.parametrize(
     ("head", "kind"),
     [
-        (b"PAR1\x15\x04", "a Parquet file, not text; Parquet is not supported yet"),
+        (b"PAR1\x15\x04", "a Parquet file, not text; give it the .parquet suffix"),
         (gzip.compress(b'{"text": "a"}\n'), "a gzip-compressed file, not text; decompress it"),
         ("{}".encode("utf-16"), "UTF-16 text, not text; save it as UTF-8"),
     ],

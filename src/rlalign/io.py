@@ -171,8 +171,7 @@ def check_safetensors(path: str | Path, fix: str) -> None:
 # What a file that is not text starts with: its kind, and what to do instead. Parquet has its
 # own entry so that a Parquet reader removes one line here.
 _NOT_TEXT: tuple[tuple[bytes, str, str], ...] = (
-    (b"PAR1", "a Parquet file", "Parquet is not supported yet: convert it to JSONL (pandas: "
-     "pd.read_parquet(path).to_json(out, orient='records', lines=True))"),
+    (b"PAR1", "a Parquet file", "give it the .parquet suffix (data is read by its suffix)"),
     (b"\xff\xfe", "UTF-16 text", "save it as UTF-8"),
     (b"\xfe\xff", "UTF-16 text", "save it as UTF-8"),
     (b"\x1f\x8b", "a gzip-compressed file", "decompress it first (gunzip)"),

@@ -130,3 +130,45 @@ def test_replay_documents_carry_a_loss_on_every_token(base_model_dir, world_dir)
     assert first.input_ids[-1] == tok.eos_token_id and len(first.input_ids) <= 64
     assert tok.decode(first.input_ids, skip_special_tokens=True).startswith(docs[0][:20])
     assert examples[len(docs)].input_ids == first.input_ids  # cycled
+
+
+def test_the_same_run_from_every_format_gives_identical_weights(
+    base_model_dir, world_dir, tmp_path
+):
+    """JSONL, JSON, Parquet, CSV and a save_to_disk directory: the same run, bit for bit."""
+    import datasets
+    from safetensors.torch import load_file
+
+    from rlalign.train.sft import SFTConfig, run_sft
+
+    datasets.disable_progress_bars()
+    rows = []
+    for line in (world_dir / "sft.jsonl").read_text().splitlines()[:24]:
+        messages = json.loads(line)["messages"]
+        user = next(m["content"] for m in messages if m["role"] == "user")
+        rows.append({"prompt": user, "completion": messages[-1]["content"]})
+    ds = datasets.Dataset.from_list(rows)
+    sources = {
+        "jsonl": tmp_path / "d.jsonl",
+        "json": tmp_path / "d.json",
+        "parquet": tmp_path / "d.parquet",
+        "csv": tmp_path / "d.csv",
+        "disk": tmp_path / "d_disk",
+    }
+    sources["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    sources["json"].write_text(json.dumps(rows), encoding="utf-8")
+    ds.to_parquet(str(sources["parquet"]))
+    ds.to_csv(str(sources["csv"]), index=False)
+    ds.save_to_disk(str(sources["disk"]))
+    weights = {}
+    for fmt, source in sources.items():
+        cfg = SFTConfig(model=str(base_model_dir), data=str(source),
+                        output_dir=str(tmp_path / f"run_{fmt}"), max_steps=3, eval_steps=3,
+                        save_steps=3, per_device_train_batch_size=4, max_length=48,
+                        disable_tqdm=True)  # fmt: skip
+        result = run_sft(cfg)
+        weights[fmt] = load_file(result.final_dir / "model.safetensors")
+    reference = weights.pop("jsonl")
+    for fmt, state in weights.items():
+        assert state.keys() == reference.keys()
+        assert all(torch.equal(state[k], reference[k]) for k in reference), fmt

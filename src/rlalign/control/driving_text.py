@@ -12,7 +12,8 @@ driver (:class:`~rlalign.control.baselines.RuleBasedDriver`), so it states what 
 decides on, coarsely and always in the same order: whole numbers, gaps in 1 m steps below
 20 m, 2 m steps below 60 m and 10 m steps beyond (precision where the decision is made), and
 the derived quantities the driver weighs -- the time to impact with the car ahead, the
-deceleration needed to stop at a yellow or red light (m/s^2, against the brake's 3), and
+deceleration needed to stop at a yellow or red light or before a crossing pedestrian (m/s^2,
+against the brake's 3), and
 whether a neighbouring lane is *free* by the driver's own overtaking rule (more room ahead than
 in this lane, a safe gap to the car ahead there and behind). Parts that do not apply (no light
 within sensor range, the crosswalk passed) are left out rather than spelled "none", to keep
@@ -104,8 +105,14 @@ def describe_driving(obs: np.ndarray, cfg: DrivingConfig) -> str:
             light += f", stop needs {min(round(need), 9)}"
         parts.append(light + ".")
     if obs[_I["crosswalk_distance"]] < 1.0:
-        crossing = ", pedestrian crossing" if obs[_I["pedestrian_crossing"]] > 0.5 else ""
-        parts.append(f"crosswalk {coarse_metres(obs[_I['crosswalk_distance']] * R)} m{crossing}.")
+        d = obs[_I["crosswalk_distance"]] * R
+        crossing = ""
+        if obs[_I["pedestrian_crossing"]] > 0.5:
+            crossing = ", pedestrian crossing"
+            if v > 0.5:  # the same braking as for a light: the driver stops for the pedestrian
+                need = v * v / (2.0 * max(d - RuleBasedDriver.stop_margin, 0.1))
+                crossing += f", stop needs {min(round(need), 9)}"
+        parts.append(f"crosswalk {coarse_metres(d)} m{crossing}.")
     left = _side(obs, cfg, "left", own_gap, v)
     right = _side(obs, cfg, "right", own_gap, v)
     parts.append(f"left {left}, right {right}.")

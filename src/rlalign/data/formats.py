@@ -1,4 +1,8 @@
-"""Readers for the JSONL formats of the Hugging Face ecosystem, with ``file:line`` errors.
+"""Readers for the dataset formats of the Hugging Face ecosystem, with ``file:line`` errors.
+
+Each reader takes what :func:`rlalign.data.tables.read_rows` reads (a ``.jsonl``, ``.json``,
+``.parquet``, ``.csv`` file, a ``save_to_disk`` directory, a ``datasets.Dataset`` or a list of
+dicts) and checks every row the same way, naming the row (``file:line`` or ``file: row i``):
 
 - SFT: ``{"messages": [{"role": "user"|"system"|"assistant", "content": str}, ...]}`` (ending
   with an assistant turn; no assistant turn empty) or ``{"prompt": str, "completion": str}``
@@ -12,74 +16,68 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
+from rlalign.data.tables import read_rows
 from rlalign.errors import UserError
-from rlalign.io import read_jsonl
 
 ROLES = ("system", "user", "assistant")
 RESERVED_FIELDS = ("prompts", "completions")  # a reward function's own arguments
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
 
 
-def _require_str(path: Path, lineno: int, row: dict[str, Any], key: str, hint: str = "") -> str:
+def _require_str(where: str, row: dict[str, Any], key: str, hint: str = "") -> str:
     if key not in row:
-        raise UserError(f"{path}:{lineno}: missing field '{key}'{hint}")
+        raise UserError(f"{where}: missing field '{key}'{hint}")
     value = row[key]
     if not isinstance(value, str):
-        raise UserError(
-            f"{path}:{lineno}: field '{key}' must be a string, got {type(value).__name__}"
-        )
+        raise UserError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
     return value
 
 
-def load_sft(path: str | Path) -> list[list[dict[str, str]]]:
+def load_sft(source: Any) -> list[list[dict[str, str]]]:
     """Conversations as lists of ``{"role", "content"}``; prompt/completion rows become a
     user turn and an assistant turn."""
-    path = Path(path)
     conversations = []
-    for lineno, row in read_jsonl(path, what="SFT data"):
+    for where, row in read_rows(source, what="SFT data"):
         if "messages" in row:
             messages = row["messages"]
             if not isinstance(messages, list) or not messages:
-                raise UserError(f"{path}:{lineno}: 'messages' must be a non-empty list")
+                raise UserError(f"{where}: 'messages' must be a non-empty list")
             turns = []
             for j, m in enumerate(messages):
                 if not isinstance(m, dict):
-                    raise UserError(f"{path}:{lineno}: messages[{j}] must be an object")
+                    raise UserError(f"{where}: messages[{j}] must be an object")
                 role = m.get("role")
                 if role not in ROLES:
                     raise UserError(
-                        f"{path}:{lineno}: messages[{j}].role must be one of "
+                        f"{where}: messages[{j}].role must be one of "
                         f"{', '.join(ROLES)}, got {role!r}"
                     )
                 if not isinstance(m.get("content"), str):
-                    raise UserError(f"{path}:{lineno}: messages[{j}].content must be a string")
+                    raise UserError(f"{where}: messages[{j}].content must be a string")
                 turns.append({"role": role, "content": m["content"]})
             if not any(t["role"] == "assistant" for t in turns):
-                raise UserError(
-                    f"{path}:{lineno}: conversation has no assistant turn (nothing to learn)"
-                )
+                raise UserError(f"{where}: conversation has no assistant turn (nothing to learn)")
             if turns[-1]["role"] != "assistant":
                 raise UserError(
-                    f"{path}:{lineno}: conversation ends with a {turns[-1]['role']} turn "
+                    f"{where}: conversation ends with a {turns[-1]['role']} turn "
                     f"(messages[{len(turns) - 1}]) that no assistant turn answers; end it with "
                     "the assistant's reply, or drop the last turn"
                 )
             for j, t in enumerate(turns):
                 if t["role"] == "assistant" and not t["content"].strip():
                     raise UserError(
-                        f"{path}:{lineno}: messages[{j}] is an assistant turn with empty content "
+                        f"{where}: messages[{j}] is an assistant turn with empty content "
                         "(it would teach the model to say nothing); fill it in or drop the row"
                     )
             conversations.append(turns)
         elif "prompt" in row or "completion" in row:
-            prompt = _require_str(path, lineno, row, "prompt")
-            completion = _require_str(path, lineno, row, "completion")
+            prompt = _require_str(where, row, "prompt")
+            completion = _require_str(where, row, "completion")
             if not completion.strip():
                 raise UserError(
-                    f"{path}:{lineno}: field 'completion' is empty (it would teach the model to "
+                    f"{where}: field 'completion' is empty (it would teach the model to "
                     "say nothing); fill it in or drop the row"
                 )
             conversations.append(
@@ -87,24 +85,22 @@ def load_sft(path: str | Path) -> list[list[dict[str, str]]]:
             )
         else:
             raise UserError(
-                f"{path}:{lineno}: expected 'messages' or 'prompt'/'completion', "
-                f"got keys {sorted(row)}"
+                f"{where}: expected 'messages' or 'prompt'/'completion', got keys {sorted(row)}"
             )
     return conversations
 
 
-def load_preferences(path: str | Path) -> list[dict[str, Any]]:
+def load_preferences(source: Any) -> list[dict[str, Any]]:
     """Preference pairs ``{"prompt", "chosen", "rejected", "margin", "kind"}`` (margin default
     0, kind default None)."""
-    path = Path(path)
     pairs = []
-    for lineno, row in read_jsonl(path, what="preference data"):
+    for where, row in read_rows(source, what="preference data"):
         pair: dict[str, Any] = {
-            key: _require_str(path, lineno, row, key) for key in ("prompt", "chosen", "rejected")
+            key: _require_str(where, row, key) for key in ("prompt", "chosen", "rejected")
         }
         margin = row.get("margin", 0.0)
         if not isinstance(margin, int | float) or isinstance(margin, bool):
-            raise UserError(f"{path}:{lineno}: field 'margin' must be a number")
+            raise UserError(f"{where}: field 'margin' must be a number")
         try:
             margin = float(margin)
         except OverflowError:  # an integer of hundreds of digits
@@ -112,33 +108,32 @@ def load_preferences(path: str | Path) -> list[dict[str, Any]]:
         # JSON readers accept NaN and Infinity; the loss holds margins as float32
         if not abs(margin) <= FLOAT32_MAX:
             raise UserError(
-                f"{path}:{lineno}: field 'margin' must be a finite number within float32's "
+                f"{where}: field 'margin' must be a finite number within float32's "
                 f"range (+-3.4e38), got {margin}"
             )
         pair["margin"] = margin
         kind = row.get("kind")
         if kind is not None and not isinstance(kind, str):
-            raise UserError(f"{path}:{lineno}: field 'kind' must be a string")
+            raise UserError(f"{where}: field 'kind' must be a string")
         pair["kind"] = kind
         pairs.append(pair)
     return pairs
 
 
-def load_prompts(path: str | Path) -> list[dict[str, Any]]:
+def load_prompts(source: Any) -> list[dict[str, Any]]:
     """RL prompt rows; ``prompt`` is required, other fields are kept for the rewards.
 
-    Each row also gets ``_where`` (``file:line``) for error messages; fields starting with an
-    underscore are not passed to reward functions.
+    Each row also gets ``_where`` (``file:line`` or ``file: row i``) for error messages; fields
+    starting with an underscore are not passed to reward functions.
     """
-    path = Path(path)
     rows = []
-    for lineno, row in read_jsonl(path, what="RL prompt"):
-        _require_str(path, lineno, row, "prompt", hint=' (each line needs {"prompt": "..."})')
+    for where, row in read_rows(source, what="RL prompt"):
+        _require_str(where, row, "prompt", hint=' (each line needs {"prompt": "..."})')
         for key in (k for k in RESERVED_FIELDS if k in row):
             raise UserError(
-                f"{path}:{lineno}: field '{key}' has a reserved name: reward functions are "
+                f"{where}: field '{key}' has a reserved name: reward functions are "
                 "called as fn(prompts, completions, **fields), so a field may not be named "
                 f"{' or '.join(RESERVED_FIELDS)}; rename the field"
             )
-        rows.append({**row, "_where": f"{path}:{lineno}"})
+        rows.append({**row, "_where": where})
     return rows

@@ -1,8 +1,9 @@
 """Pretraining data: read a corpus, hold out documents, pack tokens into fixed-length blocks.
 
-- A corpus is a ``.jsonl``/``.json`` file of ``{"text": ...}`` objects (one document a line) or
-  any other UTF-8 text file, read as one document per non-empty line (not a ``.csv``/``.tsv``
-  table, whose header and columns would become text).
+- A corpus is a table with a ``text`` column, one document a row (``.jsonl``, ``.json``,
+  ``.parquet``, ``.csv``, ``.tsv`` or a ``save_to_disk`` directory, read by
+  :func:`rlalign.data.tables.read_rows`), or any other UTF-8 text file, read as one document per
+  non-empty line.
 - The held-out split is by document (a seeded shuffle), so no held-out sentence is trained on.
 - Each document is encoded as ``<bos> text <eos>`` and the documents are concatenated and cut
   into blocks of ``block_size`` tokens (sequence packing: no padding in the middle, every
@@ -19,31 +20,27 @@ from typing import Any
 
 import torch
 
+from rlalign.data.tables import TABLE_READERS, read_rows
 from rlalign.errors import UserError
-from rlalign.io import read_jsonl, read_lines
+from rlalign.io import read_lines
 from rlalign.lm.chat import IGNORE_INDEX
 
 _ENCODE_CHUNK = 4096  # documents per tokenizer call (Rust-side batching, bounded memory)
-_TABLES = {".csv": "CSV", ".tsv": "TSV"}
+# tables with a "text" column; any other file is read as plain text, one document a line
+TABLE_SUFFIXES = (".jsonl", *TABLE_READERS)
 
 
 def read_corpus(path: str | Path) -> list[str]:
-    """The documents of a corpus file; errors name the file (and line)."""
+    """The documents of a corpus; errors name the file (and line or row)."""
     path = Path(path)
-    if path.suffix.lower() in _TABLES:
-        raise UserError(
-            f"{path}: a {_TABLES[path.suffix.lower()]} file is not a corpus (its header line and "
-            'columns would be trained on as text); give a .jsonl of {"text": ...} objects or '
-            "a .txt file with one document a line"
-        )
-    if path.suffix in {".jsonl", ".json"}:
+    if path.is_dir() or path.suffix.lower() in TABLE_SUFFIXES:
         docs = []
-        for lineno, row in read_jsonl(path, what="corpus"):
+        for where, row in read_rows(path, what="corpus"):
             text = row.get("text")
             if text is None:
-                raise UserError(f'{path}:{lineno}: missing "text" field (expected {{"text": ...}})')
+                raise UserError(f'{where}: missing "text" field (expected {{"text": ...}})')
             if not isinstance(text, str):
-                raise UserError(f'{path}:{lineno}: "text" must be a string, got {text!r:.40}')
+                raise UserError(f'{where}: "text" must be a string, got {text!r:.40}')
             if text.strip():
                 docs.append(text)
     else:
