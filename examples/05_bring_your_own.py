@@ -17,17 +17,17 @@
 #
 # 1. **a model**: any local Hugging Face causal LM directory (GPT-2, Llama, Qwen2, Mistral,
 #    ...) with its tokenizer;
-# 2. **data**: JSONL files in the ecosystem's formats (`prompt`/`completion` or `messages` for
-#    SFT; `prompt` plus any extra fields for RL);
-# 3. **a reward**: a Python function `fn(prompts, completions, **fields) -> list[float]` in a
-#    file of your own.
+# 2. **data**: rows in the ecosystem's formats (`prompt`/`completion` or `messages` for SFT;
+#    `prompt` plus any extra fields for RL), in memory (a list of dicts, a `datasets.Dataset`)
+#    or in a file (JSONL, JSON, Parquet, CSV, a `save_to_disk` directory);
+# 3. **a reward**: a Python function `fn(prompts, completions, **fields) -> list[float]`.
 #
 # This notebook builds all three from nothing: a tiny random **Qwen2** model made from a
 # `transformers` config (nothing is downloaded), a small task ("what comes after 41?") whose
-# SFT data is deliberately noisy, and a reward function that checks the answer. It then runs
-# them through `rlalign sft` and `rlalign rl` with YAML config files, exactly as you would on
-# a real model. It ends with the two ways to scale the same run up: **LoRA** adapters and
-# **torchrun**.
+# SFT data is deliberately noisy, and a reward function that checks the answer. It then trains
+# them with rlalign's Python API (`rlalign.sft`, `rlalign.align`), as you would a real model,
+# and shows the same run as a command line. It ends with the two ways to scale the same run
+# up: **LoRA** adapters and **torchrun**.
 #
 # At its normal settings it takes about a minute on a laptop CPU.
 
@@ -46,7 +46,6 @@ NUMBERS = range(30) if QUICK else range(100)  # the task's questions: "What come
 import json
 import random
 import shlex
-import textwrap
 import warnings
 
 # Without ipywidgets, tqdm warns that it cannot draw notebook progress bars; we use none.
@@ -58,11 +57,11 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+import rlalign
 from rlalign.cli import main as rlalign_main
 from rlalign.lm.generate import generate_text
 from rlalign.lm.loading import load_model_and_tokenizer
 from rlalign.metrics import read_metrics
-from rlalign.rewards.loading import load_reward_function
 
 transformers.utils.logging.disable_progress_bar()  # no bars for saving and loading tiny models
 torch.set_num_threads(1)  # models this small train fastest on one thread
@@ -80,10 +79,11 @@ OUT.mkdir(parents=True, exist_ok=True)
 # %% [markdown]
 # ## 1. Your data
 #
-# The task: answer "What comes after N?" with N + 1. The SFT file uses the
-# `prompt`/`completion` format; like most real SFT data it is imperfect: 30% of its answers are
-# off by one. The RL prompt file carries an extra field, `answer`, which reaches the reward
-# function as a keyword argument.
+# The task: answer "What comes after N?" with N + 1. The SFT rows use the
+# `prompt`/`completion` format; like most real SFT data they are imperfect: 30% of their
+# answers are off by one. The RL prompts carry an extra field, `answer`, which reaches the
+# reward function as a keyword argument. The rows stay in memory; we also write them as JSONL
+# files, the form the command line reads.
 
 # %%
 rng = random.Random(0)
@@ -93,40 +93,35 @@ def question(n: int) -> str:
     return f"What comes after {n}?"
 
 
-with (OUT / "my_sft.jsonl").open("w") as f:
-    for _ in range(8 * len(NUMBERS)):
-        n = rng.choice(NUMBERS)
-        answer = n + 1 if rng.random() < 0.7 else n + rng.choice([0, 2])  # 30% wrong
-        f.write(json.dumps({"prompt": question(n), "completion": str(answer)}) + "\n")
-with (OUT / "my_prompts.jsonl").open("w") as f:
-    for n in NUMBERS:
-        f.write(json.dumps({"prompt": question(n), "answer": str(n + 1)}) + "\n")
-print((OUT / "my_sft.jsonl").read_text().splitlines()[:3])
-print((OUT / "my_prompts.jsonl").read_text().splitlines()[:3])
+sft_rows = []
+for _ in range(8 * len(NUMBERS)):
+    n = rng.choice(NUMBERS)
+    answer = n + 1 if rng.random() < 0.7 else n + rng.choice([0, 2])  # 30% wrong
+    sft_rows.append({"prompt": question(n), "completion": str(answer)})
+prompt_rows = [{"prompt": question(n), "answer": str(n + 1)} for n in NUMBERS]
+for name, rows in (("my_sft.jsonl", sft_rows), ("my_prompts.jsonl", prompt_rows)):
+    (OUT / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+print(sft_rows[:3])
+print(prompt_rows[:3])
 
 # %% [markdown]
 # ## 2. Your reward function
 #
 # A reward function receives the prompts, the sampled completions and every extra field of
-# the prompt file (as lists), and returns one float per completion. rlalign runs it in a
-# separate process with a time limit (`reward_timeout`), and stops the run with a clear
-# message if it raises, hangs, or returns NaN or the wrong number of scores.
+# the prompt rows (as lists), and returns one float per completion. A Python callable scores
+# in this process; rlalign stops the run with a clear message if it raises or returns NaN or
+# the wrong number of scores. (From the command line, the same function lives in a file,
+# `reward_funcs=my_reward.py:correct`, and runs in a worker process with a time limit,
+# `reward_timeout`.)
+
 
 # %%
-(OUT / "my_reward.py").write_text(
-    textwrap.dedent(
-        '''
-        """Rewards for the "what comes after N?" task."""
+def correct(prompts, completions, answer, **fields):
+    """1 for the right number, 0 for anything else."""
+    return [1.0 if c.strip() == a else 0.0 for c, a in zip(completions, answer, strict=True)]
 
 
-        def correct(prompts, completions, answer, **fields):
-            """1 for the right number, 0 for anything else."""
-            return [1.0 if c.strip() == a else 0.0 for c, a in zip(completions, answer)]
-        '''
-    )
-)
-reward_fn = load_reward_function(f"{OUT / 'my_reward.py'}:correct")  # what `rlalign rl` does
-print(reward_fn(["What comes after 4?"] * 2, ["5", "6"], answer=["5", "5"]))
+print(correct(["What comes after 4?"] * 2, ["5", "6"], answer=["5", "5"]))
 
 # %% [markdown]
 # ## 3. Your model
@@ -193,31 +188,48 @@ print(
 )
 
 # %% [markdown]
-# ## 4. Supervised fine-tuning, from a config file
+# ## 4. Supervised fine-tuning, from Python
 #
-# Every stage reads a YAML file of the keys Hugging Face users know, and `key=value` overrides
-# on the command line win over it. An unknown key fails at once with a did-you-mean.
+# `rlalign.sft` takes the model and tokenizer objects, the rows, and the config's keys (the
+# names Hugging Face users know; `rlalign sft --help` lists them all). An unknown key fails at
+# once with a did-you-mean. It returns where the run is and what it logged; the run directory
+# keeps the model and rows it was given (`inputs/`), so it can be resumed and repeated.
+
+# %%
+sft_keys = dict(
+    max_steps=SFT_STEPS,
+    learning_rate=3e-3,
+    warmup_steps=10,
+    per_device_train_batch_size=32,
+    max_length=32,
+    eval_steps=SFT_STEPS,
+    save_steps=SFT_STEPS,
+    logging_steps=10,
+    seed=0,
+)
+sft = rlalign.sft(
+    model=model,
+    tokenizer=tokenizer,
+    train_dataset=sft_rows,
+    output_dir=str(OUT / "sft"),
+    overwrite_output_dir=True,
+    disable_tqdm=True,
+    **sft_keys,
+)
+print(sft.final_dir, f"{sft.step} steps, held-out loss {sft.eval_metrics['eval_loss']:.3f}")
+
+# %% [markdown]
+# The same run from the command line reads a YAML file (or `key=value` arguments, which win
+# over it) and the JSONL file; section 6 runs it so.
 
 # %%
 (OUT / "sft.yaml").write_text(
-    textwrap.dedent(
-        f"""
-        model: {OUT / "my_model"}
-        data: {OUT / "my_sft.jsonl"}
-        output_dir: {OUT / "sft"}
-        max_steps: {SFT_STEPS}
-        learning_rate: 3.0e-3
-        warmup_steps: 10
-        per_device_train_batch_size: 32
-        max_length: 32
-        eval_steps: {SFT_STEPS}
-        save_steps: {SFT_STEPS}
-        logging_steps: 10
-        seed: 0
-        """
+    "".join(
+        f"{k}: {v}\n"
+        for k, v in {"model": OUT / "my_model", "data": OUT / "my_sft.jsonl", **sft_keys}.items()
     )
 )
-rlalign_cli(f"sft --config {OUT / 'sft.yaml'} overwrite_output_dir=true disable_tqdm=true")
+print((OUT / "sft.yaml").read_text())
 
 
 # %% [markdown]
@@ -240,7 +252,7 @@ def sampled_accuracy(model_dir: Path) -> float:
         generator=torch.Generator().manual_seed(0),
     )
     answers = [str(n + 1) for n in NUMBERS for _ in range(4)]
-    return sum(reward_fn(prompts, [s.completion for s in samples], answer=answers)) / len(samples)
+    return sum(correct(prompts, [s.completion for s in samples], answer=answers)) / len(samples)
 
 
 accuracy = {
@@ -255,33 +267,34 @@ print(accuracy)
 #
 # ## 5. RL with your reward
 #
-# `reward_funcs` names the function as `path/to/file.py:function` (or `package.module:function`).
-# GRPO samples 8 answers per question, and each answer's advantage is its reward minus its
-# group's mean. That pushes up the right answers and down the wrong ones.
+# `rlalign.align` (the command line's `rlalign rl`) takes the reward function itself. GRPO
+# samples 8 answers per question, and each answer's advantage is its reward minus its group's
+# mean. That pushes up the right answers and down the wrong ones.
 
 # %%
-(OUT / "rl.yaml").write_text(
-    textwrap.dedent(
-        f"""
-        model: {OUT / "sft" / "final"}
-        data: {OUT / "my_prompts.jsonl"}
-        output_dir: {OUT / "rl"}
-        reward_funcs: ["{OUT / "my_reward.py"}:correct"]
-        algorithm: grpo
-        num_generations: 8
-        prompts_per_iteration: 16
-        per_device_train_batch_size: 128
-        max_completion_length: 6
-        learning_rate: 1.0e-3
-        beta: 0.01
-        max_steps: {RL_STEPS}
-        save_steps: {RL_STEPS}
-        seed: 0
-        """
-    )
+rl_keys = dict(
+    algorithm="grpo",
+    num_generations=8,
+    prompts_per_iteration=16,
+    per_device_train_batch_size=128,
+    max_completion_length=6,
+    learning_rate=1e-3,
+    beta=0.01,
+    max_steps=RL_STEPS,
+    save_steps=RL_STEPS,
+    seed=0,
+    overwrite_output_dir=True,
+    disable_tqdm=True,
 )
-rlalign_cli(f"rl --config {OUT / 'rl.yaml'} overwrite_output_dir=true disable_tqdm=true")
-accuracy["SFT + RL"] = sampled_accuracy(OUT / "rl" / "final")
+rl = rlalign.align(
+    model=sft.final_dir,
+    train_dataset=prompt_rows,
+    reward_funcs=[correct],
+    output_dir=str(OUT / "rl"),
+    **rl_keys,
+)
+print(f"last mean reward {rl.metrics['reward_mean']:.2f}")
+accuracy["SFT + RL"] = sampled_accuracy(rl.final_dir)
 print(accuracy)
 
 # %%
@@ -290,7 +303,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
 axes[0].plot([r["step"] for r in rows], [r["reward_mean"] for r in rows])
 axes[0].set_xlabel("RL step")
 axes[0].set_ylabel("mean reward of the sampled answers")
-axes[0].set_title("GRPO with my_reward.py:correct")
+axes[0].set_title("GRPO with correct()")
 bars = axes[1].bar(list(accuracy), list(accuracy.values()), color=["#bbbbbb", "#8da0cb", "#fc8d62"])
 axes[1].bar_label(bars, [f"{v:.0%}" for v in accuracy.values()])
 axes[1].set_ylim(0, 1.1)
@@ -301,18 +314,26 @@ plt.show()
 # %% [markdown]
 # ## 6. Scaling the same run: LoRA and torchrun
 #
-# **LoRA.** A `lora` section (or `lora.*` overrides) trains low-rank adapters of the named
-# linear layers through `peft` instead of every weight. In RL the reference model is the
+# **LoRA.** A `lora` section (`lora.*` on the command line) trains low-rank adapters of the
+# named linear layers through `peft` instead of every weight. In RL the reference model is the
 # policy with its adapters switched off, so no second copy of the weights is held. The stage
 # prints the trainable count as peft reports it: `r * (in + out)` per adapted layer.
 
 # %%
-rlalign_cli(
-    f"rl --config {OUT / 'rl.yaml'} overwrite_output_dir=true disable_tqdm=true "
-    f"output_dir={OUT / 'rl_lora'} lora.r=8 lora.alpha=16 "
-    "lora.target_modules=q_proj,v_proj,o_proj,down_proj,lm_head learning_rate=3e-3"
+lora = {
+    "r": 8,
+    "alpha": 16,
+    "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"],
+}
+rl_lora = rlalign.align(
+    model=sft.final_dir,
+    train_dataset=prompt_rows,
+    reward_funcs=[correct],
+    output_dir=str(OUT / "rl_lora"),
+    **{**rl_keys, "learning_rate": 3e-3},
+    lora=lora,
 )
-accuracy["SFT + RL (LoRA)"] = sampled_accuracy(OUT / "rl_lora" / "final")
+accuracy["SFT + RL (LoRA)"] = sampled_accuracy(rl_lora.final_dir)
 print(accuracy)
 
 # %% [markdown]

@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "report": 5,
     **dict.fromkeys(
         (
+            "api",
             "cli",
             "commands",
             "demo",

@@ -1,6 +1,45 @@
+from typing import Any
+
 from rlalign.version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "PretrainConfig",
+    "RLConfig",
+    "RewardConfig",
+    "RunResult",
+    "SFTConfig",
+    "__version__",
+    "align",
+    "pretrain",
+    "reward",
+    "sft",
+]
+
+# The Python API (rlalign.api) and the stages' configs, imported when first used: `import
+# rlalign` (and so `rlalign --help`) does not import torch.
+_LAZY = {
+    "pretrain": "rlalign.api",
+    "sft": "rlalign.api",
+    "reward": "rlalign.api",
+    "align": "rlalign.api",
+    "RunResult": "rlalign.api",
+    "PretrainConfig": "rlalign.train.pretrain",
+    "SFTConfig": "rlalign.train.sft",
+    "RewardConfig": "rlalign.train.reward_model",
+    "RLConfig": "rlalign.train.rl_config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rlalign' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 def _register_envs() -> None:

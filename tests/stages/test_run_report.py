@@ -188,6 +188,7 @@ def test_report_command_and_its_errors(tmp_path, capsys):
 def test_only_rank_0_writes_the_report(tmp_path, monkeypatch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from rlalign.api import _run
     from rlalign.commands import report_stage
     from rlalign.dist import RankInfo
     from rlalign.train.config import TrainingConfig
@@ -209,9 +210,14 @@ def test_only_rank_0_writes_the_report(tmp_path, monkeypatch):
         cfg = TrainingConfig(data="unused", output_dir=str(out), max_steps=2, device="cpu",
                              per_device_train_batch_size=4, disable_tqdm=True)  # fmt: skip
         data = BlockBatches({"input_ids": ids, "labels": ids}, 4, seed=0)
-        result = train_and_save(LlamaForCausalLM(config), Tokenizer(), causal_lm_loss, data, cfg,
-                                resume=False, count_fn=count_label_tokens, rank=RankInfo(rank, 2))  # fmt: skip
+
+        def stage(cfg, resume, data=data, rank=rank):  # a stage on the shared loop
+            return train_and_save(LlamaForCausalLM(config), Tokenizer(), causal_lm_loss, data,
+                                  cfg, resume=resume, count_fn=count_label_tokens,
+                                  rank=RankInfo(rank, 2))  # fmt: skip
+
         monkeypatch.setattr(RankInfo, "detect", staticmethod(lambda r=rank: RankInfo(r, 2)))
+        result = _run(cfg, stage, resume=False)  # what every rlalign.<stage>() call runs
         assert report_stage(result, str(out), "done") == 0
     assert sorted(p.name for p in (tmp_path / "rank1").iterdir()) == ["config.yaml"]
     assert (tmp_path / "rank0" / "report.html").is_file()

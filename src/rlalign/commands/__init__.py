@@ -66,17 +66,15 @@ def _output_dir(cls, path: str | None, overrides: list[str]) -> str:
 
 
 def report_stage(result, output_dir: str, summary: str) -> int:
-    """Write the run's plots and report.html, and print how a training stage ended (rank 0
-    only under torchrun; also for a run stopped by a signal); the exit status (128 + signal
-    when interrupted)."""
+    """Print how a training stage ended (rank 0 only under torchrun; also for a run stopped by
+    a signal, whose report so far :mod:`rlalign.api` has written); the exit status (128 +
+    signal when interrupted)."""
     import sys
 
     from rlalign.dist import RankInfo
-    from rlalign.report.run_report import write_run_report
 
     if not RankInfo.detect().is_main:
         return 128 + result.interrupted_by if result.interrupted_by is not None else 0
-    write_run_report(output_dir)
     if result.interrupted_by is not None:
         print(
             f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved "

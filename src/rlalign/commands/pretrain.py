@@ -20,14 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlalign.rundir import lock_scope
-    from rlalign.train.pretrain import PretrainConfig, perplexity, run_pretrain
+    from rlalign import api
+    from rlalign.train.pretrain import PretrainConfig, perplexity
 
     cfg = load_stage_config(PretrainConfig, args)
-    with lock_scope():  # the run directory stays locked until its report is written
-        result = run_pretrain(cfg, resume=args.resume)
-        summary = f"pretrained {result.step} steps; model and tokenizer in {result.final_dir}"
-        if "eval_loss" in result.eval_metrics:
-            loss = result.eval_metrics["eval_loss"]
-            summary += f"; held-out loss {loss:.4f}, perplexity {perplexity(loss):.2f}"
-        return report_stage(result, cfg.output_dir, summary)
+    result = api.pretrain(cfg, resume=args.resume)
+    summary = f"pretrained {result.step} steps; model and tokenizer in {result.final_dir}"
+    if "eval_loss" in result.eval_metrics:
+        loss = result.eval_metrics["eval_loss"]
+        summary += f"; held-out loss {loss:.4f}, perplexity {perplexity(loss):.2f}"
+    return report_stage(result, cfg.output_dir, summary)

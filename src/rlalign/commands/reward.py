@@ -17,13 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlalign.rundir import lock_scope
-    from rlalign.train.reward_model import RewardConfig, run_reward
+    from rlalign import api
+    from rlalign.train.reward_model import RewardConfig
 
     cfg = load_stage_config(RewardConfig, args)
-    with lock_scope():  # the run directory stays locked until its report is written
-        result = run_reward(cfg, resume=args.resume)
-        summary = f"trained the reward model {result.step} steps; saved in {result.final_dir}"
-        if "eval_accuracy" in result.eval_metrics:
-            summary += f"; held-out pairwise accuracy {result.eval_metrics['eval_accuracy']:.1%}"
-        return report_stage(result, cfg.output_dir, summary)
+    result = api.reward(cfg, resume=args.resume)
+    summary = f"trained the reward model {result.step} steps; saved in {result.final_dir}"
+    if "eval_accuracy" in result.eval_metrics:
+        summary += f"; held-out pairwise accuracy {result.eval_metrics['eval_accuracy']:.1%}"
+    return report_stage(result, cfg.output_dir, summary)

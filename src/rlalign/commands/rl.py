@@ -18,15 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlalign.rundir import lock_scope
-    from rlalign.train.rl import run_rl
+    from rlalign import api
     from rlalign.train.rl_config import RLConfig
 
     cfg = load_stage_config(RLConfig, args)
-    with lock_scope():  # the run directory stays locked until its report is written
-        result = run_rl(cfg, resume=args.resume)
-        summary = (
-            f"RL ({cfg.algorithm}) ran {result.step} steps; policy and tokenizer in "
-            f"{result.final_dir}"
-        )
-        return report_stage(result, cfg.output_dir, summary)
+    result = api.align(cfg, resume=args.resume)
+    summary = (
+        f"RL ({cfg.algorithm}) ran {result.step} steps; policy and tokenizer in {result.final_dir}"
+    )
+    return report_stage(result, cfg.output_dir, summary)

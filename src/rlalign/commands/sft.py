@@ -17,13 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rlalign.rundir import lock_scope
-    from rlalign.train.sft import SFTConfig, run_sft
+    from rlalign import api
+    from rlalign.train.sft import SFTConfig
 
     cfg = load_stage_config(SFTConfig, args)
-    with lock_scope():  # the run directory stays locked until its report is written
-        result = run_sft(cfg, resume=args.resume)
-        summary = f"fine-tuned {result.step} steps; model and tokenizer in {result.final_dir}"
-        if "eval_loss" in result.eval_metrics:
-            summary += f"; held-out loss {result.eval_metrics['eval_loss']:.4f}"
-        return report_stage(result, cfg.output_dir, summary)
+    result = api.sft(cfg, resume=args.resume)
+    summary = f"fine-tuned {result.step} steps; model and tokenizer in {result.final_dir}"
+    if "eval_loss" in result.eval_metrics:
+        summary += f"; held-out loss {result.eval_metrics['eval_loss']:.4f}"
+    return report_stage(result, cfg.output_dir, summary)

@@ -49,6 +49,16 @@ class RewardTerm:
     weight: float = 1.0
 
 
+IN_PROCESS = "python:"
+"""How a run's ``config.yaml`` names a reward that was a Python callable given to
+:func:`rlalign.api.align` (``python:my_reward``): it cannot be imported again by name."""
+
+
+def callable_name(fn: Callable[..., Any]) -> str:
+    """A callable's name in metrics and in ``config.yaml`` (``python:NAME``)."""
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
 def _short(text: str, n: int = 60) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 3] + "..."
@@ -58,6 +68,12 @@ def _load(spec: str, timeout: float | None, builtins: dict[str, Callable[..., An
     """A term's callable, imported now so that a bad file fails before training starts."""
     if spec in builtins:
         return builtins[spec]
+    if spec.startswith(IN_PROCESS):
+        raise UserError(
+            f"reward function '{spec}' was a Python callable given to rlalign.align(); it has no "
+            "name to import it by: pass it again (rlalign.align(..., reward_funcs=[...])), or name "
+            "a function as 'package.module:function' or 'path/to/file.py:function'"
+        )
     if ":" not in spec and builtins:  # a name, not module:function: a misspelt verifier?
         close = difflib.get_close_matches(spec, list(builtins), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""

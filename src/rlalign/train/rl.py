@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from rlalign.lm.logprobs import completion_forward
 from rlalign.lm.value_head import PolicyWithValueHead, unwrap_policy
 from rlalign.report_card import evaluate_model
 from rlalign.rewards import RewardComposer, RewardTerm
+from rlalign.rewards.compose import callable_name
 from rlalign.rewards.reward_model import RewardModel
 from rlalign.rl import policy_loss, policy_loss_normalizer, value_loss
 from rlalign.runtime import resolve_device, uses_bf16
@@ -163,14 +165,29 @@ def with_ptx_rows(
     return torch.cat([ids, rows]), torch.cat([attention, rows_mask]), targets
 
 
-def build_rewarder(cfg: RLConfig, device: torch.device | None = None):
+def build_rewarder(
+    cfg: RLConfig,
+    device: torch.device | None = None,
+    reward_fns: Sequence[Callable[..., Any]] = (),
+):
     """The composed reward: rule functions and/or a reward model; the world's verifiers by
     default. A reward model goes on ``device`` (default: ``cfg.device``), the one the policy
     trains on: a GPU run scoring with a real reward model on the CPU would spend most of each
-    step there."""
+    step there. ``reward_fns``: Python callables scored in this process, in place of
+    ``cfg.reward_funcs`` (which then hold their names, see :mod:`rlalign.api`)."""
 
     terms: list[RewardTerm] = []
-    if cfg.reward_funcs:
+    if reward_fns:
+        weights = cfg.reward_weights or [1.0] * len(reward_fns)
+        if len(weights) != len(reward_fns):
+            raise UserError(
+                f"reward_weights has {len(weights)} values for {len(reward_fns)} reward functions"
+            )
+        names = [callable_name(fn) for fn in reward_fns]
+        terms += [
+            RewardTerm(n, fn, float(w)) for n, fn, w in zip(names, reward_fns, weights, strict=True)
+        ]
+    elif cfg.reward_funcs:
         composer = RewardComposer.from_specs(
             cfg.reward_funcs, cfg.reward_weights, timeout=cfg.reward_timeout, builtins=VERIFIERS
         )
@@ -236,8 +253,9 @@ def env_eval_fn(cfg: RLConfig, tokenizer: Any, make_env: Any):
 
 
 @holds_run_directory
-def run_rl(cfg: RLConfig, *, resume: bool = False):
-    """Run (or continue) RL alignment as configured."""
+def run_rl(cfg: RLConfig, *, resume: bool = False, reward_fns: Sequence[Callable[..., Any]] = ()):
+    """Run (or continue) RL alignment as configured; ``reward_fns``: Python callables that
+    score in this process instead of ``cfg.reward_funcs`` (:func:`rlalign.api.align`)."""
 
     rank = RankInfo.detect()
     device = resolve_device(cfg.device, rank)  # where the loop will train
@@ -267,7 +285,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False):
         device=device,
         bf16=uses_bf16(cfg.bf16, device),
     )
-    rewarder = build_rewarder(cfg, device) if make_env is None else None
+    rewarder = build_rewarder(cfg, device, reward_fns) if make_env is None else None
     source: Any = None
     try:
         ref_model = None

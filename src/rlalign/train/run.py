@@ -98,10 +98,24 @@ def _set_up(cfg: TrainingConfig, resume: bool) -> Path | None:
         raise UserError(f"output_dir={out} exists and is not a directory")
     refuse_foreign_directory(out)
     lock_run_directory(out)
-    found = latest_checkpoint(out)
+    found = check_start(cfg, resume)
     if resume and found is not None:
         notes = _resume_changes(cfg, out, found)
         _write_config(cfg, out / "config.yaml", notes, history=True)
+        return found
+    # A fresh start: nothing of an earlier run (finished, or killed before its first
+    # checkpoint) stays to be mixed with this one's.
+    remove_run_outputs(out, OLD_RUN_OUTPUTS)
+    _write_config(cfg, out / "config.yaml", [], history=False)
+    return None
+
+
+def check_start(cfg: TrainingConfig, resume: bool) -> Path | None:
+    """Raise when a run may not start (or resume) in ``cfg.output_dir`` as asked; else the
+    checkpoint a resume continues from (None for a fresh start). Writes nothing."""
+    out = Path(cfg.output_dir)
+    found = latest_checkpoint(out)
+    if resume and found is not None:
         return found
     if found is not None or (out / "final").exists():
         what = f"checkpoints (newest: {found.name})" if found is not None else "final/"
@@ -117,10 +131,6 @@ def _set_up(cfg: TrainingConfig, resume: bool) -> Path | None:
                 f"{out} already holds a run's {what}; {hint}overwrite_output_dir=true to "
                 "start over, or choose another output_dir"
             )
-    # A fresh start: nothing of an earlier run (finished, or killed before its first
-    # checkpoint) stays to be mixed with this one's.
-    remove_run_outputs(out, OLD_RUN_OUTPUTS)
-    _write_config(cfg, out / "config.yaml", [], history=False)
     return None
 
 

@@ -1,0 +1,132 @@
+"""The Python API: SFT -> reward model -> GRPO with rows in memory and a callable reward gives
+the weights the CLI gives from JSONL files and a reward file, bit for bit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import rlalign
+from rlalign.cli import main
+from rlalign.errors import ConfigError, UserError
+
+SFT_ROWS = [{"prompt": "say a word", "completion": w} for w in ("blue", "red", "blue moon", "sun")]
+PREF_ROWS = [
+    {"prompt": "say a word", "chosen": "blue", "rejected": "red"},
+    {"prompt": "say a word", "chosen": "blue moon", "rejected": "cat"},
+    {"prompt": "say a word", "chosen": "blue sun", "rejected": "dog"},
+    {"prompt": "say a word", "chosen": "blue", "rejected": "green"},
+]
+PROMPTS = [{"prompt": "say a word", "id": i} for i in range(8)]
+COMMON = {"seed": 3, "disable_tqdm": True, "save_steps": 100}
+SFT_KEYS = {**COMMON, "max_steps": 3, "per_device_train_batch_size": 2, "eval_fraction": 0.0,
+            "max_length": 16}  # fmt: skip
+REWARD_KEYS = {**COMMON, "max_steps": 2, "per_device_train_batch_size": 2, "eval_fraction": 0.0,
+               "max_length": 16}  # fmt: skip
+RL_KEYS = {**COMMON, "max_steps": 2, "prompts_per_iteration": 4, "num_generations": 2,
+           "per_device_train_batch_size": 8, "max_completion_length": 3, "eval_prompts": 0}  # fmt: skip
+
+
+def says_blue(prompts, completions, **fields):
+    return [1.0 if "blue" in c.split() else 0.0 for c in completions]
+
+
+def weights(final_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(next(Path(final_dir).glob("*.safetensors")))
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def cli(stage: str, keys: dict, **more: str) -> None:
+    args = [
+        f"{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in {**keys, **more}.items()
+    ]
+    assert main([stage, *args]) == 0
+
+
+def test_api_flow_equals_the_cli_flow(word_model_dir, tmp_path):
+    datasets.disable_progress_bars()
+    # --- through the CLI: JSONL files and a reward file
+    files = tmp_path / "files"
+    files.mkdir()
+    for name, rows in (("sft", SFT_ROWS), ("prefs", PREF_ROWS), ("prompts", PROMPTS)):
+        (files / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (files / "rewards.py").write_text(
+        "def says_blue(prompts, completions, **fields):\n"
+        "    return [1.0 if 'blue' in c.split() else 0.0 for c in completions]\n"
+    )
+    c = tmp_path / "cli"
+    cli("sft", SFT_KEYS, model=word_model_dir, data=files / "sft.jsonl", output_dir=c / "sft")
+    cli("reward", REWARD_KEYS, model=c / "sft" / "final", data=files / "prefs.jsonl",
+        output_dir=c / "rm")  # fmt: skip
+    cli("rl", RL_KEYS, model=c / "sft" / "final", data=files / "prompts.jsonl",
+        reward_funcs=f"{files / 'rewards.py'}:says_blue", output_dir=c / "rl")  # fmt: skip
+
+    # --- through the API: a model object, Datasets in memory, a callable
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    a = tmp_path / "api"
+    model = AutoModelForCausalLM.from_pretrained(word_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(word_model_dir)
+    sft = rlalign.sft(rlalign.SFTConfig(output_dir=str(a / "sft"), data="unused", **SFT_KEYS),
+                      model=model, tokenizer=tokenizer,
+                      train_dataset=datasets.Dataset.from_list(SFT_ROWS))  # fmt: skip
+    rm = rlalign.reward({"output_dir": str(a / "rm"), **REWARD_KEYS}, model=sft.final_dir,
+                        train_dataset=datasets.Dataset.from_list(PREF_ROWS))  # fmt: skip
+    rl = rlalign.align(model=sft.final_dir, train_dataset=PROMPTS, reward_funcs=[says_blue],
+                    output_dir=str(a / "rl"), **RL_KEYS)  # fmt: skip
+
+    assert same(weights(sft.final_dir), weights(c / "sft" / "final"))
+    assert same(weights(rm.final_dir), weights(c / "rm" / "final"))
+    assert same(weights(rl.final_dir), weights(c / "rl" / "final"))
+    # the result says where things are and what the run logged
+    assert rl.output_dir == a / "rl" and rl.final_dir == a / "rl" / "final" and rl.step == 2
+    logged = [json.loads(x) for x in (a / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert rl.metrics["reward_mean"] == [r for r in logged if "reward_mean" in r][-1]["reward_mean"]
+    assert "reward/says_blue" in rl.metrics
+    assert (a / "rl" / "report.html").is_file() and (a / "sft" / "report.html").is_file()
+    # the run directory holds what it was made from
+    saved = yaml.safe_load((a / "sft" / "config.yaml").read_text())
+    assert saved["model"] == str(a / "sft" / "inputs" / "model")
+    assert saved["data"] == str(a / "sft" / "inputs" / "data.jsonl")
+    assert yaml.safe_load((a / "rl" / "config.yaml").read_text())["reward_funcs"] == [
+        "python:says_blue"
+    ]
+
+
+def test_api_mistakes_are_user_errors(word_model_dir, tmp_path):
+    with pytest.raises(
+        ConfigError, match="unknown key 'learning_rat', did you mean 'learning_rate'"
+    ):
+        rlalign.sft(model=word_model_dir, train_dataset=SFT_ROWS, learning_rat=1e-3,
+                    output_dir=str(tmp_path / "a"))  # fmt: skip
+    with pytest.raises(UserError, match=r"the SFT data rows, row 1: missing field 'completion'"):
+        rlalign.sft(model=word_model_dir, train_dataset=[SFT_ROWS[0], {"prompt": "x"}],
+                    output_dir=str(tmp_path / "b"))  # fmt: skip
+    assert not (tmp_path / "b").exists()  # nothing written for a bad row
+    with pytest.raises(UserError, match="give Python callables or name strings, not both"):
+        rlalign.align(model=word_model_dir, train_dataset=PROMPTS, output_dir=str(tmp_path / "c"),
+                   reward_funcs=[says_blue, "x.py:f"])  # fmt: skip
+    # a callable's run resumed from the CLI: one line that says what to do
+    rlalign.align(model=word_model_dir, train_dataset=PROMPTS, reward_funcs=[says_blue],
+               output_dir=str(tmp_path / "d"), **{**RL_KEYS, "save_steps": 1})  # fmt: skip
+    with pytest.raises(UserError, match="'python:says_blue' was a Python callable given to "
+                       r"rlalign\.align\(\); .* pass it again"):  # fmt: skip
+        from rlalign.config import load_config
+        from rlalign.train.rl import run_rl
+        from rlalign.train.rl_config import RLConfig
+
+        cfg = load_config(RLConfig, tmp_path / "d" / "config.yaml", ["max_steps=3"])
+        run_rl(cfg, resume=True)
+    # ... and from Python with the callable again, it continues
+    again = rlalign.align(yaml.safe_load((tmp_path / "d" / "config.yaml").read_text()),
+                       reward_funcs=[says_blue], resume=True, max_steps=3)  # fmt: skip
+    assert again.step == 3
