@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "next-token": "next_token",
     "generate": "generate",
+    "chat": "chat",
     "control": "control",
     "tabular": "tabular",
 }
