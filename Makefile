@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-# `test` installs the viewer tests' headless browser first when it can (a failure to install is
-# reported, the other tests still run, and the browser tests fail saying what to do). The tests
+# `test` installs the headless browser and the terminal (tmux) the interface tests drive first
+# when it can (a failure to install is reported, the other tests still run, and those tests
+# fail saying what to do). The tests
 # use one thread each, so they run on one worker process per core (pytest-xdist), a module at a
 # time on one worker, so that a module-scoped fixture (a torchrun launch, the site's build) is
 # built once.
@@ -33,7 +34,7 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
-# The headless browser the viewer tests need (Debian's chromium; root or passwordless sudo);
+# The headless browser and tmux the interface tests need (Debian's; root or passwordless sudo);
 # no test installs software itself.
 test-browser:
 	scripts/install_test_browser.sh

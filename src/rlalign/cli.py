@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "next-token": "next_token",
     "generate": "generate",
     "chat": "chat",
+    "compare": "compare",
     "control": "control",
     "tabular": "tabular",
 }

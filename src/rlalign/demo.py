@@ -26,6 +26,7 @@ from rlalign.goals import demo_goals
 from rlalign.lm.models import load_model
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
 from rlalign.metrics import read_metrics
+from rlalign.report.compare import write_compare_page
 from rlalign.report.html import card_table, image_tag, write_report
 from rlalign.report.plots import plot_series
 from rlalign.report.run_report import write_run_report
@@ -280,15 +281,18 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     _banner(7, total, "report card on the held-out questions")
     rows = eval_rows(out / "world")
     cards: dict[str, dict[str, Any]] = {}
+    answers: dict[str, list[str]] = {}
     autocast = torch.bfloat16 if cfg.bf16 else None
     for stage, path in zip(STAGES, (pre.final_dir, sft.final_dir, rl.final_dir), strict=True):
         model = load_model(path)
         tok = load_tokenizer(path)
-        cards[stage], _ = timed(
+        cards[stage], answers[stage] = timed(
             f"eval_{stage}",
             lambda m=model, t=tok: evaluate_model(m, t, rows, autocast_dtype=autocast),
         )
     print(format_card(cards))
+    write_compare_page(out / "compare.html", rows, answers,
+                       title=f"rlalign demo, world seed {cfg.seed}: the held-out questions")  # fmt: skip
     for path in (pre.final_dir, sft.final_dir, rl.final_dir):  # each model's card shows all
         add_card_section(path, "Report card (rlalign demo)", _card_section(cards, cfg))
 
@@ -310,7 +314,8 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     for stage in ("pretrain", "sft", "reward", "rl"):  # each stage's own plots and report
         write_run_report(out / stage)
     html_path = write_demo_report(out, report)
-    print(f"\nreport: {out / 'report.json'}, {html_path}; total {report['seconds']['total']:.0f} s")
+    print(f"\nreport: {out / 'report.json'}, {html_path}; every answer side by side: "
+          f"{out / 'compare.html'}; total {report['seconds']['total']:.0f} s")  # fmt: skip
     barrier()
     return report
 
@@ -365,6 +370,8 @@ def write_demo_report(out: Path, report: dict[str, Any]) -> Path:
             (
                 "Files",
                 "<p>world/, tokenizer/, pretrain/, sft/, reward/, rl/ (each with config.yaml, metrics.jsonl, final/); rl/rollouts/iter_K.jsonl holds per-token data of sampled responses.</p>"
+                + "<p>Every held-out answer of the three models side by side: "
+                '<a href="compare.html">compare.html</a>.</p>'
                 + "<p>Each stage's own report: "
                 + ", ".join(
                     f'<a href="{s}/report.html">{s}</a>'

@@ -62,7 +62,8 @@ def _per_row(score_one: Callable[..., float | None]) -> RewardFn:
     return reward
 
 
-def _fact_correct(completion: str, answer: Any) -> bool:
+def fact_correct(completion: str, answer: Any) -> bool:
+    """Whether an answer to a known-fact question names its value (and does not abstain)."""
     return (
         answer is not None and mentions(completion, str(answer)) and not is_abstention(completion)
     )
@@ -93,7 +94,7 @@ def accuracy_score(
     if kind == "fact":
         if is_abstention(completion):
             return abstain_reward
-        return 1.0 if _fact_correct(completion, answer) else -1.0
+        return 1.0 if fact_correct(completion, answer) else -1.0
     if kind == "arithmetic":
         if is_abstention(completion):
             return abstain_reward
@@ -114,7 +115,7 @@ def fact_accuracy(completion: str, *, kind: str | None, answer: Any, **_: Any) -
     """+1 when a known-fact answer names the right value, -1 otherwise."""
     if kind != "fact":
         return None
-    return 1.0 if _fact_correct(completion, answer) else -1.0
+    return 1.0 if fact_correct(completion, answer) else -1.0
 
 
 @_per_row
@@ -216,7 +217,7 @@ def report_card(rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> d
     for row, completion in zip(rows, completions, strict=True):
         kind = row["kind"]
         if kind == "fact":
-            hit = _fact_correct(completion, row.get("answer"))
+            hit = fact_correct(completion, row.get("answer"))
         elif kind == "unknown":
             hit = not is_abstention(completion)  # a hallucination
         elif kind == "arithmetic":
