@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
             "rundir",
             "version",
             "plugins",
+            "trackers",
         ),
         0,
     ),

@@ -1,4 +1,5 @@
-"""Metrics of a run: one JSON object per logged step in ``metrics.jsonl``, plus TensorBoard.
+"""Metrics of a run: one JSON object per logged step in ``metrics.jsonl``, plus the trackers
+of ``report_to`` (TensorBoard by default; W&B, MLflow: :mod:`rlalign.trackers`).
 
 Rank-aware: only the process that owns the run directory (rank 0) writes; other ranks get a
 logger that does nothing. On resume, pass the step of the checkpoint: lines logged after it
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rlalign.io import atomic_write_text
+from rlalign.trackers import make_trackers
 
 
 def _plain(value: Any) -> Any:
@@ -25,14 +28,15 @@ def _plain(value: Any) -> Any:
 
 
 class MetricsLogger:
-    """Append metrics to ``run_dir/metrics.jsonl`` and TensorBoard event files.
+    """Append metrics to ``run_dir/metrics.jsonl`` and report them to trackers.
 
     Args:
         run_dir: the run directory.
         enabled: False on non-zero ranks (no file is touched).
         resume_step: when resuming, the checkpoint's step; lines with ``step`` greater than it
             are removed from an existing ``metrics.jsonl``. None starts a fresh file.
-        tensorboard: also write TensorBoard events under ``run_dir/tensorboard``.
+        report_to: the trackers (:data:`rlalign.trackers.TRACKERS`) the numbers also go to.
+        config: the run's resolved config, for the trackers that record it.
     """
 
     def __init__(
@@ -41,11 +45,12 @@ class MetricsLogger:
         *,
         enabled: bool = True,
         resume_step: int | None = None,
-        tensorboard: bool = True,
+        report_to: Sequence[str] = ("tensorboard",),
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.enabled = enabled
-        self._tb = None
+        self.trackers: list[Any] = []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,14 +66,9 @@ class MetricsLogger:
                 if int(row.get("step", 0)) <= resume_step:
                     kept.append(line + "\n")
             atomic_write_text(self.path, "".join(kept))
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # on resume, TensorBoard drops the killed run's events after the checkpoint too
-            purge = resume_step + 1 if resume_step is not None else None
-            self._tb = SummaryWriter(
-                log_dir=str(self.path.parent / "tensorboard"), purge_step=purge
-            )
+        self.trackers = make_trackers(
+            report_to, self.path.parent, config=config, resume_step=resume_step
+        )
 
     def log(self, step: int, **values: Any) -> dict[str, Any]:
         row = {"step": int(step), **{k: _plain(v) for k, v in values.items()}}
@@ -77,17 +77,19 @@ class MetricsLogger:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
-        if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
-                    self._tb.add_scalar(key, value, step)
+        numbers = {
+            key: value
+            for key, value in row.items()
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        for tracker in self.trackers:
+            tracker.log(step, numbers)
         return row
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
-            self._tb = None
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.close()
 
     def __enter__(self) -> MetricsLogger:
         return self

@@ -44,7 +44,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "logging and checkpoints": ("output_dir", "overwrite_output_dir", "logging_steps",
                                 "eval_steps", "per_device_eval_batch_size", "eval_prompts",
                                 "save_rollouts", "save_steps", "save_total_limit",
-                                "disable_tqdm"),
+                                "disable_tqdm", "report_to"),
     "run": ("seed", "device", "distributed"),
 }  # fmt: skip
 # The same for the control agents (``rlalign control train``), whose keys are SB3's and the

@@ -37,6 +37,7 @@ class TrainingConfig(Config):
             "distributed",
             "attn_implementation",
             "overwrite_output_dir",
+            "report_to",
         }
     )
 
@@ -90,6 +91,11 @@ class TrainingConfig(Config):
         "auto", description="attention kernels while training: auto, eager, sdpa, ..."
     )
     disable_tqdm: bool = Field(False, description="no progress bar")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "none"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="where metrics go besides metrics.jsonl: tensorboard, wandb, mlflow (their "
+        "own libraries: pip install 'rlalign[trackers]'), or none",
+    )
 
     @field_validator(*PATH_KEYS, check_fields=False)
     @classmethod

@@ -286,6 +286,8 @@ class Trainer:
             self.output_dir,
             enabled=self.rank.is_main,
             resume_step=self.step if resumed_from is not None else None,
+            report_to=cfg.report_to,
+            config=cfg.model_dump(mode="json"),
         )
         result = FitResult(step=self.step, last_checkpoint=resumed_from)
         bar = tqdm(

@@ -19,6 +19,7 @@ from torch import nn
 from rlalign.checkpoint import save_model_weights
 from rlalign.dist import barrier
 from rlalign.io import atomic_directory
+from rlalign.trackers import report_model_card
 from rlalign.train.loop import Trainer
 from rlalign.train.lora import is_lora, save_lora_final, trainable_parameters
 from rlalign.train.model_card import model_card, write_model_card
@@ -71,9 +72,7 @@ def train_and_save(
 
     def write_extras(directory: Path) -> None:
         tokenizer.save_pretrained(directory)
-        write_model_card(
-            directory, model_card(cfg, step=result.step, eval_metrics=result.eval_metrics)
-        )
+        write_model_card(directory, card())
         if final_extra is not None:
             final_extra(directory)
 
@@ -88,6 +87,10 @@ def train_and_save(
             f"trainable%: {100 * trainable / total:.4f}"
         )
     result = trainer.fit(resume=resume)
+
+    def card() -> str:
+        return model_card(cfg, step=result.step, eval_metrics=result.eval_metrics)
+
     final_dir = Path(cfg.output_dir) / "final"
     if result.interrupted_by is None:
         part = final_model if final_model is not None else model
@@ -100,5 +103,6 @@ def train_and_save(
                     write_extras(tmp)
             else:
                 save_final(part, write_extras, cfg.output_dir, state)
+            report_model_card(cfg.report_to, cfg.output_dir, card(), step=result.step)
         barrier()
     return StageResult(final_dir, result.step, result.interrupted_by, result.eval_metrics)
