@@ -3,13 +3,16 @@ from typing import Any
 from rlalign.version import __version__
 
 __all__ = [
+    "PPOConfig",
     "PretrainConfig",
     "RLConfig",
+    "ReinforceConfig",
     "RewardConfig",
     "RunResult",
     "SFTConfig",
     "__version__",
     "align",
+    "control_train",
     "pretrain",
     "reward",
     "sft",
@@ -22,6 +25,9 @@ _LAZY = {
     "sft": "rlalign.api",
     "reward": "rlalign.api",
     "align": "rlalign.api",
+    "control_train": "rlalign.api",
+    "PPOConfig": "rlalign.control.train_config",
+    "ReinforceConfig": "rlalign.control.train_config",
     "RunResult": "rlalign.api",
     "PretrainConfig": "rlalign.train.pretrain",
     "SFTConfig": "rlalign.train.sft",

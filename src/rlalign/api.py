@@ -21,13 +21,17 @@ on top of it, and what a Python user holds in memory:
   as a file's rows are (an error names ``the SFT data Dataset, row 3``) and written to
   ``output_dir/inputs/*.jsonl``;
 - ``reward_funcs`` (RL): strings as in the CLI, and Python callables
-  ``fn(prompts, completions, **fields) -> list[float]``. A callable scores in this process,
-  without a time limit; a string names a function that runs in a worker process under
-  ``reward_timeout``. ``config.yaml`` names a callable ``python:NAME``: resume such a run with
-  ``resume=True`` and the same callables.
+  ``fn(prompts, completions, **fields) -> list[float]``. A string names a function that runs
+  in a worker process under ``reward_timeout``. Callables score in this process, without a time
+  limit, unless ``reward_timeout`` is given in the call and every callable can be imported by
+  its module and name (a function at the top of a module, not of a notebook or ``__main__``):
+  then they are sent to the worker by name, exactly as strings. ``config.yaml`` names an
+  in-process callable ``python:NAME``: resume such a run with ``resume=True`` and the same
+  callables.
 
 The calls are :func:`pretrain`, :func:`sft`, :func:`reward` and :func:`align` (``rlalign rl``:
-``rlalign.rl`` is the RL core's package). A call returns a :class:`RunResult`. Mistakes raise :class:`rlalign.errors.UserError`
+``rlalign.rl`` is the RL core's package), and :func:`control_train` for the car and other
+Gymnasium envs (``rlalign control train``). A call returns a :class:`RunResult`. Mistakes raise :class:`rlalign.errors.UserError`
 (:class:`~rlalign.errors.ConfigError` for a bad key), with the message the CLI prints. The
 command line is a layer over these functions: ``rlalign sft key=value`` calls :func:`sft`.
 """
@@ -56,7 +60,7 @@ from rlalign.train.rl_config import RLConfig
 from rlalign.train.run import check_start
 from rlalign.train.sft import SFTConfig, run_sft
 
-__all__ = ["RunResult", "align", "pretrain", "reward", "sft"]
+__all__ = ["RunResult", "align", "control_train", "pretrain", "reward", "sft"]
 
 C = TypeVar("C", bound=Config)
 INPUTS = "inputs"
@@ -194,6 +198,22 @@ def _dataset(keys: dict[str, Any], key: str, source: Any, check: Callable[[Any],
     return {key: (source, check)}
 
 
+def importable_name(fn: Any) -> str | None:
+    """``module:function`` when a worker process can import ``fn`` by that name (a function
+    defined at the top of an importable module), else ``None`` (a lambda, a closure, a
+    function of ``__main__`` or of a notebook)."""
+    import importlib
+
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or not name.isidentifier():
+        return None
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except Exception:  # any failure means: not importable by name
+        return None
+    return f"{module}:{name}" if found is fn else None
+
+
 def _sft_rows(source: Any) -> list[dict[str, Any]]:
     return [{"messages": turns} for turns in load_sft(source)]
 
@@ -289,8 +309,53 @@ def align(
         for fn in fns:
             if not callable(fn):
                 raise UserError(f"reward_funcs: {fn!r} is neither callable nor a name string")
+        timeout_asked = "reward_timeout" in keys or (
+            "reward_timeout" in config
+            if isinstance(config, Mapping)
+            else isinstance(config, RLConfig) and "reward_timeout" in config.model_fields_set
+        )
+        named = [importable_name(fn) for fn in fns]
+        if fns and timeout_asked and all(named):
+            specs, fns = named, []  # sent to the sandbox by name, under reward_timeout
         keys["reward_funcs"] = specs or [IN_PROCESS + callable_name(fn) for fn in fns]
     cfg = _config(RLConfig, config, keys)
     return _run(
         cfg, run_rl, resume=resume, model=model, tokenizer=tokenizer, data=data, reward_fns=fns
     )
+
+
+def control_train(
+    env: str,
+    config: Mapping[str, Any] | Any | None = None,
+    *,
+    algo: str = "ppo",
+    output_dir: str | Path,
+    resume: bool = False,
+    force: bool = False,
+    baselines: bool = True,
+    progress: bool = True,
+    **keys: Any,
+) -> RunResult:
+    """Train an MLP agent on a Gymnasium env (``rlalign control train``): PPO or REINFORCE,
+    from the env's tuned defaults (:data:`rlalign.control.train_config.ENV_DEFAULTS`), then
+    ``config`` (a ``PPOConfig``/``ReinforceConfig`` or a dict), then ``keys``. The result's
+    ``final_dir`` is ``output_dir`` (``policy.safetensors``) and its ``metrics`` the final
+    evaluation (``result.json``: ``final_eval_return``, for the car ``collision_rate``, ...)."""
+    from rlalign.control.runs import train_run
+    from rlalign.control.train_config import ALGOS, defaults_for
+
+    if algo not in ALGOS:
+        raise UserError(f"unknown algorithm {algo!r}; choose 'ppo' or 'reinforce'")
+    cls = ALGOS[algo]
+    # a config object gives only what was set in it: the env's defaults fill the rest
+    base = config.model_dump(exclude_unset=True) if isinstance(config, Config) else config
+    given = {**(base or {}), **keys}
+    defaults = defaults_for(env, algo, given.get("env_kwargs"))
+    cfg = load_config(cls, None, [], defaults={**defaults, **given})
+    result = train_run(env, algo, cfg, output_dir, progress=progress, baselines=baselines,
+                       resume=resume, force=force)  # fmt: skip
+    out = Path(output_dir)
+    if "interrupted_by" in result:
+        return RunResult(out, None, result["env_steps"], {}, {}, result["interrupted_by"])
+    metrics = {k: v for k, v in result.items() if isinstance(v, int | float) and v is not None}
+    return RunResult(out, out, result["env_steps"], metrics, {})

@@ -130,3 +130,60 @@ def test_api_mistakes_are_user_errors(word_model_dir, tmp_path):
     again = rlalign.align(yaml.safe_load((tmp_path / "d" / "config.yaml").read_text()),
                        reward_funcs=[says_blue], resume=True, max_steps=3)  # fmt: skip
     assert again.step == 3
+
+
+def test_control_train_from_python_is_the_command_line_run(tmp_path):
+    """The car's (and any env's) training: env defaults, then the config, then keys."""
+    keys = {"total_steps": 2048, "n_envs": 4, "n_steps": 64, "eval_every": 10**9,
+            "final_eval_episodes": 3}  # fmt: skip
+    result = rlalign.control_train("CartPole-v1", rlalign.PPOConfig(seed=2),
+                                   output_dir=tmp_path / "api", progress=False, **keys)  # fmt: skip
+    args = [f"{k}={v}" for k, v in keys.items()]
+    assert main(["control", "train", "--env", "CartPole-v1", "--seed", "2", "--no-progress",
+                 "--out", str(tmp_path / "cli"), *args]) == 0  # fmt: skip
+    assert same(weights(tmp_path / "api"), weights(tmp_path / "cli"))
+    saved = yaml.safe_load((tmp_path / "api" / "config.yaml").read_text())
+    assert saved["num_iterations"] == 4 != rlalign.PPOConfig().num_iterations  # CartPole's
+    assert result.final_dir == tmp_path / "api" and result.step == 2048
+    cli_result = json.loads((tmp_path / "cli" / "result.json").read_text())
+    assert result.metrics["final_eval_return"] == cli_result["final_eval_return"]
+
+
+def test_a_callable_goes_to_the_sandbox_when_a_timeout_is_asked(word_model_dir, tmp_path,
+                                                                  monkeypatch):  # fmt: skip
+    module = tmp_path / "my_rewards_mod.py"
+    module.write_text(
+        "import os\n\n\ndef says_blue(prompts, completions, **fields):\n"
+        "    with open(os.environ['PIDS'], 'a') as f:\n"
+        "        f.write(f'{os.getpid()}\\n')\n"
+        "    return [1.0 if 'blue' in c.split() else 0.0 for c in completions]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PIDS", str(tmp_path / "pids.txt"))
+    import os
+
+    import my_rewards_mod
+
+    from rlalign.api import importable_name
+
+    assert importable_name(my_rewards_mod.says_blue) == "my_rewards_mod:says_blue"
+    assert importable_name(lambda p, c: c) is None and importable_name(says_blue) is not None
+    keys = {**RL_KEYS, "max_steps": 1}
+    sandboxed = rlalign.align(
+        model=word_model_dir,
+        train_dataset=PROMPTS,
+        output_dir=str(tmp_path / "a"),
+        reward_funcs=[my_rewards_mod.says_blue],
+        reward_timeout=20,
+        **keys,
+    )
+    pids = {int(p) for p in (tmp_path / "pids.txt").read_text().split()}
+    assert os.getpid() not in pids  # scored in the worker
+    saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    assert saved["reward_funcs"] == ["my_rewards_mod:says_blue"]  # resumable from the CLI
+    (tmp_path / "pids.txt").unlink()
+    in_process = rlalign.align(model=word_model_dir, train_dataset=PROMPTS,
+                               output_dir=str(tmp_path / "b"),
+                               reward_funcs=[my_rewards_mod.says_blue], **keys)  # fmt: skip
+    assert {int(p) for p in (tmp_path / "pids.txt").read_text().split()} == {os.getpid()}
+    assert same(weights(sandboxed.final_dir), weights(in_process.final_dir))
