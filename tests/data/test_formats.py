@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -92,3 +93,44 @@ def test_empty_and_missing_files(tmp_path, loader):
         loader(empty)
     with pytest.raises(UserError, match="file not found"):
         loader(tmp_path / "nope.jsonl")
+
+
+def test_trl_conversational_forms_read_as_the_standard_ones():
+    """TRL documents a standard and a conversational form of each dataset; rlalign reads both
+    into the same rows."""
+    user = [{"role": "user", "content": "What is 2 + 3?"}]
+    answer = [{"role": "assistant", "content": "5"}]
+    assert load_sft([{"prompt": user, "completion": answer}]) == load_sft(
+        [{"messages": user + answer}]
+    ) == load_sft([{"prompt": "What is 2 + 3?", "completion": "5"}])  # fmt: skip
+    standard = load_preferences([{"prompt": "What is 2 + 3?", "chosen": "5", "rejected": "6"}])
+    wrong = [{"role": "assistant", "content": "6"}]
+    assert load_preferences([{"prompt": user, "chosen": answer, "rejected": wrong}]) == standard
+    assert load_preferences([{"chosen": user + answer, "rejected": user + wrong}]) == standard
+    rows = load_prompts([{"prompt": user, "answer": 5}])
+    assert rows[0]["prompt"] == "What is 2 + 3?" and rows[0]["answer"] == 5
+
+
+@pytest.mark.parametrize(
+    ("loader", "row", "fragment"),
+    [
+        ("load_prompts", {"prompt": [{"role": "system", "content": "x"},
+                                     {"role": "user", "content": "y"}]},
+         "row 0: field 'prompt' is a conversation of 2 message"),
+        ("load_preferences", {"chosen": [{"role": "user", "content": "a"}],
+                              "rejected": [{"role": "user", "content": "a"}]},
+         "without 'prompt', 'chosen' must be one user and one assistant message"),
+        ("load_preferences", {"chosen": [{"role": "user", "content": "a"},
+                                         {"role": "assistant", "content": "b"}],
+                              "rejected": [{"role": "user", "content": "c"},
+                                           {"role": "assistant", "content": "d"}]},
+         "'chosen' and 'rejected' answer different user messages"),
+        ("load_sft", {"prompt": [{"role": "user", "content": "a"}], "completion": "b"},
+         "conversational 'prompt' and 'completion' must both be lists"),
+    ],
+)  # fmt: skip
+def test_conversational_forms_that_do_not_fit_are_one_line(loader, row, fragment):
+    from rlalign.data import formats
+
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        getattr(formats, loader)([row])

@@ -5,8 +5,13 @@ Each reader takes what :func:`rlalign.data.tables.read_rows` reads (a ``.jsonl``
 dicts) and checks every row the same way, naming the row (``file:line`` or ``file: row i``):
 
 - SFT: ``{"messages": [{"role": "user"|"system"|"assistant", "content": str}, ...]}`` (ending
-  with an assistant turn; no assistant turn empty) or ``{"prompt": str, "completion": str}``
-  (a non-empty completion).
+  with an assistant turn; no assistant turn empty), ``{"prompt": str, "completion": str}``
+  (a non-empty completion), or TRL's conversational prompt-completion (``prompt`` and
+  ``completion`` as lists of messages, one conversation).
+- Preferences and RL prompts also take TRL's conversational forms where a field is one message
+  (``"prompt": [{"role": "user", "content": ...}]``, ``"chosen": [{"role": "assistant", ...}]``)
+  and its implicit-prompt preference form (``chosen``/``rejected`` as a user and an assistant
+  message each, no ``prompt``); longer conversations in those fields are refused.
 - Preferences: ``{"prompt": str, "chosen": str, "rejected": str}`` (optional ``margin``, and
   ``kind``: a label the reward model's held-out accuracy is broken down by).
 - RL prompts: ``{"prompt": str, ...}``; every other field reaches the reward functions as a
@@ -35,43 +40,97 @@ def _require_str(where: str, row: dict[str, Any], key: str, hint: str = "") -> s
     return value
 
 
+def _conversation(where: str, messages: Any) -> list[dict[str, str]]:
+    """A checked conversation: a non-empty list of ``{"role", "content"}`` ending with a
+    non-empty assistant turn."""
+    if not isinstance(messages, list) or not messages:
+        raise UserError(f"{where}: 'messages' must be a non-empty list")
+    turns = []
+    for j, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise UserError(f"{where}: messages[{j}] must be an object")
+        role = m.get("role")
+        if role not in ROLES:
+            raise UserError(
+                f"{where}: messages[{j}].role must be one of {', '.join(ROLES)}, got {role!r}"
+            )
+        if not isinstance(m.get("content"), str):
+            raise UserError(f"{where}: messages[{j}].content must be a string")
+        turns.append({"role": role, "content": m["content"]})
+    if not any(t["role"] == "assistant" for t in turns):
+        raise UserError(f"{where}: conversation has no assistant turn (nothing to learn)")
+    if turns[-1]["role"] != "assistant":
+        raise UserError(
+            f"{where}: conversation ends with a {turns[-1]['role']} turn "
+            f"(messages[{len(turns) - 1}]) that no assistant turn answers; end it with "
+            "the assistant's reply, or drop the last turn"
+        )
+    for j, t in enumerate(turns):
+        if t["role"] == "assistant" and not t["content"].strip():
+            raise UserError(
+                f"{where}: messages[{j}] is an assistant turn with empty content "
+                "(it would teach the model to say nothing); fill it in or drop the row"
+            )
+    return turns
+
+
+def _one_message(where: str, row: dict[str, Any], key: str, role: str) -> None:
+    """TRL's conversational form of a field holding one message (``[{"role": "user",
+    "content": ...}]``) replaced, in ``row``, by its text; a string is left as it is."""
+    value = row.get(key)
+    if not isinstance(value, list):
+        return
+    if (
+        len(value) != 1
+        or not isinstance(value[0], dict)
+        or value[0].get("role") != role
+        or not isinstance(value[0].get("content"), str)
+    ):
+        raise UserError(
+            f"{where}: field '{key}' is a conversation of {len(value)} message(s); rlalign reads "
+            f"a {key} that is one {role} message (or a string)"
+        )
+    row[key] = value[0]["content"]
+
+
+def _implicit_prompt(where: str, row: dict[str, Any]) -> None:
+    """TRL's implicit-prompt preference rows (``chosen`` and ``rejected`` as whole
+    conversations of one user and one assistant message, no ``prompt``) split, in ``row``,
+    into the shared prompt and the two answers."""
+    if "prompt" in row or not isinstance(row.get("chosen"), list):
+        return
+    sides = []
+    for key in ("chosen", "rejected"):
+        value = row.get(key)
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(m, dict) for m in value)
+                and [m.get("role") for m in value] == ["user", "assistant"]):  # fmt: skip
+            raise UserError(
+                f"{where}: without 'prompt', '{key}' must be one user and one assistant message "
+                "(TRL's implicit-prompt form)"
+            )
+        sides.append(value)
+    if sides[0][0].get("content") != sides[1][0].get("content"):
+        raise UserError(f"{where}: 'chosen' and 'rejected' answer different user messages")
+    row["prompt"] = [sides[0][0]]
+    row["chosen"], row["rejected"] = [sides[0][1]], [sides[1][1]]
+
+
 def load_sft(source: Any) -> list[list[dict[str, str]]]:
     """Conversations as lists of ``{"role", "content"}``; prompt/completion rows become a
     user turn and an assistant turn."""
     conversations = []
     for where, row in read_rows(source, what="SFT data"):
         if "messages" in row:
-            messages = row["messages"]
-            if not isinstance(messages, list) or not messages:
-                raise UserError(f"{where}: 'messages' must be a non-empty list")
-            turns = []
-            for j, m in enumerate(messages):
-                if not isinstance(m, dict):
-                    raise UserError(f"{where}: messages[{j}] must be an object")
-                role = m.get("role")
-                if role not in ROLES:
-                    raise UserError(
-                        f"{where}: messages[{j}].role must be one of "
-                        f"{', '.join(ROLES)}, got {role!r}"
-                    )
-                if not isinstance(m.get("content"), str):
-                    raise UserError(f"{where}: messages[{j}].content must be a string")
-                turns.append({"role": role, "content": m["content"]})
-            if not any(t["role"] == "assistant" for t in turns):
-                raise UserError(f"{where}: conversation has no assistant turn (nothing to learn)")
-            if turns[-1]["role"] != "assistant":
+            conversations.append(_conversation(where, row["messages"]))
+        elif isinstance(row.get("prompt"), list) or isinstance(row.get("completion"), list):
+            # TRL's conversational prompt-completion: two lists of messages, one conversation
+            prompt, completion = row.get("prompt"), row.get("completion")
+            if not isinstance(prompt, list) or not isinstance(completion, list):
                 raise UserError(
-                    f"{where}: conversation ends with a {turns[-1]['role']} turn "
-                    f"(messages[{len(turns) - 1}]) that no assistant turn answers; end it with "
-                    "the assistant's reply, or drop the last turn"
+                    f"{where}: conversational 'prompt' and 'completion' must both be lists of "
+                    "messages"
                 )
-            for j, t in enumerate(turns):
-                if t["role"] == "assistant" and not t["content"].strip():
-                    raise UserError(
-                        f"{where}: messages[{j}] is an assistant turn with empty content "
-                        "(it would teach the model to say nothing); fill it in or drop the row"
-                    )
-            conversations.append(turns)
+            conversations.append(_conversation(where, prompt + completion))
         elif "prompt" in row or "completion" in row:
             prompt = _require_str(where, row, "prompt")
             completion = _require_str(where, row, "completion")
@@ -95,6 +154,11 @@ def load_preferences(source: Any) -> list[dict[str, Any]]:
     0, kind default None)."""
     pairs = []
     for where, row in read_rows(source, what="preference data"):
+        row = dict(row)
+        _implicit_prompt(where, row)
+        _one_message(where, row, "prompt", "user")
+        _one_message(where, row, "chosen", "assistant")
+        _one_message(where, row, "rejected", "assistant")
         pair: dict[str, Any] = {
             key: _require_str(where, row, key) for key in ("prompt", "chosen", "rejected")
         }
@@ -128,6 +192,8 @@ def load_prompts(source: Any) -> list[dict[str, Any]]:
     """
     rows = []
     for where, row in read_rows(source, what="RL prompt"):
+        row = dict(row)
+        _one_message(where, row, "prompt", "user")
         _require_str(where, row, "prompt", hint=' (each line needs {"prompt": "..."})')
         for key in (k for k in RESERVED_FIELDS if k in row):
             raise UserError(
