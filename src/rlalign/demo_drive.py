@@ -1,9 +1,11 @@
 """``rlalign demo drive``: a language model learns to drive the car, end to end, on CPU.
 
 expert transcripts (the rule-based driver, in words) -> a tokenizer -> supervised fine-tuning
-(behaviour cloning) -> RL in the car's text environment (``history=last``) -> every driver on
-the same seeded episodes: the SFT and RL models, the baselines (and an MLP policy when given),
-as one table in ``report.json`` and ``report.md``, with the seconds of each stage.
+(behaviour cloning) -> DAgger rounds (the model drives, the expert labels the states it reaches,
+SFT goes on over all transcripts) -> RL in the car's text environment (``history=last``) ->
+every driver on the same seeded episodes: the SFT (behaviour cloning alone, and after DAgger)
+and RL models, the baselines (and an MLP policy when given), as one table in ``report.json``
+and ``report.md``, with the seconds of each stage.
 
 Every stage is the code of its command (``rlalign control transcripts``, ``sft``, ``rl``,
 ``control eval``), run with the settings of :class:`DriveDemoConfig`.
@@ -25,7 +27,7 @@ from rlalign.control.envs import env_factory
 from rlalign.control.lm_driver import load_lm_driver
 from rlalign.control.runs import eval_policy, evaluate_driver
 from rlalign.control.transcripts import write_transcripts
-from rlalign.io import atomic_write_json, atomic_write_text, read_jsonl
+from rlalign.io import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from rlalign.lm.tokenizer import train_tokenizer
 from rlalign.metrics import read_metrics
 from rlalign.runtime import StageSeconds
@@ -50,6 +52,17 @@ class DriveDemoConfig(Config):
         ge=0,
         lt=1,
         description="per-step chance of a lapse of the transcripts' driver (recovery states)",
+    )
+    dagger_rounds: int = Field(
+        2,
+        ge=0,
+        description="DAgger rounds after SFT: the model drives, the rule-based driver labels "
+        "every state it reaches, SFT goes on over all transcripts so far",
+    )
+    dagger_episodes: int = Field(100, gt=0, description="episodes the model drives per round")
+    dagger_steps: int = Field(500, gt=0, description="SFT optimizer steps per DAgger round")
+    dagger_seed: int = Field(
+        300_000, ge=0, description="seed of the first DAgger episode (round r: + r * episodes)"
     )
     vocab_size: int = Field(512, gt=0, description="BPE vocabulary size")
     model: str = Field("tiny", description="model preset (rlalign.lm.models.PRESETS)")
@@ -85,6 +98,9 @@ QUICK_DRIVE: dict[str, Any] = {
     "transcript_episodes": 4,
     "vocab_size": 320,
     "sft_steps": 20,
+    "dagger_rounds": 1,
+    "dagger_episodes": 2,
+    "dagger_steps": 5,
     "rl_steps": 2,
     "prompts_per_iteration": 2,
     "num_generations": 2,
@@ -146,6 +162,34 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
         logging_steps=max(cfg.sft_steps // 10, 1), **common,
     )))  # fmt: skip
     print(f"      held-out loss {sft.eval_metrics.get('eval_loss', float('nan')):.3f}", flush=True)
+    bc = sft
+    rows = read_jsonl(data)
+    for r in range(cfg.dagger_rounds):
+        print(f"\n[3/6] DAgger round {r + 1}/{cfg.dagger_rounds}: the model drives "
+              f"{cfg.dagger_episodes} episodes, the rule-based driver labels them", flush=True)  # fmt: skip
+        seed = cfg.dagger_seed + r * cfg.dagger_episodes
+        labelled = out / f"dagger_{r + 1}.jsonl"
+        driver = load_lm_driver(sft.final_dir, max_new_tokens=cfg.max_completion_length,
+                                env_kwargs=cfg.env_kwargs)  # fmt: skip
+        made = timed(f"dagger_{r + 1}_drive", lambda d=driver, p=labelled, s=seed: (
+            write_transcripts(p, episodes=cfg.dagger_episodes, seed=s,
+                              env_kwargs=cfg.env_kwargs, driver=d)
+        ))  # fmt: skip
+        rows += read_jsonl(labelled)
+        aggregate = out / f"transcripts_dagger_{r + 1}.jsonl"
+        write_jsonl(aggregate, [row for _, row in rows])
+        print(f"      {made['steps']} steps, {made['collisions']} collisions; "
+              f"{len(rows)} transcript lines in all", flush=True)  # fmt: skip
+        sft = timed(f"dagger_{r + 1}_sft", lambda a=aggregate, m=sft.final_dir, k=r: run_sft(
+            SFTConfig(
+                model=str(m), data=str(a), output_dir=str(out / f"sft_dagger_{k + 1}"),
+                max_steps=cfg.dagger_steps, learning_rate=cfg.sft_learning_rate,
+                per_device_train_batch_size=cfg.sft_batch_size,
+                warmup_steps=min(20, cfg.dagger_steps // 10), max_length=96,
+                eval_steps=cfg.dagger_steps, save_steps=cfg.dagger_steps,
+                logging_steps=max(cfg.dagger_steps // 10, 1), **common,
+            )
+        ))  # fmt: skip
 
     print(f"\n[4/6] RL ({cfg.algorithm}) in the car's text environment, whole episodes",
           flush=True)  # fmt: skip
@@ -176,12 +220,14 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
     if cfg.mlp_policy is not None:
         drivers["mlp (ppo)"] = timed("eval_mlp", lambda: _summary(
             eval_policy(cfg.mlp_policy, n, s0, env_id=ENV_ID)))  # fmt: skip
-    for name, result in (("lm sft", sft), ("lm rl", rl)):
+    models = (("lm sft (bc)", bc), ("lm sft", sft)) if cfg.dagger_rounds else (("lm sft", sft),)
+    for name, result in (*models, ("lm rl", rl)):
         driver = load_lm_driver(
             result.final_dir, max_new_tokens=cfg.max_completion_length, env_kwargs=kw
         )
         drivers[name] = timed(
-            f"eval_{name.replace(' ', '_')}", lambda d=driver: evaluate_driver(d, ENV_ID, kw, n, s0)
+            f"eval_{name.replace(' (bc)', '_bc').replace(' ', '_')}",
+            lambda d=driver: evaluate_driver(d, ENV_ID, kw, n, s0),
         )
         print(f"      {name}: return {drivers[name]['return']:.2f}", flush=True)
     seconds.finish()
@@ -208,8 +254,8 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
     print("\n[6/6] the table\n\n" + table, flush=True)
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", report_markdown(report, table))
-    for result in (sft, rl):
-        add_card_section(result.final_dir, "Driving (rlalign demo drive)", (
+    for final_dir in dict.fromkeys(r.final_dir for r in (bc, sft, rl)):  # bc is sft alone
+        add_card_section(final_dir, "Driving (rlalign demo drive)", (
             f"{n} episodes of {ENV_ID}, seeds {s0}..{s0 + n - 1}, the same for every driver "
             f"(greedy replies for the language models):\n\n{table}"
         ))  # fmt: skip

@@ -147,3 +147,25 @@ def test_a_long_reply_is_shortened_in_the_caption():
     ep = Episode(label="lm", seed=0, gamma=1.0, frames=[None] * 2)
     ep.actions, ep.rewards, ep.words = ["keep"], [0.0], ["brake\nno, accelerate hard"]
     assert 'said "brake no, a..."  action=keep' in ep.captions()[0]
+
+
+def test_transcripts_driven_by_a_language_model(tokenizer, tmp_path, capsys):
+    """`control transcripts --driver RUN`: the model's car (it always brakes) is what the
+    expert labels; the run's car settings (max_steps=30) are the episodes'."""
+    run = tmp_path / "run"
+    model = answering_model(tokenizer, "brake")
+    model.save_pretrained(run / "final")
+    tokenizer.save_pretrained(run / "final")
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"env": "rlalign/Driving-v0", "env_kwargs": {"max_steps": 30}})
+    )
+    out = tmp_path / "d.jsonl"
+    assert main(["control", "transcripts", "--driver", str(run), "--episodes", "2",
+                 "--seed", "7", "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"steps of {run}, labelled by rule_based" in printed
+    rows = [row for _, row in read_jsonl(out)]
+    speeds = [int(r["messages"][0]["content"].split(",")[0].split()[1]) for r in rows]
+    assert len(rows) == 2 * 30  # braking to a standstill: every episode runs out its 30 steps
+    assert speeds[29] == 0 and speeds[-1] == 0  # the car it drove has stopped
+    assert {r["messages"][1]["content"] for r in rows} != {"brake"}  # the expert's words

@@ -147,3 +147,28 @@ def test_the_command_passes_the_lapse_on_and_refuses_a_bad_one(tmp_path, capsys)
     assert main([*args, "--out", str(tmp_path / "c.jsonl"), "--lapse", "2"]) == 2
     err = capsys.readouterr().err
     assert "lapse must be in [0, 1)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_driver_drives_and_the_expert_labels_every_state_it_reaches(tmp_path):
+    """DAgger's data, against a hand loop: constant_speed drives each seeded episode alone,
+    and each of its states is written with rule_based's word for it."""
+    env = make_driving_text_env(max_steps=40)
+    cfg = env.env.unwrapped.cfg
+    driver, expert = make_baseline("constant_speed", cfg, 0), make_baseline("rule_based", cfg, 0)
+    want = []
+    for k in range(3):
+        text, _ = env.reset(seed=50 + k)
+        done = False
+        while not done:
+            obs = env.last_obs[None]
+            want.append((text, DRIVING_WORDS[int(expert(obs)[0])]))
+            text, _, terminated, truncated, _ = env.step(DRIVING_WORDS[int(driver(obs)[0])])
+            done = terminated or truncated
+    out = tmp_path / "dagger.jsonl"
+    made = write_transcripts(out, episodes=3, seed=50, env_kwargs={"max_steps": 40},
+                             driver=driver)  # fmt: skip
+    got = [pair for conversation in load_sft(out) for pair in pairs(conversation)]
+    assert got == want and made["driven"] is True
+    assert any(w != DRIVING_WORDS[0] for _, w in got)  # the labels are the expert's, not "keep"
+    with pytest.raises(UserError, match="lapse applies to the policy only"):
+        write_transcripts(out, episodes=1, seed=0, driver=driver, lapse=0.1)

@@ -33,7 +33,8 @@ def test_drive_demo_writes_every_stage_and_one_table(drive_run):
     assert len(transcripts) <= QUICK_DRIVE["transcript_episodes"] * kw["max_steps"]
 
     drivers = report["drivers"]
-    assert list(drivers) == ["rule_based", "constant_speed", "random", "lm sft", "lm rl"]
+    assert list(drivers) == ["rule_based", "constant_speed", "random", "lm sft (bc)", "lm sft",
+                             "lm rl"]  # fmt: skip
     for name, row in drivers.items():
         assert row["episodes"] == QUICK_DRIVE["eval_episodes"]
         assert 0 < row["episode_length"] <= kw["max_steps"]
@@ -43,7 +44,8 @@ def test_drive_demo_writes_every_stage_and_one_table(drive_run):
         card = (out / stage / "final" / "README.md").read_text()
         assert format_table(drivers) in card.split("## Driving (rlalign demo drive)")[1]
     stages = {k: v for k, v in report["seconds"].items() if k != "total"}
-    assert {"transcripts", "tokenizer", "sft", "rl", "eval_lm_sft", "eval_lm_rl"} <= set(stages)
+    assert {"transcripts", "tokenizer", "sft", "dagger_1_drive", "dagger_1_sft", "rl",
+            "eval_lm_sft_bc", "eval_lm_sft", "eval_lm_rl"} <= set(stages)  # fmt: skip
     assert report["seconds"]["total"] >= sum(stages.values()) - 1.0
     assert all(stages[k] > 0 for k in ("sft", "rl", "eval_lm_sft", "eval_lm_rl"))
     rl = report["rl"]
@@ -62,3 +64,15 @@ def test_the_table_agrees_with_evaluating_each_driver_again(drive_run):
     again = eval_policy(out / "rl", n, 0)
     assert again["policy"] == "lm" and again["episode_length"] <= kw["max_steps"]
     assert {k: again[k] for k in report["drivers"]["lm rl"]} == report["drivers"]["lm rl"]
+    # DAgger: the model of the round drove its episodes, the expert's words are the labels,
+    # and the next SFT started from it and read every transcript so far
+    labelled = [row for _, row in read_jsonl(out / "dagger_1.jsonl")]
+    assert len(read_jsonl(out / "transcripts_dagger_1.jsonl")) == len(
+        read_jsonl(out / "transcripts.jsonl")
+    ) + len(labelled)  # fmt: skip
+    import yaml
+
+    dagger_cfg = yaml.safe_load((out / "sft_dagger_1" / "config.yaml").read_text())
+    assert dagger_cfg["model"] == str(out / "sft" / "final")
+    rl_cfg = yaml.safe_load((out / "rl" / "config.yaml").read_text())
+    assert rl_cfg["model"] == str(out / "sft_dagger_1" / "final")

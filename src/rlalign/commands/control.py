@@ -132,6 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "keeps its speed while the transcript records the driver's own action: recovery states "
         "for the imitating model (default: 0, none)",
     )
+    tr.add_argument(
+        "--driver",
+        default=None,
+        metavar="RUN_DIR",
+        help="a language-model driver (a run or model directory) drives instead, and --policy "
+        "labels every state it reaches with its own action (DAgger)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -283,6 +290,11 @@ def _render(args: argparse.Namespace) -> int:
 def _transcripts(args: argparse.Namespace) -> int:
     from rlalign.control.transcripts import write_transcripts
 
+    driver = None
+    if args.driver is not None:
+        from rlalign.control.lm_driver import load_lm_driver
+
+        driver = load_lm_driver(args.driver)
     res = write_transcripts(
         args.out,
         policy=args.policy,
@@ -290,10 +302,13 @@ def _transcripts(args: argparse.Namespace) -> int:
         seed=args.seed,
         history=args.history,
         lapse=args.lapse,
+        driver=driver,
+        env_kwargs=driver.gym_kwargs if driver is not None else None,
     )
+    who = f"{args.driver}, labelled by {res['policy']}" if driver else res["policy"]
     print(
         f"wrote {res['out']}: {res['lines']} lines, {res['episodes']} episodes, {res['steps']} "
-        f"steps of {res['policy']}; mean return {res['mean_return']:.3f}, collisions "
+        f"steps of {who}; mean return {res['mean_return']:.3f}, collisions "
         f"{res['collisions']}, arrived {res['arrived']}"
     )
     return 0

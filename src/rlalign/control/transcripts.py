@@ -12,10 +12,16 @@ while the transcript still records what the driver *would* do. A model imitating
 driver alone never sees the states its own small errors lead to (a car closing in, a crosswalk
 too near to stop comfortably) and so never learns to recover from them; the lapses put those
 states, with the expert's answer, into the data.
+
+``driver`` goes further (DAgger, Ross et al. 2011): a learner -- a language-model driver from
+its own run -- drives, all episodes stepped side by side, and the expert labels every state the
+learner reaches with what it would do there. Aggregated with the expert's own transcripts and
+trained on again, round after round, the learner meets its own mistakes with their correction.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +57,37 @@ def play_episode(
     return turns, total, info
 
 
+def play_driven_episodes(
+    env_factory: Any, driver: Any, expert: Any, episodes: int, seed: int
+) -> tuple[list[list[tuple[str, str]]], list[float], list[dict]]:
+    """``driver`` (a batched policy ``obs -> actions``) plays ``episodes`` episodes side by side
+    (episode ``k``: seed ``seed + k``); each turn records the sentence and ``expert``'s word for
+    it. Returns each episode's turns, its return and its last info."""
+    envs = [env_factory() for _ in range(episodes)]
+    texts = [env.reset(seed=seed + k)[0] for k, env in enumerate(envs)]
+    turns: list[list[tuple[str, str]]] = [[] for _ in envs]
+    returns, infos = [0.0] * episodes, [{} for _ in envs]
+    alive = list(range(episodes))
+    try:
+        while alive:
+            obs = np.stack([envs[k].last_obs for k in alive])
+            played, labels = driver(obs), expert(obs)
+            still = []
+            for j, k in enumerate(alive):
+                turns[k].append((texts[k], DRIVING_WORDS[int(labels[j])]))
+                texts[k], reward, terminated, truncated, infos[k] = envs[k].step(
+                    DRIVING_WORDS[int(played[j])]
+                )
+                returns[k] += reward
+                if not (terminated or truncated):
+                    still.append(k)
+            alive = still
+    finally:
+        for env in envs:
+            env.close()
+    return turns, returns, infos
+
+
 def write_transcripts(
     out_path: str | Path,
     *,
@@ -60,13 +97,16 @@ def write_transcripts(
     history: Literal["last", "full"] = "last",
     env_kwargs: dict[str, Any] | None = None,
     lapse: float = 0.0,
+    driver: Any = None,
 ) -> dict[str, Any]:
     """Play ``episodes`` episodes of ``policy`` in the car's text env and write them as SFT
     JSONL (``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``), atomically.
 
     ``history="last"``: one line per step, the step's observation and action. ``"full"``: one
     line per episode, its observations and actions as alternating turns. ``lapse``: the
-    per-step chance that the driver starts a lapse (module docstring; 0 for none).
+    per-step chance that the driver starts a lapse (module docstring; 0 for none). ``driver``:
+    a batched policy that drives instead, ``policy`` labelling its states (DAgger; module
+    docstring).
 
     Returns:
         ``{"episodes", "steps", "mean_return", "collisions", "arrived", ...}``.
@@ -79,26 +119,35 @@ def write_transcripts(
         raise UserError(f"lapse must be in [0, 1), got {lapse}")
     if history not in ("last", "full"):
         raise UserError(f"history must be 'last' or 'full', got {history!r}")
+    if driver is not None and lapse > 0:
+        raise UserError("a driver plays its own episodes: lapse applies to the policy only")
     try:
         env = make_driving_text_env(**(env_kwargs or {}))
     except TypeError as exc:  # the world's make_config names the unknown setting
         raise UserError(f"env_kwargs: {exc}") from None
-    driver = make_baseline(policy, env.env.unwrapped.cfg, seed)
+    expert = make_baseline(policy, env.env.unwrapped.cfg, seed)
     rows: list[dict[str, Any]] = []
-    returns, steps, collisions, arrived = [], 0, 0, 0
+    played: list[tuple[list[tuple[str, str]], float, dict]] = []
     try:
-        for k in range(episodes):
-            turns, total, info = play_episode(env, driver, seed + k, lapse)
-            returns.append(total)
-            steps += len(turns)
-            collisions += bool(info.get("collision"))
-            arrived += bool(info.get("arrived"))
-            if history == "last":
-                rows += [_messages([turn]) for turn in turns]
-            else:
-                rows.append(_messages(turns))
+        if driver is not None:
+            made = functools.partial(make_driving_text_env, **(env_kwargs or {}))
+            # the baselines take a batch of observations, as the driver does
+            turns, totals, infos = play_driven_episodes(made, driver, expert, episodes, seed)
+            played = list(zip(turns, totals, infos, strict=True))
+        else:
+            played = [play_episode(env, expert, seed + k, lapse) for k in range(episodes)]
     finally:
         env.close()
+    returns, steps, collisions, arrived = [], 0, 0, 0
+    for turns, total, info in played:
+        returns.append(total)
+        steps += len(turns)
+        collisions += bool(info.get("collision"))
+        arrived += bool(info.get("arrived"))
+        if history == "last":
+            rows += [_messages([turn]) for turn in turns]
+        else:
+            rows.append(_messages(turns))
     write_jsonl(out_path, rows)
     return {
         "out": str(out_path),
@@ -106,6 +155,7 @@ def write_transcripts(
         "history": history,
         "seed": seed,
         "lapse": lapse,
+        "driven": driver is not None,
         "episodes": episodes,
         "steps": steps,
         "lines": len(rows),
