@@ -79,9 +79,10 @@ for _ in range(3):
 # ## 2. The whole flow in one command
 #
 # Transcripts of the rule-based driver (seeds from 100000, never evaluated on) -> a BPE
-# tokenizer -> SFT of a `tiny` model from scratch (behaviour cloning) -> GRPO in the text env,
-# whole episodes, each turn's prompt the current observation (`history=last`) -> every driver
-# on seeds 0..199.
+# tokenizer -> SFT of a `tiny` model from scratch (behaviour cloning) -> DAgger rounds (the
+# model drives, the rule-based driver labels every state it reaches, SFT goes on over all the
+# transcripts) -> GRPO in the text env, whole episodes, each turn's prompt the current
+# observation (`history=last`) -> every driver on seeds 0..199.
 
 # %%
 rlalign_cli(f"demo drive {SIZES} --out {OUT / 'drive'}")
