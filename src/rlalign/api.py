@@ -38,12 +38,15 @@ command line is a layer over these functions: ``rlalign sft key=value`` calls :f
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rlalign.config import Config, load_config
+from rlalign.control.runs import train_run
+from rlalign.control.train_config import ALGOS, defaults_for
 from rlalign.data.formats import load_preferences, load_prompts, load_sft
 from rlalign.data.tables import read_rows
 from rlalign.dist import RankInfo
@@ -202,8 +205,6 @@ def importable_name(fn: Any) -> str | None:
     """``module:function`` when a worker process can import ``fn`` by that name (a function
     defined at the top of an importable module), else ``None`` (a lambda, a closure, a
     function of ``__main__`` or of a notebook)."""
-    import importlib
-
     module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not module or module == "__main__" or not name.isidentifier():
         return None
@@ -341,9 +342,6 @@ def control_train(
     ``config`` (a ``PPOConfig``/``ReinforceConfig`` or a dict), then ``keys``. The result's
     ``final_dir`` is ``output_dir`` (``policy.safetensors``) and its ``metrics`` the final
     evaluation (``result.json``: ``final_eval_return``, for the car ``collision_rate``, ...)."""
-    from rlalign.control.runs import train_run
-    from rlalign.control.train_config import ALGOS, defaults_for
-
     if algo not in ALGOS:
         raise UserError(f"unknown algorithm {algo!r}; choose 'ppo' or 'reinforce'")
     cls = ALGOS[algo]

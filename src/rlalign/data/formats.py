@@ -78,8 +78,8 @@ def _one_message(where: str, row: dict[str, Any], key: str, role: str) -> None:
     """TRL's conversational form of a field holding one message (``[{"role": "user",
     "content": ...}]``) replaced, in ``row``, by its text; a string is left as it is."""
     value = row.get(key)
-    if not isinstance(value, list):
-        return
+    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+        return  # not messages: the field's own check says what is wrong
     if (
         len(value) != 1
         or not isinstance(value[0], dict)
