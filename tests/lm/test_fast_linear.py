@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from rlalign.lm.fast_linear import inference_linears, onednn_available
+from rlalign.lm.fast_linear import inference_linears, onednn_available, onednn_bf16_available
 from rlalign.lm.logprobs import sequence_logprobs
 from rlalign.lm.sampling import sample
 
@@ -51,7 +51,8 @@ def test_bf16_is_autocast_bit_for_bit_and_follows_an_optimizer_step():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             reference = model(input_ids=ids, attention_mask=mask).logits
             with inference_linears(model, dtype=torch.bfloat16) as switched:
-                assert switched == linear_layers(model)
+                # an AVX2-only CPU cannot pack bf16 weights: the layers keep autocast's F.linear
+                assert switched == (linear_layers(model) if onednn_bf16_available() else 0)
                 packed = model(input_ids=ids, attention_mask=mask).logits
         assert torch.equal(packed, reference)
         loss = model(input_ids=ids, attention_mask=mask).logits.float().logsumexp(-1).mean()

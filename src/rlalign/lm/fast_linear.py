@@ -50,6 +50,24 @@ def onednn_available() -> bool:
 
 
 @functools.cache
+def onednn_bf16_available() -> bool:
+    """Whether oneDNN can pack bf16 weights on this CPU.
+
+    Its bf16 reorder needs AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; on an AVX2-only CPU (an
+    AMD EPYC of the Zen 2 generation, say) it raises. There bf16 layers keep ``F.linear``,
+    which autocast serves through a slower generic path. Probed once, on a tiny weight, rather
+    than read off CPU flags: the probe asks the kernel itself.
+    """
+    if not onednn_available():
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(16, 16, dtype=torch.bfloat16), 16)
+    except RuntimeError:
+        return False
+    return True
+
+
+@functools.cache
 def fp32_prefers_onednn() -> bool:
     """Whether fp32 linear layers should leave MKL's sgemm for oneDNN on this machine.
 
@@ -158,6 +176,8 @@ def packed_linear(
         return None
     compute = dtype or weight.dtype
     if compute not in _DTYPES or (compute == torch.float32 and not fp32):
+        return None
+    if compute == torch.bfloat16 and not onednn_bf16_available():
         return None
     with torch.no_grad():
         w = torch.ops.mkldnn._reorder_linear_weight(
