@@ -225,3 +225,24 @@ def test_unsupported_models_fall_back(case, steps_run, caplog):
     )
     assert torch.equal(out.sequences, ref.sequences)
     torch.testing.assert_close(out.raw_logprobs, ref.raw_logprobs, rtol=0, atol=0)
+
+
+def test_a_hidden_states_forward_keeps_the_fast_path(steps_run):
+    """transformers leaves output-capturing hooks on every layer after a forward that asks for
+    hidden states (PPO's value head does at its first step). They never change an output, so
+    sampling after such a forward still decodes on the fast path, to the same bits as before
+    it; a hook of anyone else's still sends sampling to the HF forward."""
+    model = build("llama-gqa")
+    ids, mask = left_padded_batch(LENGTHS, vocab=model.config.vocab_size)
+    kwargs = {"max_new_tokens": 6, "eos_token_id": []}
+    before = sample(model, ids, mask, generator=torch.Generator().manual_seed(0), **kwargs)
+    with torch.no_grad():
+        model(ids, attention_mask=mask, output_hidden_states=True)
+    assert unsupported_reason(model, capacity=ids.shape[1] + 6) is None
+    steps_run.clear()
+    after = sample(model, ids, mask, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert steps_run  # the decoder ran
+    assert torch.equal(after.sequences, before.sequences)
+    assert torch.equal(after.logprobs, before.logprobs)
+    model.model.layers[1].register_forward_hook(lambda *args: None)
+    assert "forward hooks" in unsupported_reason(model, capacity=ids.shape[1] + 6)

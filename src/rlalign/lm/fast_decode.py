@@ -130,9 +130,24 @@ def unsupported_reason(model: Any, capacity: int) -> str | None:
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
         return "global forward hooks are registered"
     for m in model.modules():
-        if m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__:
+        hooks = [h for h in m._forward_hooks.values() if not _capture_hook(h)]
+        if hooks or m._forward_pre_hooks or "forward" in m.__dict__:
             return f"{type(m).__name__} has forward hooks or a replaced forward"
     return None
+
+
+def _capture_hook(hook: Any) -> bool:
+    """Whether ``hook`` is one of transformers' output-capturing hooks.
+
+    transformers (5.x) installs them on every decoder layer the first time a forward asks for
+    hidden states (PPO's value head does, at its first training step), and leaves them there.
+    They record a layer's output only while such a forward runs and never change it, so the
+    decoder, which asks for no hidden states, computes what the model does with them in place.
+    Were they counted, every rollout after a run's first value-head forward would leave this
+    path for the HF forward: slower, and a run resumed at a rollout boundary would sample
+    its first rollout on the other path, with other rounding, than the run that never stopped.
+    """
+    return getattr(hook, "__module__", "") == "transformers.utils.output_capturing"
 
 
 class LlamaDecoder:
