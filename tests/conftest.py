@@ -2,6 +2,8 @@
 
 - One intra-op thread: the models are tiny, and when other jobs share the machine, OpenMP
   threads that spin-wait for a busy core make each step 10-100x slower.
+- A cache directory of the session's own (``bf16: auto`` remembers its timings there), so
+  that no test writes to the home directory or reads what an earlier run remembered.
 - Seeded global generators: each test starts from a random state fixed by its node id.
 - ``kill9``: run a training stage in processes killed with SIGKILL, resume it, and check that
   it ended exactly like an uninterrupted run.
@@ -29,6 +31,11 @@ def _one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the subprocesses the tests start
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_dir(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("RLALIGN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlalign_cache"))
 
 
 # --- every test starts from its own fixed random state ----------------------------------------

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
             "version",
             "plugins",
             "trackers",
+            "precision",
         ),
         0,
     ),

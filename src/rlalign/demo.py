@@ -13,19 +13,20 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from rlalign.config import Config, Seed
 from rlalign.data.verifiers import REPORT_CARD_KEYS
 from rlalign.data.world import World, WorldConfig
-from rlalign.dist import RankInfo, barrier
+from rlalign.dist import RankInfo, all_gather_objects, barrier
 from rlalign.errors import UserError
 from rlalign.goals import demo_goals
-from rlalign.lm.models import load_model
+from rlalign.lm.models import PRESETS, load_model
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
 from rlalign.metrics import read_metrics
+from rlalign.precision import PrecisionChoice, choose_bf16
 from rlalign.report.compare import write_compare_page
 from rlalign.report.html import card_table, image_tag, write_report
 from rlalign.report.plots import plot_series
@@ -90,7 +91,11 @@ class DemoConfig(Config):
         ge=0,
         description="weight of the reward model's score in the RL reward",
     )
-    bf16: bool = Field(True, description="bf16 autocast in every stage (fp32 master weights)")
+    bf16: bool | Literal["auto"] = Field(
+        "auto",
+        description="bf16 autocast in every stage (fp32 master weights); auto: where a short "
+        "timing at start-up finds it faster than fp32 on this machine (remembered per machine)",
+    )
     num_threads: int | None = Field(1, ge=1, description="torch threads (None: torch's default)")
     eval_steps: int = Field(20, gt=0, description="RL steps between report-card evaluations")
 
@@ -116,6 +121,20 @@ def _say(text: str) -> None:
 
     if RankInfo.detect().is_main:
         print(text, flush=True)
+
+
+def _precision(cfg: DemoConfig, rank: RankInfo) -> PrecisionChoice:
+    """``cfg.bf16``, with ``auto`` decided by rank 0's timing of one of the model's linear layers
+    (every rank computes in the same precision)."""
+    if cfg.bf16 != "auto":
+        return PrecisionChoice(bool(cfg.bf16), 0.0, 0.0, "given")
+    preset = PRESETS.get(cfg.model)
+    hidden, inner = (preset.hidden_size, preset.intermediate_size) if preset else (512, 1536)
+    tokens = cfg.pretrain_batch_size * cfg.block_size
+    choice = choose_bf16(hidden, inner, tokens=tokens) if rank.is_main else None
+    choice = all_gather_objects(choice)[0]
+    _say(choice.describe())
+    return choice
 
 
 def _batch(global_size: int, world_size: int) -> dict[str, int]:
@@ -151,7 +170,9 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         timings[name] = round(time.perf_counter() - t0, 1)
         return result
 
-    common = {"seed": cfg.seed, "overwrite_output_dir": True, "bf16": cfg.bf16}
+    precision = _precision(cfg, rank)
+    bf16 = precision.bf16
+    common = {"seed": cfg.seed, "overwrite_output_dir": True, "bf16": bf16}
 
     _banner(
         1, total, "the built-in world: facts, unknown entities, arithmetic, harmful/benign requests"
@@ -282,7 +303,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     rows = eval_rows(out / "world")
     cards: dict[str, dict[str, Any]] = {}
     answers: dict[str, list[str]] = {}
-    autocast = torch.bfloat16 if cfg.bf16 else None
+    autocast = torch.bfloat16 if bf16 else None
     for stage, path in zip(STAGES, (pre.final_dir, sft.final_dir, rl.final_dir), strict=True):
         model = load_model(path)
         tok = load_tokenizer(path)
@@ -301,6 +322,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         "reward_model": {"eval_accuracy": rm_accuracy, "eval_accuracy_by_kind": rm_by_kind},
         "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
         "config": cfg.model_dump(),
+        "precision": asdict(precision),
     }
     kl = [row["kl_ref"] for row in read_metrics(out / "rl") if "kl_ref" in row]
     goals = demo_goals(report, kl)

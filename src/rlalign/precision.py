@@ -1,0 +1,132 @@
+"""``bf16: auto``: bf16 autocast where it is the faster choice on this machine, fp32 elsewhere.
+
+Why measured, not assumed: on a CPU that multiplies bf16 natively (Intel AMX, AVX-512 BF16 on
+recent AMD EPYCs) bf16 matrix products run 2-5x faster than fp32, but on an AVX2-only CPU
+PyTorch emulates them and they run ~30x *slower* (an AMD EPYC without AVX-512: fp32 ~33
+GFLOP/s, bf16 ~1 GFLOP/s on one thread). CPU flags do not say which kernels a torch build
+picks; a short timing does.
+
+:func:`choose_bf16` times one linear layer of the model's width, in fp32 and under bf16
+autocast (which casts at every call, as training does), on this process's threads. The result
+is remembered per machine (CPU model and flags, torch version, threads, shape) in
+``$RLALIGN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/rlalign`` or ``~/.cache/rlalign``), so every
+later run on the machine, a resumed one included, makes the same choice without timing again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rlalign.io import atomic_write_json
+
+# bf16 must beat fp32 by this factor: a tie is fp32's (exact, and no cast at every call).
+MARGIN = 1.1
+CACHE_FILE = "precision.json"
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The outcome of ``bf16: auto``: whether to use bf16 autocast, and why."""
+
+    bf16: bool
+    fp32_tflops: float
+    bf16_tflops: float
+    source: str  # "measured", "remembered" (the machine's cache), or "cuda"
+
+    def describe(self) -> str:
+        chosen = "bf16 autocast" if self.bf16 else "fp32"
+        if self.source == "cuda":
+            return f"bf16: auto -> {chosen} (CUDA device)"
+        how = "measured now" if self.source == "measured" else "measured earlier on this machine"
+        return (
+            f"bf16: auto -> {chosen} (a linear layer: fp32 {self.fp32_tflops * 1e3:.1f} GFLOP/s, "
+            f"bf16 {self.bf16_tflops * 1e3:.1f} GFLOP/s; {how})"
+        )
+
+
+def choose_bf16(
+    hidden: int, inner: int, *, tokens: int = 2048, device: torch.device | None = None
+) -> PrecisionChoice:
+    """Whether bf16 autocast is faster than fp32 for ``[tokens, hidden] x [hidden, inner]``
+    products on ``device`` (CPU: timed, or read from the machine's cache; CUDA: bf16 where the
+    GPU supports it)."""
+    if device is not None and device.type == "cuda":
+        ok = bool(torch.cuda.is_bf16_supported())
+        return PrecisionChoice(ok, 0.0, 0.0, "cuda")
+    key = f"{_machine_key()}|threads={torch.get_num_threads()}|{tokens}x{hidden}x{inner}"
+    path = cache_dir() / CACHE_FILE
+    remembered = _read_cache(path)
+    if key in remembered:
+        return PrecisionChoice(**{**remembered[key], "source": "remembered"})
+    fp32, bf16 = _linear_tflops(hidden, inner, tokens)
+    choice = PrecisionChoice(bf16 > fp32 * MARGIN, round(fp32, 5), round(bf16, 5), "measured")
+    remembered[key] = {k: v for k, v in asdict(choice).items() if k != "source"}
+    with contextlib.suppress(OSError):  # a read-only home: the choice stands, unremembered
+        atomic_write_json(path, remembered)
+    return choice
+
+
+def cache_dir() -> Path:
+    """Where rlalign remembers facts about this machine."""
+    if os.environ.get("RLALIGN_CACHE_DIR"):
+        return Path(os.environ["RLALIGN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rlalign"
+
+
+def _read_cache(path: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _machine_key() -> str:
+    """The CPU model and its flags (hashed), and the torch build: what the kernels depend on."""
+    model, flags = "", ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and not model:
+                    model = line.partition(":")[2].strip()
+                if line.startswith(("flags", "Features")):
+                    flags = line.partition(":")[2].strip()
+                    break
+    except OSError:
+        pass
+    digest = hashlib.sha256(flags.encode()).hexdigest()[:12]
+    return f"{model or platform.machine()}|flags={digest}|torch={torch.__version__}"
+
+
+def _linear_tflops(
+    hidden: int, inner: int, tokens: int, budget_s: float = 0.3
+) -> tuple[float, float]:
+    """TFLOP/s of ``F.linear`` in fp32 and under bf16 autocast, the best of a few calls each
+    (within about ``budget_s`` per dtype)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(tokens, hidden, generator=generator)
+    w = torch.randn(inner, hidden, generator=generator)
+    flops = 2.0 * tokens * hidden * inner
+    rates = []
+    for bf16 in (False, True):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            F.linear(x, w)  # warm-up: kernels chosen, memory allocated
+            best, spent, calls = float("inf"), 0.0, 0
+            while calls < 3 or (spent < budget_s and calls < 50):
+                t0 = time.perf_counter()
+                F.linear(x, w)
+                dt = time.perf_counter() - t0
+                best, spent, calls = min(best, dt), spent + dt, calls + 1
+        rates.append(flops / best / 1e12)
+    return rates[0], rates[1]
