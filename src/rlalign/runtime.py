@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from rlalign.dist import RankInfo
+from rlalign.dist import RankInfo, all_gather_objects
 from rlalign.errors import UserError
+from rlalign.precision import choose_bf16
 
 
 def resolve_device(name: str, rank: RankInfo | None = None) -> torch.device:
@@ -39,12 +40,44 @@ def resolve_device(name: str, rank: RankInfo | None = None) -> torch.device:
     return device
 
 
-def uses_bf16(setting: bool | None, device: torch.device) -> bool:
-    """Whether training runs under bf16 autocast: ``setting`` (the ``bf16`` key) when given,
-    else where the GPU does bf16 natively (a CPU opts in with ``bf16=true``)."""
+def uses_bf16(setting: bool | str | None, device: torch.device, model: Any = None) -> bool:
+    """Whether training runs under bf16 autocast: ``setting`` (the ``bf16`` key) when it is
+    true or false; None: where the GPU does bf16 natively (a CPU opts in with ``bf16=true``);
+    ``auto``: on a CPU, where a timing of one of ``model``'s linear layers finds bf16 faster
+    (:func:`rlalign.precision.choose_bf16`, remembered per machine). Under torchrun every rank
+    takes rank 0's choice, so the ranks compute alike."""
+    if setting == "auto":
+        return _auto_bf16(device, model)
     if setting is not None:
-        return setting
+        return bool(setting)
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+_told: set[str] = set()
+
+
+def _linear_shape(model: Any) -> tuple[int, int]:
+    """(hidden, MLP width) of the first Hugging Face config inside ``model`` (a wrapper such as
+    RL's policy with a value head, or a reward model, holds one), else a mid-sized default."""
+    candidates = [model]
+    if isinstance(model, torch.nn.Module):
+        candidates += list(model.modules())
+    for candidate in candidates:
+        hidden = getattr(getattr(candidate, "config", None), "hidden_size", None)
+        if isinstance(hidden, int) and hidden > 0:
+            inner = getattr(candidate.config, "intermediate_size", None)
+            return hidden, inner if isinstance(inner, int) and inner > 0 else 4 * hidden
+    return 512, 2048
+
+
+def _auto_bf16(device: torch.device, model: Any) -> bool:
+    hidden, inner = _linear_shape(model)
+    choice = all_gather_objects(choose_bf16(hidden, inner, device=device))[0]
+    line = choice.describe()
+    if line not in _told and RankInfo.detect().is_main:  # once per process and choice
+        _told.add(line)
+        print(line, flush=True)
+    return choice.bf16
 
 
 def device_memory_bytes(device: torch.device) -> int | None:

@@ -85,7 +85,11 @@ class TrainingConfig(Config):
     save_steps: int = Field(500, gt=0, description="steps between checkpoints")
     save_total_limit: int | None = Field(2, gt=0, description="checkpoints kept; None keeps all")
 
-    bf16: bool | None = Field(None, description="bf16 autocast; None: on for CUDA, off on CPU")
+    bf16: bool | Literal["auto"] | None = Field(
+        None,
+        description="bf16 autocast; None: on for CUDA, off on CPU; auto: on where a short "
+        "timing finds it faster than fp32 on this machine (remembered per machine)",
+    )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     attn_implementation: str = Field(
         "auto", description="attention kernels while training: auto, eager, sdpa, ..."

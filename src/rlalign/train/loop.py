@@ -246,7 +246,7 @@ class Trainer:
         self.rank = rank or RankInfo.detect()
         self.device = resolve_device(cfg.device, self.rank)
         self.accumulation = cfg.accumulation_steps(self.rank.world_size)
-        self.bf16 = uses_bf16(cfg.bf16, self.device)
+        self.bf16 = uses_bf16(cfg.bf16, self.device, model)
         # fp32 master weights; autocast computes in bf16. ``module`` is the model itself,
         # ``model`` what trains (the same object, or its DDP wrapper; FSDP2 shards in place).
         self.module = model.to(self.device)

@@ -115,7 +115,7 @@ def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> StageResult:
         length=cfg.block_size,
         length_key="block_size",
         device=device,
-        bf16=uses_bf16(cfg.bf16, device),
+        bf16=uses_bf16(cfg.bf16, device, model),
     )
     resume_from = prepare_run(cfg, resume=resume, rank=rank)
     if resume_from != peek:  # a newer checkpoint arrived before the directory was locked

@@ -360,7 +360,7 @@ def run_reward(cfg: RewardConfig, *, resume: bool = False):
         length=cfg.max_length,
         length_key="max_length",
         device=device,
-        bf16=uses_bf16(cfg.bf16, device),
+        bf16=uses_bf16(cfg.bf16, device, model),
         logits=False,  # a score per sequence (the LM regulariser's logits are left out)
     )
     max_length = cfg.max_length

@@ -283,7 +283,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, reward_fns: Sequence[Callable
         length=cfg.max_completion_length + 1,
         length_key="max_completion_length",
         device=device,
-        bf16=uses_bf16(cfg.bf16, device),
+        bf16=uses_bf16(cfg.bf16, device, policy),
     )
     rewarder = build_rewarder(cfg, device, reward_fns) if make_env is None else None
     source: Any = None

@@ -165,7 +165,7 @@ class RolloutSource:
         self.rank = RankInfo.detect()
         # The precisions follow the device the loop will train on (default: cfg.device): the
         # model is still where it was loaded (the CPU), and the loop moves it later.
-        train_bf16 = uses_bf16(cfg.bf16, device or resolve_device(cfg.device, self.rank))
+        train_bf16 = uses_bf16(cfg.bf16, device or resolve_device(cfg.device, self.rank), model)
         self.train_dtype = torch.bfloat16 if train_bf16 else None
         rollout_bf16 = cfg.rollout_bf16 if cfg.rollout_bf16 is not None else train_bf16
         self.rollout_dtype = torch.bfloat16 if rollout_bf16 else None

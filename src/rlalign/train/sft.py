@@ -86,7 +86,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
         length=cfg.max_length,
         length_key="max_length",
         device=device,
-        bf16=uses_bf16(cfg.bf16, device),
+        bf16=uses_bf16(cfg.bf16, device, model),
     )
     max_length = cfg.max_length
     examples = [encode_conversation(tokenizer, c, max_length) for c in conversations]
