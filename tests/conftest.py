@@ -1,5 +1,6 @@
 """Fixtures for every test.
 
+- The longest modules are collected first, so that they start first on the workers.
 - One intra-op thread: the models are tiny, and when other jobs share the machine, OpenMP
   threads that spin-wait for a busy core make each step 10-100x slower.
 - A cache directory of the session's own (``bf16: auto`` remembers its timings there), so
@@ -22,6 +23,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+# The longest modules first: pytest-xdist (--dist loadscope) hands modules to the workers in
+# collection order, and a ten-minute module handed out last runs alone while the other
+# worker idles.
+LONGEST_FIRST = (
+    "demo/test_quick_demo.py",
+    "demo/test_demo_two_ranks.py",
+    "stages/test_distributed.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def place(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)), 99)
+
+    items.sort(key=place)  # stable: the rest keep their order
 
 
 @pytest.fixture(autouse=True)
