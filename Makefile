@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 # use one thread each, so they run on one worker process per core (pytest-xdist), a module at a
 # time on one worker, so that a module-scoped fixture (a torchrun launch, the site's build) is
 # built once.
-XDIST := -n auto --dist loadscope
+# --no-loadscope-reorder: modules go out in collection order (tests/conftest.py puts the longest
+# first), not sorted by their number of tests, which would start a one-test ten-minute module last.
+XDIST := -n auto --dist loadscope --no-loadscope-reorder
 
 test: setup
 	-@scripts/install_test_browser.sh

@@ -73,10 +73,10 @@ def _linear_shape(model: Any) -> tuple[int, int]:
 def _auto_bf16(device: torch.device, model: Any) -> bool:
     hidden, inner = _linear_shape(model)
     choice = all_gather_objects(choose_bf16(hidden, inner, device=device))[0]
-    line = choice.describe()
-    if line not in _told and RankInfo.detect().is_main:  # once per process and choice
-        _told.add(line)
-        print(line, flush=True)
+    told = f"{choice.bf16}|{hidden}x{inner}"
+    if told not in _told and RankInfo.detect().is_main:  # once per process, model and choice
+        _told.add(told)
+        print(choice.describe(), flush=True)
     return choice.bf16
 
 
