@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from rlalign import demo, precision
-from rlalign.dist import RankInfo
 from rlalign.precision import MARGIN, PrecisionChoice, choose_bf16
 
 
@@ -84,8 +83,8 @@ def test_the_real_timing_gives_rates(cache):
 def test_the_demo_decides_once_with_the_model_shape(cache, monkeypatch, capsys):
     calls = timed(monkeypatch, 0.035, 0.004)
     cfg = demo.DemoConfig(pretrain_batch_size=4, block_size=32)
-    choice = demo._precision(cfg, RankInfo.detect())
+    choice = demo._precision(cfg)
     assert calls == [(128, 384, 128)]  # the tiny preset, a pre-training batch of tokens
     assert choice.bf16 is False and "bf16: auto -> fp32" in capsys.readouterr().out
-    given = demo._precision(demo.DemoConfig(bf16=True), RankInfo.detect())
+    given = demo._precision(demo.DemoConfig(bf16=True))
     assert given == PrecisionChoice(True, 0.0, 0.0, "given") and len(calls) == 1

@@ -20,13 +20,13 @@ from pydantic import Field
 from rlalign.config import Config, Seed
 from rlalign.data.verifiers import REPORT_CARD_KEYS
 from rlalign.data.world import World, WorldConfig
-from rlalign.dist import RankInfo, all_gather_objects, barrier
+from rlalign.dist import RankInfo, barrier
 from rlalign.errors import UserError
 from rlalign.goals import demo_goals
 from rlalign.lm.models import PRESETS, load_model
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
 from rlalign.metrics import read_metrics
-from rlalign.precision import PrecisionChoice, choose_bf16
+from rlalign.precision import PrecisionChoice, agreed_bf16
 from rlalign.report.compare import write_compare_page
 from rlalign.report.html import card_table, image_tag, write_report
 from rlalign.report.plots import plot_series
@@ -123,7 +123,7 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
-def _precision(cfg: DemoConfig, rank: RankInfo) -> PrecisionChoice:
+def _precision(cfg: DemoConfig) -> PrecisionChoice:
     """``cfg.bf16``, with ``auto`` decided by rank 0's timing of one of the model's linear layers
     (every rank computes in the same precision)."""
     if cfg.bf16 != "auto":
@@ -131,8 +131,7 @@ def _precision(cfg: DemoConfig, rank: RankInfo) -> PrecisionChoice:
     preset = PRESETS.get(cfg.model)
     hidden, inner = (preset.hidden_size, preset.intermediate_size) if preset else (512, 1536)
     tokens = cfg.pretrain_batch_size * cfg.block_size
-    choice = choose_bf16(hidden, inner, tokens=tokens) if rank.is_main else None
-    choice = all_gather_objects(choice)[0]
+    choice = agreed_bf16(hidden, inner, tokens=tokens)
     _say(choice.describe())
     return choice
 
@@ -170,7 +169,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         timings[name] = round(time.perf_counter() - t0, 1)
         return result
 
-    precision = _precision(cfg, rank)
+    precision = _precision(cfg)
     bf16 = precision.bf16
     common = {"seed": cfg.seed, "overwrite_output_dir": True, "bf16": bf16}
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rlalign.dist import RankInfo, all_gather_objects
 from rlalign.io import atomic_write_json
 
 # bf16 must beat fp32 by this factor: a tie is fp32's (exact, and no cast at every call).
@@ -74,6 +75,16 @@ def choose_bf16(
     with contextlib.suppress(OSError):  # a read-only home: the choice stands, unremembered
         atomic_write_json(path, remembered)
     return choice
+
+
+def agreed_bf16(
+    hidden: int, inner: int, *, tokens: int = 2048, device: torch.device | None = None
+) -> PrecisionChoice:
+    """:func:`choose_bf16` on rank 0, and that choice on every rank (under torchrun), so the
+    ranks compute alike and only one process times and writes the cache."""
+    main = RankInfo.detect().is_main
+    choice = choose_bf16(hidden, inner, tokens=tokens, device=device) if main else None
+    return all_gather_objects(choice)[0]
 
 
 def cache_dir() -> Path:

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from rlalign.dist import RankInfo, all_gather_objects
+from rlalign.dist import RankInfo
 from rlalign.errors import UserError
-from rlalign.precision import choose_bf16
+from rlalign.precision import agreed_bf16
 
 
 def resolve_device(name: str, rank: RankInfo | None = None) -> torch.device:
@@ -72,7 +72,7 @@ def _linear_shape(model: Any) -> tuple[int, int]:
 
 def _auto_bf16(device: torch.device, model: Any) -> bool:
     hidden, inner = _linear_shape(model)
-    choice = all_gather_objects(choose_bf16(hidden, inner, device=device))[0]
+    choice = agreed_bf16(hidden, inner, device=device)
     told = f"{choice.bf16}|{hidden}x{inner}"
     if told not in _told and RankInfo.detect().is_main:  # once per process, model and choice
         _told.add(told)
