@@ -88,3 +88,14 @@ def test_the_demo_decides_once_with_the_model_shape(cache, monkeypatch, capsys):
     assert choice.bf16 is False and "bf16: auto -> fp32" in capsys.readouterr().out
     given = demo._precision(demo.DemoConfig(bf16=True))
     assert given == PrecisionChoice(True, 0.0, 0.0, "given") and len(calls) == 1
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_the_demo_decides_for_the_gpu_its_stages_train_on(cache, monkeypatch, supported):
+    """On a machine with a GPU the stages train there (``device: auto``): the demo's ``auto``
+    is the GPU's bf16 support, whatever a timing of the host's CPU would say."""
+    calls = timed(monkeypatch, 0.2, 0.01)  # the host's CPU: fp32 far ahead
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+    choice = demo._precision(demo.DemoConfig())
+    assert choice == PrecisionChoice(supported, 0.0, 0.0, "cuda") and calls == []

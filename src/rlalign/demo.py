@@ -38,6 +38,7 @@ from rlalign.report_card import (
     evaluate_model,
     format_card,
 )
+from rlalign.runtime import resolve_device
 from rlalign.train.model_card import add_card_section
 from rlalign.train.pretrain import PretrainConfig, run_pretrain
 from rlalign.train.reward_model import RewardConfig, run_reward
@@ -124,14 +125,15 @@ def _say(text: str) -> None:
 
 
 def _precision(cfg: DemoConfig) -> PrecisionChoice:
-    """``cfg.bf16``, with ``auto`` decided by rank 0's timing of one of the model's linear layers
-    (every rank computes in the same precision)."""
+    """``cfg.bf16``, with ``auto`` decided for the device the stages train on (their
+    ``device: auto``): on a CPU by rank 0's timing of one of the model's linear layers, on a GPU
+    by its bf16 support (every rank computes in the same precision)."""
     if cfg.bf16 != "auto":
         return PrecisionChoice(bool(cfg.bf16), 0.0, 0.0, "given")
     preset = PRESETS.get(cfg.model)
     hidden, inner = (preset.hidden_size, preset.intermediate_size) if preset else (512, 1536)
     tokens = cfg.pretrain_batch_size * cfg.block_size
-    choice = agreed_bf16(hidden, inner, tokens=tokens)
+    choice = agreed_bf16(hidden, inner, tokens=tokens, device=resolve_device("auto"))
     _say(choice.describe())
     return choice
 

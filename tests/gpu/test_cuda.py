@@ -511,6 +511,13 @@ def test_quick_demo_on_cuda(tmp_path, capsys):
             assert 0.0 <= card[key] <= 1.0
     # SFT teaches the answer format: its reward is far above the pretrained model's
     assert stages["sft"]["reward_mean"] > stages["pretrained"]["reward_mean"] + 0.3
+    # bf16: auto is decided for the device the stages train on: a GPU by its bf16 support, not
+    # by a timing of the host's CPU
+    if DEVICE.type == "cuda":
+        assert report["precision"]["source"] == "cuda"
+        assert report["precision"]["bf16"] == torch.cuda.is_bf16_supported()
+    else:
+        assert report["precision"]["source"] in ("measured", "remembered")
     for stage in ("pretrain", "sft", "reward", "rl"):
         assert (out / stage / "final" / "config.json").is_file()
     print(json.dumps({"demo_seconds": report["seconds"], "card": stages}), file=sys.stderr)
