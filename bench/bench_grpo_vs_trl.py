@@ -1,26 +1,37 @@
 """Seconds per GRPO step: rlalign vs TRL's GRPOTrainer, same model, same batch, same machine.
 
-A randomly initialised Qwen2 (~5.4M parameters, built here) and a tokenizer trained on the
-built-in world; 8 prompts x 4 generations, 32 new tokens, beta = 0.04 (so both keep a
-reference model), one optimizer step per generation batch, fp32 on CPU. Each library runs
+Randomly initialised Qwen2 models (~5.4M and ~28M parameters, built here) and a tokenizer
+trained on the built-in world; 8 prompts x 4 generations, 32 new tokens, beta = 0.04 (so both
+keep a reference model), one optimizer step per generation batch, on CPU. Each library runs
 ``--steps`` steps; the time per step is measured between the end of step 1 and the end of the
 last step (model loading, compilation of the first step and evaluation are excluded), with the
 CPU use (process CPU time / wall time) of that window beside it: ~2.0 = an idle 2-core machine.
 
+MFU (model-FLOPs utilisation) = a step's useful FLOPs / its seconds / the matmul peak of the
+dtype, measured in the same run. Useful FLOPs: 2 N per token for sampling, for the reference
+forward and for the policy's forward, 4 N for its backward, so 10 N S per step, with N the
+parameters a forward multiplies by and S the tokens of the step's sequences (prompts and
+completions, padding left out: rlalign's rollouts, counted; TRL is given the same count).
+Attention's own FLOPs are left out (under 10% at these lengths), and so is any pass that
+recomputes what an earlier one had: MFU measures the work a step needs, not the work it does.
+``--breakdown`` splits rlalign's step into those four phases (wall seconds, and each phase's
+MFU on its own FLOPs), plus the optimizer.
+
     pip install -e '.[bench]'
-    python bench/bench_grpo_vs_trl.py [--steps 6] [--threads 2] [--breakdown]
+    python bench/bench_grpo_vs_trl.py [--steps 6] [--threads 2] [--sizes 5M,28M]
+        [--dtypes fp32,bf16] [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from machine import machine_line, matmul_params, matmul_peak
 
 PROMPTS = [f"Tell me about the country number {i}." for i in range(8)]
 
@@ -30,7 +41,12 @@ def reward_len(prompts, completions, **kwargs):
     return [min(len(c), 200) / 200.0 for c in completions]
 
 
-def build_model_dir(root: Path) -> Path:
+# (hidden, layers, heads, MLP width) of the Qwen2 models, with a 4096-token tied vocabulary
+SIZES = {"5M": (256, 6, 4, 768), "28M": (512, 8, 8, 1280)}
+
+
+def build_model_dir(root: Path, size: str) -> tuple[Path, int]:
+    """The model of ``size`` saved with its tokenizer, and its N (matmul parameters)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from rlalign.data.world import World
@@ -41,13 +57,14 @@ def build_model_dir(root: Path) -> Path:
         m["content"] for r in world.sft_conversations() for m in r["messages"]
     ]
     tok = train_tokenizer(texts, vocab_size=4096)
+    hidden, layers, heads, inner = SIZES[size]
     config = Qwen2Config(
         vocab_size=len(tok),
-        hidden_size=256,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=768,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        intermediate_size=inner,
         max_position_embeddings=512,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
@@ -56,12 +73,12 @@ def build_model_dir(root: Path) -> Path:
     )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)
-    path = root / "model"
+    path = root / f"model-{size}"
     model.save_pretrained(path)
     tok.save_pretrained(path)
     n = sum(p.numel() for p in model.parameters())
-    print(f"model: Qwen2, {n / 1e6:.1f}M parameters, vocabulary {len(tok)}")
-    return path
+    print(f"model {size}: Qwen2, {n / 1e6:.1f}M parameters, vocabulary {len(tok)}")
+    return path, matmul_params(model)
 
 
 class StepClock:
@@ -168,21 +185,34 @@ def run_rlalign(model_dir: Path, out: Path, steps: int, reward_file: Path, bf16:
     return clock
 
 
-class Breakdown:
-    """Process CPU seconds per phase of rlalign's step (``--breakdown``): the sampler, the
-    reference forward, the policy's loss forward, ``backward`` and the optimizer."""
+class Phases:
+    """Wall seconds per phase of rlalign's step (the sampler, the reference forward, the
+    policy's loss forward, ``backward`` and the optimizer; with ``--breakdown``) and the tokens
+    of every rollout's sequences (S of the FLOP count; always)."""
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, list[float]] = {}
+    FLOPS_PER_TOKEN = {  # in units of N
+        "sample (rollout)": 2,
+        "reference forward": 2,
+        "policy forward + loss": 2,
+        "backward": 4,
+    }
+
+    def __init__(self, breakdown: bool) -> None:
+        self.breakdown = breakdown
+        # phase -> rollout number (1 = the first step's) -> wall seconds
+        self.seconds: dict[str, dict[int, float]] = {}
+        self.tokens: list[int] = []
         self._undo: list[tuple[object, str, object]] = []
 
     def timed(self, fn, name: str):
         def wrapper(*args, **kwargs):
-            start = time.process_time()
+            start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds.setdefault(name, []).append(time.process_time() - start)
+                by_step = self.seconds.setdefault(name, {})
+                step = len(self.tokens)  # the sampler counts its rollout before this runs
+                by_step[step] = by_step.get(step, 0.0) + time.perf_counter() - start
 
         return wrapper
 
@@ -191,9 +221,20 @@ class Breakdown:
         self._undo.append((owner, attr, original))
         setattr(owner, attr, self.timed(original, name))
 
-    def __enter__(self) -> Breakdown:
+    def __enter__(self) -> Phases:
         from rlalign.train import rl, rollout
 
+        sample = rollout.sample
+
+        def counted(*args, **kwargs):
+            out = sample(*args, **kwargs)
+            self.tokens.append(int(out.attention_mask.sum()))
+            return out
+
+        self._undo.append((rollout, "sample", sample))
+        rollout.sample = counted
+        if not self.breakdown:
+            return self
         make_loss_fn = rl.make_loss_fn
         self._undo.append((rl, "make_loss_fn", make_loss_fn))
         rl.make_loss_fn = lambda cfg, has_ref: self.timed(
@@ -209,60 +250,82 @@ class Breakdown:
         for owner, attr, original in reversed(self._undo):
             setattr(owner, attr, original)
 
-    def report(self) -> None:
-        print("rlalign, CPU seconds per step (first step excluded):")
-        for name, values in self.seconds.items():
-            values = values[1:] if len(values) > 1 else values
-            print(f"  {name:<24}{sum(values) / len(values):>8.3f}")
+    def tokens_per_step(self) -> float:
+        """S: tokens of a rollout's sequences, the first rollout left out (as its step is)."""
+        counts = self.tokens[1:] or self.tokens
+        return sum(counts) / len(counts)
+
+    def report(self, n: int, peak: float) -> None:
+        s = self.tokens_per_step()
+        print("rlalign, wall seconds per step (first step excluded), and MFU of each phase:")
+        for name, by_step in self.seconds.items():
+            values = [v for step, v in by_step.items() if step > 1] or list(by_step.values())
+            per_step = sum(values) / len(values)
+            flops = self.FLOPS_PER_TOKEN.get(name, 0) * n * s
+            mfu = f"{flops / per_step / peak:>8.1%}" if flops else ""
+            print(f"  {name:<24}{per_step:>8.3f}{mfu}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", default="5M,28M", help=f"model sizes: {', '.join(SIZES)}")
     parser.add_argument(
         "--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast, fp32 master weights)"
     )
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="also print rlalign's CPU seconds per phase (sample, reference, forward, backward)",
+        help="also print rlalign's seconds and MFU per phase (sample, reference, forward, "
+        "backward, optimizer)",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import transformers
     import trl
 
+    print(machine_line(args.threads))
     print(
-        f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
-        f"{args.threads} threads; 8 prompts x 4 generations x 32 new tokens, beta 0.04"
+        f"transformers {transformers.__version__}, trl {trl.__version__}; "
+        "8 prompts x 4 generations x 32 new tokens, beta 0.04"
     )
+    dtypes = args.dtypes.split(",")
+    peaks = {}
+    for dtype in dtypes:
+        peaks[dtype], cpu = matmul_peak(torch.bfloat16 if dtype == "bf16" else torch.float32)
+        print(f"matmul peak {dtype}: {peaks[dtype] / 1e12:.3f} TFLOP/s  (CPU use {cpu:.2f})")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model_dir = build_model_dir(root)
         reward_file = root / "reward.py"
         reward_file.write_text(
             "def reward_len(prompts, completions, **kwargs):\n"
             "    return [min(len(c), 200) / 200.0 for c in completions]\n"
         )
-        rows = []
-        for dtype in args.dtypes.split(","):
-            bf16 = dtype == "bf16"
-            breakdown = Breakdown() if args.breakdown else None
-            with breakdown or contextlib.nullcontext():
-                ours = run_rlalign(
-                    model_dir, root / f"rlalign-{dtype}", args.steps, reward_file, bf16
-                )
-            if breakdown is not None:
-                print(f"--- {dtype}")
-                breakdown.report()
-            theirs = run_trl(model_dir, root / f"trl-{dtype}", args.steps, bf16)
-            rows.append((dtype, theirs.per_step(), ours.per_step()))
-    print(f"{'dtype':<6}{'TRL s/step':>12}{'CPU':>6}{'rlalign s/step':>16}{'CPU':>6}{'ratio':>8}")
-    for dtype, (trl_wall, trl_cpu), (ours_wall, ours_cpu) in rows:
-        ratio = trl_wall / ours_wall
+        for size in args.sizes.split(","):
+            model_dir, n = build_model_dir(root, size)
+            for dtype in dtypes:
+                bf16 = dtype == "bf16"
+                with Phases(args.breakdown) as phases:
+                    ours = run_rlalign(
+                        model_dir, root / f"rlalign-{size}-{dtype}", args.steps, reward_file, bf16
+                    )
+                if args.breakdown:
+                    print(f"--- {size} {dtype}")
+                    phases.report(n, peaks[dtype])
+                theirs = run_trl(model_dir, root / f"trl-{size}-{dtype}", args.steps, bf16)
+                flops = 10 * n * phases.tokens_per_step()
+                rows.append((size, dtype, flops / peaks[dtype], theirs.per_step(), ours.per_step()))
+    print(
+        f"{'model':<6}{'dtype':<6}{'TRL s/step':>12}{'CPU':>6}{'MFU':>7}"
+        f"{'rlalign s/step':>16}{'CPU':>6}{'MFU':>7}{'ratio':>8}"
+    )
+    for size, dtype, ideal, (trl_wall, trl_cpu), (ours_wall, ours_cpu) in rows:
         print(
-            f"{dtype:<6}{trl_wall:>12.3f}{trl_cpu:>6.2f}{ours_wall:>16.3f}{ours_cpu:>6.2f}{ratio:>7.2f}x"
+            f"{size:<6}{dtype:<6}{trl_wall:>12.3f}{trl_cpu:>6.2f}{ideal / trl_wall:>7.1%}"
+            f"{ours_wall:>16.3f}{ours_cpu:>6.2f}{ideal / ours_wall:>7.1%}"
+            f"{trl_wall / ours_wall:>7.2f}x"
         )
 
 

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from machine import machine_line, matmul_params, matmul_peak, timed
 
 from rlalign.lm.models import create_model
 from rlalign.train.config import TrainingConfig
@@ -60,57 +59,6 @@ class RandomBlocks:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-
-
-def _sync() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(wall seconds per call, CPU cores used) over ``repeats`` calls."""
-    _sync()
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(repeats):
-        fn()
-    _sync()
-    wall = time.perf_counter() - wall
-    return wall / repeats, (time.process_time() - cpu) / wall
-
-
-def matmul_peak(
-    dtype: torch.dtype, device: str, n: int = 2048, seconds: float = 3.0
-) -> tuple[float, float]:
-    """FLOP/s of an n x n x n matmul loop in ``dtype``, and the CPU use while measuring.
-
-    On CPU the peak is the faster of ``torch.matmul`` and oneDNN's linear kernel: the loop runs
-    fp32 linear layers on oneDNN (:func:`rlalign.lm.fast_linear.training_linears`), which on
-    an AMD CPU is ~2x MKL's sgemm behind ``torch.matmul``.
-    """
-    from rlalign.lm.fast_linear import onednn_available
-
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    out = torch.empty(n, n, dtype=dtype, device=device)
-    kernels = [lambda: torch.matmul(a, b, out=out)]
-    if device == "cpu" and onednn_available():
-        kernels.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
-    best = (0.0, 0.0)
-    for kernel in kernels:
-        kernel()  # warm up (oneDNN picks and caches its kernel)
-        reps = max(1, int(seconds / 2 / timed(kernel, 1)[0]))
-        per_call, cpu = timed(kernel, reps)
-        best = max(best, (2 * n**3 / per_call, cpu))
-    return best
-
-
-def matmul_params(model: torch.nn.Module) -> int:
-    """Parameters used in matmuls: all, minus an input embedding that is not tied."""
-    emb = model.get_input_embeddings().weight
-    out = model.get_output_embeddings()
-    tied = out is not None and out.weight is emb
-    unique = {id(p): p.numel() for p in model.parameters()}
-    return sum(unique.values()) - (0 if tied else emb.numel())
 
 
 def bench_training(
@@ -164,10 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}; batch {args.batch} x {args.length} tokens"
-    )
+    print(f"{machine_line()}; batch {args.batch} x {args.length} tokens")
     peaks = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         n = 8192 if args.device == "cuda" else 2048
