@@ -10,8 +10,10 @@ CPU use (process CPU time / wall time) of that window beside it: ~2.0 = an idle 
 MFU (model-FLOPs utilisation) = a step's useful FLOPs / its seconds / the matmul peak of the
 dtype, measured in the same run. Useful FLOPs: 2 N per token for sampling, for the reference
 forward and for the policy's forward, 4 N for its backward, so 10 N S per step, with N the
-parameters a forward multiplies by and S the tokens of the step's sequences (prompts and
-completions, padding left out: rlalign's rollouts, counted; TRL is given the same count).
+parameters a forward multiplies by and S the tokens a step must process: each prompt's tokens
+once (the samples of a prompt share them; rlalign computes a shared prompt once) and every
+completion's tokens, padding left out (counted on rlalign's rollouts; TRL is given the same
+count).
 Attention's own FLOPs are left out (under 10% at these lengths), and so is any pass that
 recomputes what an earlier one had: MFU measures the work a step needs, not the work it does.
 ``--breakdown`` splits rlalign's step into those four phases (wall seconds, and each phase's
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import machine_line, matmul_params, matmul_peak
+from machine import machine_line, matmul_params, matmul_peak, native_bf16
 
 PROMPTS = [f"Tell me about the country number {i}." for i in range(8)]
 
@@ -228,7 +230,10 @@ class Phases:
 
         def counted(*args, **kwargs):
             out = sample(*args, **kwargs)
-            self.tokens.append(int(out.attention_mask.sum()))
+            # a prompt's tokens once (its samples share them), every completion's tokens
+            prompts = int(out.attention_mask[:, : out.prompt_length].sum())
+            completions = int(out.completion_mask.sum())
+            self.tokens.append(prompts // kwargs.get("num_samples", 1) + completions)
             return out
 
         self._undo.append((rollout, "sample", sample))
@@ -257,7 +262,10 @@ class Phases:
 
     def report(self, n: int, peak: float) -> None:
         s = self.tokens_per_step()
-        print("rlalign, wall seconds per step (first step excluded), and MFU of each phase:")
+        print(
+            f"rlalign, N = {n / 1e6:.2f}M, S = {s:.0f} tokens a step; wall seconds per step "
+            "(first step excluded), and MFU of each phase:"
+        )
         for name, by_step in self.seconds.items():
             values = [v for step, v in by_step.items() if step > 1] or list(by_step.values())
             per_step = sum(values) / len(values)
@@ -272,7 +280,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sizes", default="5M,28M", help=f"model sizes: {', '.join(SIZES)}")
     parser.add_argument(
-        "--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast, fp32 master weights)"
+        "--dtypes",
+        default=None,
+        help="fp32 and/or bf16 (autocast, fp32 master weights; default: both where the CPU "
+        "multiplies bf16 natively, else fp32)",
     )
     parser.add_argument(
         "--breakdown",
@@ -290,7 +301,9 @@ def main() -> None:
         f"transformers {transformers.__version__}, trl {trl.__version__}; "
         "8 prompts x 4 generations x 32 new tokens, beta 0.04"
     )
-    dtypes = args.dtypes.split(",")
+    dtypes = (args.dtypes or ("fp32,bf16" if native_bf16() else "fp32")).split(",")
+    if args.dtypes is None and dtypes == ["fp32"]:
+        print("bf16: emulated on this CPU (no AMX, no AVX-512 BF16), skipped (--dtypes bf16)")
     peaks = {}
     for dtype in dtypes:
         peaks[dtype], cpu = matmul_peak(torch.bfloat16 if dtype == "bf16" else torch.float32)

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from machine import machine_line, matmul_params, matmul_peak, timed
+from machine import machine_line, matmul_params, matmul_peak, native_bf16, timed
 
 from rlalign.lm.models import create_model
 from rlalign.train.config import TrainingConfig
@@ -107,14 +107,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument(
+        "--dtypes",
+        default=None,
+        help="fp32 and/or bf16 (default: both where the CPU multiplies bf16 natively, else fp32)",
+    )
+    parser.add_argument(
         "--attn", default="auto", help="attn_implementation values to try, e.g. auto,sdpa,eager"
     )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{machine_line()}; batch {args.batch} x {args.length} tokens")
+    dtypes = (args.dtypes or ("fp32,bf16" if native_bf16(args.device) else "fp32")).split(",")
+    if args.dtypes is None and dtypes == ["fp32"]:
+        print("bf16: emulated on this CPU (no AMX, no AVX-512 BF16), skipped (--dtypes bf16)")
     peaks = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if name not in dtypes:
+            continue
         n = 8192 if args.device == "cuda" else 2048
         peaks[name], cpu = matmul_peak(dtype, args.device, n=n)
         print(f"matmul peak {name}: {peaks[name] / 1e12:.3f} TFLOP/s  (CPU use {cpu:.2f})")
@@ -127,6 +137,7 @@ def main() -> None:
         for preset in args.presets.split(",")
         for attn in args.attn.split(",")
         for name, bf16 in (("fp32", False), ("bf16", True))
+        if name in dtypes
     ]
     for preset, attn, name, bf16 in runs:
         tps, n, cpu = bench_training(

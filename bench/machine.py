@@ -19,8 +19,7 @@ from collections.abc import Callable
 import torch
 
 
-def cpu_kind() -> str:
-    """The CPU model and its fastest matrix instructions, in words."""
+def _cpu_model_and_flags() -> tuple[str, set[str]]:
     model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -31,6 +30,24 @@ def cpu_kind() -> str:
                     flags = set(line.partition(":")[2].split())
                     break
     except OSError:
+        pass
+    return model, flags
+
+
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether bf16 matrix products run natively (AMX, AVX-512 BF16, or any CUDA GPU torch
+    supports). Elsewhere PyTorch emulates them ~10x slower than fp32, and a 2048^3 bf16 peak
+    alone takes minutes: the benchmarks skip bf16 there unless asked for it."""
+    if device.startswith("cuda"):
+        return True
+    flags = _cpu_model_and_flags()[1]
+    return bool(flags & {"amx_bf16", "avx512_bf16"}) or not flags  # unknown: measure
+
+
+def cpu_kind() -> str:
+    """The CPU model and its fastest matrix instructions, in words."""
+    model, flags = _cpu_model_and_flags()
+    if not flags:
         return model
     if "amx_bf16" in flags:
         isa = "AMX"
