@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from machine import machine_line, matmul_params, matmul_peak, native_bf16, timed
+from machine import bench_dtypes, machine_line, matmul_params, matmul_peak, timed
 
 from rlalign.lm.models import create_model
 from rlalign.train.config import TrainingConfig
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument(
         "--dtypes",
         default=None,
-        help="fp32 and/or bf16 (default: both where the CPU multiplies bf16 natively, else fp32)",
+        help="fp32 and/or bf16 (default: bf16 too where bf16: auto would choose it here)",
     )
     parser.add_argument(
         "--attn", default="auto", help="attn_implementation values to try, e.g. auto,sdpa,eager"
@@ -118,9 +118,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{machine_line()}; batch {args.batch} x {args.length} tokens")
-    dtypes = (args.dtypes or ("fp32,bf16" if native_bf16(args.device) else "fp32")).split(",")
-    if args.dtypes is None and dtypes == ["fp32"]:
-        print("bf16: emulated on this CPU (no AMX, no AVX-512 BF16), skipped (--dtypes bf16)")
+    dtypes = bench_dtypes(args.dtypes, args.device)
     peaks = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         if name not in dtypes:

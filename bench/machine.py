@@ -6,6 +6,7 @@
 - :func:`matmul_peak`: FLOP/s of a large matmul loop in a dtype, measured in the same run as the
   figures it divides (model-FLOPs utilisation, MFU = counted FLOPs / seconds / peak).
 - :func:`matmul_params`: the parameters a forward multiplies by (the FLOP count's N).
+- :func:`bench_dtypes`: fp32, and bf16 where ``bf16: auto`` would choose it on this machine.
 - :func:`timed`: wall seconds per call and CPU use (process CPU seconds / wall seconds; about
   the number of threads on an idle machine, clearly lower when another job shared it).
 """
@@ -18,35 +19,27 @@ from collections.abc import Callable
 
 import torch
 
-
-def _cpu_model_and_flags() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.partition(":")[2].strip()
-                if line.startswith("flags"):
-                    flags = set(line.partition(":")[2].split())
-                    break
-    except OSError:
-        pass
-    return model, flags
+from rlalign.precision import choose_bf16, cpu_model_and_flags
 
 
-def native_bf16(device: str = "cpu") -> bool:
-    """Whether bf16 matrix products run natively (AMX, AVX-512 BF16, or any CUDA GPU torch
-    supports). Elsewhere PyTorch emulates them ~10x slower than fp32, and a 2048^3 bf16 peak
-    alone takes minutes: the benchmarks skip bf16 there unless asked for it."""
-    if device.startswith("cuda"):
-        return True
-    flags = _cpu_model_and_flags()[1]
-    return bool(flags & {"amx_bf16", "avx512_bf16"}) or not flags  # unknown: measure
+def bench_dtypes(requested: str | None, device: str = "cpu") -> list[str]:
+    """The dtypes to measure: ``requested`` (``fp32,bf16``), or by default fp32 plus bf16 where
+    ``bf16: auto`` would choose it on this machine (:func:`rlalign.precision.choose_bf16`).
+    Where it would not, bf16 is emulated or slow, and a 2048^3 bf16 peak alone takes minutes:
+    the line printed says so."""
+    if requested:
+        return requested.split(",")
+    choice = choose_bf16(512, 1280, device=torch.device(device))
+    if choice.bf16:
+        return ["fp32", "bf16"]
+    print(f"{choice.describe()}: bf16 skipped (--dtypes fp32,bf16 measures it anyway)")
+    return ["fp32"]
 
 
 def cpu_kind() -> str:
     """The CPU model and its fastest matrix instructions, in words."""
-    model, flags = _cpu_model_and_flags()
+    model, flags = cpu_model_and_flags()
+    model, flags = model or platform.machine(), set(flags.split())
     if not flags:
         return model
     if "amx_bf16" in flags:

@@ -103,8 +103,9 @@ def _read_cache(path: Path) -> dict[str, dict]:
     return data if isinstance(data, dict) else {}
 
 
-def _machine_key() -> str:
-    """The CPU model and its flags (hashed), and the torch build: what the kernels depend on."""
+def cpu_model_and_flags() -> tuple[str, str]:
+    """The CPU's model name and its feature flags as ``/proc/cpuinfo`` gives them (x86
+    ``flags``, Arm ``Features``); empty strings where it cannot be read."""
     model, flags = "", ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -116,6 +117,12 @@ def _machine_key() -> str:
                     break
     except OSError:
         pass
+    return model, flags
+
+
+def _machine_key() -> str:
+    """The CPU model and its flags (hashed), and the torch build: what the kernels depend on."""
+    model, flags = cpu_model_and_flags()
     digest = hashlib.sha256(flags.encode()).hexdigest()[:12]
     return f"{model or platform.machine()}|flags={digest}|torch={torch.__version__}"
 
