@@ -292,6 +292,9 @@ def main() -> None:
         "backward, optimizer)",
     )
     args = parser.parse_args()
+    unknown = [size for size in args.sizes.split(",") if size not in SIZES]
+    if unknown:
+        parser.error(f"unknown --sizes {', '.join(unknown)}; choose from {', '.join(SIZES)}")
     torch.set_num_threads(args.threads)
     import transformers
     import trl

@@ -28,7 +28,10 @@ def bench_dtypes(requested: str | None, device: str = "cpu") -> list[str]:
     Where it would not, bf16 is emulated or slow, and a 2048^3 bf16 peak alone takes minutes:
     the line printed says so."""
     if requested:
-        return requested.split(",")
+        dtypes = requested.split(",")
+        if not set(dtypes) <= {"fp32", "bf16"}:
+            raise SystemExit(f"--dtypes {requested!r}: give fp32 and/or bf16, e.g. fp32,bf16")
+        return dtypes
     choice = choose_bf16(512, 1280, device=torch.device(device))
     if choice.bf16:
         return ["fp32", "bf16"]
