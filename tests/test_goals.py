@@ -91,6 +91,53 @@ def test_kl_and_reward_model_goals() -> None:
     assert not G.demo_goals(report(rm=None), [0.1])[-1].met
 
 
+@pytest.mark.parametrize(
+    ("pre", "sft", "rl", "expected"),
+    [
+        (-0.6, 0.52, 0.59, {"SFT": True, "RL": True}),  # the quick demo's card on a GPU
+        (-0.6, -0.3, 0.59, {"SFT": False, "RL": True}),  # exactly 0.3 above is not far above
+        (-0.6, -0.29, -0.28, {"SFT": True, "RL": True}),
+        (-0.6, 0.52, 0.52, {"SFT": True, "RL": False}),  # equal is not above
+        (-0.6, 0.52, 0.4, {"SFT": True, "RL": False}),
+    ],
+)
+def test_quick_demo_goals(pre: float, sft: float, rl: float, expected: dict) -> None:
+    stages = {
+        "pretrained": card(reward_mean=pre),
+        "sft": card(reward_mean=sft),
+        "rl": card(reward_mean=rl),
+    }
+    goals = G.quick_demo_goals({"stages": stages})
+    assert met(goals) == expected
+    assert goals[0].shown == f"{pre:.3f} → {sft:.3f}" and goals[1].shown == f"{sft:.3f} → {rl:.3f}"
+
+
+def test_main_checks_the_quick_demo(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "goals"
+    run = out / "quick-seed-0"
+    run.mkdir(parents=True)
+    rep = report(sft=card(reward_mean=0.5), rl=card(reward_mean=0.6))
+    rep["stages"]["pretrained"] = card(reward_mean=-0.6)
+    (run / "report.json").write_text(json.dumps(rep))  # no rl/metrics.jsonl: KL is not judged
+    (out / "car").mkdir()
+    (out / "car" / "result.json").write_text(json.dumps(car_result()))
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "README.md").write_text("<!-- goals seeds=0 -->\nfull demo\n<!-- /goals -->\n")
+    argv = ["--quick", "--out", str(out), "--root", str(root), "--reuse"]
+    assert G.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "The quick demo's goals, world seeds 0" in printed
+    assert "| 0 | -0.600 → 0.500 | 0.500 → 0.600 | yes |" in printed
+    assert "full demo" in (root / "README.md").read_text()  # the full demo's table is not touched
+    assert (out / "goals.md").read_text().startswith("## The quick demo, world seeds 0\n")
+
+    rep["stages"]["rl"] = card(reward_mean=0.5)
+    (run / "report.json").write_text(json.dumps(rep))
+    assert G.main(argv) == 1
+    assert "NOT MET: 0 of 1 world seeds" in capsys.readouterr().out
+
+
 def car_result(**kw) -> dict:
     base = {
         "seed": 0,

@@ -10,18 +10,16 @@ import json
 
 import pytest
 
+from demo.test_quick_demo import SMALLEST_SIZES
 from rlalign.data.verifiers import REPORT_CARD_KEYS
 from stages.test_distributed import run_with_gloo_retry
 
 # The demo's orchestration at two ranks, at the smallest sizes that run every stage: what the
 # demo adds to the stages under torchrun (one report, rank 0 printing, the global batch split
-# over the ranks). That each stage learns is shown above at one rank, and that two ranks train
-# the same weights as one process is shown stage by stage in stages/test_distributed.py; together
-# they cover the full two-rank demo, at a fifth of its time.
-TWO_RANK_SIZES = [
-    "pretrain_steps=30", "sft_steps=30", "reward_steps=4", "rl_steps=4", "eval_steps=2",
-    "corpus_repeats=1", "vocab_size=300",
-]  # fmt: skip
+# over the ranks). That each stage learns is checked at one rank by `make goals-quick`, and that
+# two ranks train the same weights as one process is shown stage by stage in
+# stages/test_distributed.py; together they cover the full two-rank demo, at a fifth of its time.
+TWO_RANK_SIZES = SMALLEST_SIZES
 
 
 @pytest.mark.slow
