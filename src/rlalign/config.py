@@ -18,10 +18,17 @@ import difflib
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from rlalign.errors import ConfigError, UserError
 from rlalign.io import read_text
@@ -50,6 +57,10 @@ def _check_seed(value: int) -> int:
 
 Seed = Annotated[int, AfterValidator(_check_seed)]
 """A random seed, checked to be one that torch, numpy and gymnasium all accept."""
+
+NumThreads = Annotated[int, Field(ge=1)] | Literal["auto"] | None
+"""torch threads: a count, ``auto`` (timed: ``rlalign.precision.choose_threads``) or None
+(torch's default)."""
 
 
 def seed_argument(text: str) -> int:

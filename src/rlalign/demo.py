@@ -17,16 +17,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlalign.config import Config, Seed
+from rlalign.config import Config, NumThreads, Seed
 from rlalign.data.verifiers import REPORT_CARD_KEYS
 from rlalign.data.world import World, WorldConfig
 from rlalign.dist import RankInfo, barrier
 from rlalign.errors import UserError
 from rlalign.goals import demo_goals
-from rlalign.lm.models import PRESETS, load_model
+from rlalign.lm.models import load_model, preset_shape
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
 from rlalign.metrics import read_metrics
-from rlalign.precision import PrecisionChoice, agreed_bf16
+from rlalign.precision import PrecisionChoice, agreed_bf16, apply_num_threads
 from rlalign.report.compare import write_compare_page
 from rlalign.report.html import card_table, image_tag, write_report
 from rlalign.report.plots import plot_series
@@ -97,7 +97,11 @@ class DemoConfig(Config):
         description="bf16 autocast in every stage (fp32 master weights); auto: where a short "
         "timing at start-up finds it faster than fp32 on this machine (remembered per machine)",
     )
-    num_threads: int | None = Field(1, ge=1, description="torch threads (None: torch's default)")
+    num_threads: NumThreads = Field(
+        1,
+        description="torch threads; auto: the count a short timing at start-up finds fastest for "
+        "the model's width (remembered per machine); None: torch's default",
+    )
     eval_steps: int = Field(20, gt=0, description="RL steps between report-card evaluations")
 
 
@@ -124,16 +128,18 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
+def _tokens(cfg: DemoConfig) -> int:
+    return cfg.pretrain_batch_size * cfg.block_size
+
+
 def _precision(cfg: DemoConfig) -> PrecisionChoice:
     """``cfg.bf16``, with ``auto`` decided for the device the stages train on (their
     ``device: auto``): on a CPU by rank 0's timing of one of the model's linear layers, on a GPU
     by its bf16 support (every rank computes in the same precision)."""
     if cfg.bf16 != "auto":
         return PrecisionChoice(bool(cfg.bf16), 0.0, 0.0, "given")
-    preset = PRESETS.get(cfg.model)
-    hidden, inner = (preset.hidden_size, preset.intermediate_size) if preset else (512, 1536)
-    tokens = cfg.pretrain_batch_size * cfg.block_size
-    choice = agreed_bf16(hidden, inner, tokens=tokens, device=resolve_device("auto"))
+    hidden, inner = preset_shape(cfg.model)
+    choice = agreed_bf16(hidden, inner, tokens=_tokens(cfg), device=resolve_device("auto"))
     _say(choice.describe())
     return choice
 
@@ -159,8 +165,9 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     world_size = rank.world_size
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
+    threads = apply_num_threads(cfg.num_threads, *preset_shape(cfg.model), tokens=_tokens(cfg))
+    if threads is not None:
+        _say(threads.describe())
     started = time.perf_counter()
     timings: dict[str, float] = {}
     total = 7

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from rlalign.config import Config, Seed
+from rlalign.config import Config, NumThreads, Seed
 from rlalign.control.baselines import make_baseline
 from rlalign.control.driving_config import DrivingConfig
 from rlalign.control.envs import env_factory
@@ -28,8 +28,10 @@ from rlalign.control.lm_driver import load_lm_driver
 from rlalign.control.runs import eval_policy, evaluate_driver
 from rlalign.control.transcripts import write_transcripts
 from rlalign.io import atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from rlalign.lm.models import preset_shape
 from rlalign.lm.tokenizer import train_tokenizer
 from rlalign.metrics import read_metrics
+from rlalign.precision import apply_num_threads
 from rlalign.runtime import StageSeconds
 from rlalign.train.model_card import add_card_section
 from rlalign.train.rl import run_rl
@@ -91,7 +93,11 @@ class DriveDemoConfig(Config):
     mlp_policy: str | None = Field(
         None, description="a 'control train' run directory to evaluate beside the language models"
     )
-    num_threads: int | None = Field(1, ge=1, description="torch threads (None: torch's default)")
+    num_threads: NumThreads = Field(
+        1,
+        description="torch threads; auto: the count a short timing at start-up finds fastest for "
+        "the model's width (remembered per machine); None: torch's default",
+    )
 
 
 QUICK_DRIVE: dict[str, Any] = {
@@ -128,8 +134,9 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
+    threads = apply_num_threads(cfg.num_threads, *preset_shape(cfg.model))
+    if threads is not None:
+        print(threads.describe(), flush=True)
     seconds = StageSeconds()
     timed = seconds.run
 

@@ -20,13 +20,14 @@ from typing import Any
 
 from pydantic import Field
 
-from rlalign.config import Config, Seed
+from rlalign.config import Config, NumThreads, Seed
 from rlalign.envs.calculator import NO_TOOL, eval_seeds, write_expert_transcripts
 from rlalign.envs.registry import make_text_env
 from rlalign.goals import machine
 from rlalign.io import atomic_write_text
-from rlalign.lm.models import load_model
+from rlalign.lm.models import load_model, preset_shape
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
+from rlalign.precision import apply_num_threads
 from rlalign.runtime import StageSeconds
 from rlalign.train.episodes import PlaySettings, play_episodes
 from rlalign.train.model_card import add_card_section
@@ -69,7 +70,11 @@ class ToolDemoConfig(Config):
     rl_eval_episodes: int = Field(32, ge=0, description="held-out episodes per RL evaluation")
     eval_steps: int = Field(10, gt=0, description="RL steps between evaluations")
     eval_episodes: int = Field(200, gt=0, description="held-out sums on the card")
-    num_threads: int | None = Field(1, ge=1, description="torch threads (None: torch's default)")
+    num_threads: NumThreads = Field(
+        1,
+        description="torch threads; auto: the count a short timing at start-up finds fastest for "
+        "the model's width (remembered per machine); None: torch's default",
+    )
 
 
 QUICK_TOOL: dict[str, Any] = {
@@ -143,8 +148,9 @@ def run_tool_demo(out: str | Path, cfg: ToolDemoConfig) -> dict[str, Any]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
+    threads = apply_num_threads(cfg.num_threads, *preset_shape(cfg.model))
+    if threads is not None:
+        print(threads.describe(), flush=True)
     seconds = StageSeconds()
     timed = seconds.run
 

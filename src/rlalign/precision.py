@@ -1,4 +1,6 @@
-"""``bf16: auto``: bf16 autocast where it is the faster choice on this machine, fp32 elsewhere.
+"""Measured choices for this machine: ``bf16: auto`` (bf16 autocast where it is the faster
+choice, fp32 elsewhere) and ``num_threads: auto`` (the number of torch threads that trains a
+model of this width fastest).
 
 Why measured, not assumed: on a CPU that multiplies bf16 natively (Intel AMX, AVX-512 BF16 on
 recent AMD EPYCs) bf16 matrix products run 2-5x faster than fp32, but on an AVX2-only CPU
@@ -11,6 +13,12 @@ autocast (which casts at every call, as training does), on this process's thread
 is remembered per machine (CPU model and flags, torch version, threads, shape) in
 ``$RLALIGN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/rlalign`` or ``~/.cache/rlalign``), so every
 later run on the machine, a resumed one included, makes the same choice without timing again.
+
+:func:`choose_threads` times a linear layer's forward and backward (a training step's matrix
+products) on 1, 2, 4, ... threads up to the cores this process may use. Why: a tiny model's
+products are too small to split well, and on a 2-core AVX2-only EPYC 2 threads pre-train the
+``tiny`` preset 1.5x faster than 1 (bit-identical weights), while on many cores the same model
+gains little from all of them. More threads must beat fewer by :data:`MARGIN`.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from rlalign.io import atomic_write_json
 # bf16 must beat fp32 by this factor: a tie is fp32's (exact, and no cast at every call).
 MARGIN = 1.1
 CACHE_FILE = "precision.json"
+THREADS_CACHE_FILE = "threads.json"
 
 
 @dataclass(frozen=True)
@@ -148,3 +157,123 @@ def _linear_tflops(
                 best, spent, calls = min(best, dt), spent + dt, calls + 1
         rates.append(flops / best / 1e12)
     return rates[0], rates[1]
+
+
+# --- num_threads: auto -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThreadsChoice:
+    """The outcome of ``num_threads: auto``: the torch threads to use, and why."""
+
+    threads: int
+    tflops: dict[str, float]  # threads (as text, for JSON) -> TFLOP/s of the timed step
+    source: str  # "measured", "remembered" (the machine's cache), or "one core"
+
+    def describe(self) -> str:
+        if self.source == "one core":
+            return "num_threads: auto -> 1 (one core available)"
+        how = "measured now" if self.source == "measured" else "measured earlier on this machine"
+        rates = ", ".join(f"{n} {'thread' if n == '1' else 'threads'} {r * 1e3:.1f}"
+                          for n, r in self.tflops.items())  # fmt: skip
+        return (
+            f"num_threads: auto -> {self.threads} (a linear layer's forward and backward, "
+            f"GFLOP/s: {rates}; {how})"
+        )
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity; all of them where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def thread_counts(cores: int) -> list[int]:
+    """The thread counts :func:`choose_threads` tries: 1, 2, 4, ... and ``cores`` itself."""
+    counts, n = {max(cores, 1)}, 1
+    while n < cores:
+        counts.add(n)
+        n *= 2
+    return sorted(counts)
+
+
+def choose_threads(
+    hidden: int, inner: int, *, tokens: int = 2048, cores: int | None = None
+) -> ThreadsChoice:
+    """The torch threads, of :func:`thread_counts` up to ``cores`` (default: the cores this
+    process may use), that run ``[tokens, hidden] x [hidden, inner]`` training products
+    fastest; a count must beat every smaller one by :data:`MARGIN`. Timed, or read from the
+    machine's cache."""
+    cores = cores or available_cores()
+    if cores <= 1:
+        return ThreadsChoice(1, {}, "one core")
+    key = f"{_machine_key()}|cores={cores}|{tokens}x{hidden}x{inner}"
+    path = cache_dir() / THREADS_CACHE_FILE
+    remembered = _read_cache(path)
+    if key in remembered:
+        return ThreadsChoice(**{**remembered[key], "source": "remembered"})
+    from rlalign.runtime import torch_threads  # runtime builds on this module's bf16 choice
+
+    tflops: dict[str, float] = {}
+    best, best_rate = 1, 0.0
+    for n in thread_counts(cores):
+        with torch_threads(n):
+            rate = _train_linear_tflops(hidden, inner, tokens)
+        tflops[str(n)] = round(rate, 5)
+        if rate > best_rate * MARGIN:
+            best, best_rate = n, rate
+    choice = ThreadsChoice(best, tflops, "measured")
+    remembered[key] = {k: v for k, v in asdict(choice).items() if k != "source"}
+    with contextlib.suppress(OSError):  # a read-only home: the choice stands, unremembered
+        atomic_write_json(path, remembered)
+    return choice
+
+
+def agreed_threads(
+    hidden: int, inner: int, *, tokens: int = 2048, cores: int | None = None
+) -> ThreadsChoice:
+    """:func:`choose_threads` on rank 0, and that choice on every rank (under torchrun the ranks
+    of one machine share its cores: each is timed with its share)."""
+    rank = RankInfo.detect()
+    if cores is None:
+        cores = max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    choice = choose_threads(hidden, inner, tokens=tokens, cores=cores) if rank.is_main else None
+    return all_gather_objects(choice)[0]
+
+
+def _train_linear_tflops(hidden: int, inner: int, tokens: int, budget_s: float = 0.3) -> float:
+    """TFLOP/s of a linear layer's forward and backward in fp32 (three products: the output,
+    and the gradients of the input and of the weight), the best of a few steps."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(tokens, hidden, generator=generator, requires_grad=True)
+    w = torch.randn(inner, hidden, generator=generator, requires_grad=True)
+    grad = torch.randn(tokens, inner, generator=generator)
+    flops = 6.0 * tokens * hidden * inner
+
+    def step() -> None:
+        x.grad = w.grad = None
+        F.linear(x, w).backward(grad)
+
+    step()  # warm-up: kernels chosen, memory allocated
+    best, spent, calls = float("inf"), 0.0, 0
+    while calls < 3 or (spent < budget_s and calls < 50):
+        t0 = time.perf_counter()
+        step()
+        dt = time.perf_counter() - t0
+        best, spent, calls = min(best, dt), spent + dt, calls + 1
+    return flops / best / 1e12
+
+
+def apply_num_threads(
+    setting: int | str | None, hidden: int, inner: int, *, tokens: int = 2048
+) -> ThreadsChoice | None:
+    """Set torch's threads from a demo's ``num_threads``: a count, ``"auto"``
+    (:func:`agreed_threads` for a model of this width), or None (torch's default, untouched).
+    Returns the choice when ``auto`` made one."""
+    if setting is None:
+        return None
+    choice = agreed_threads(hidden, inner, tokens=tokens) if setting == "auto" else None
+    torch.set_num_threads(choice.threads if choice else int(setting))
+    return choice

@@ -52,6 +52,13 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def preset_shape(model: str) -> tuple[int, int]:
+    """The hidden and feed-forward widths of a preset; for a model directory, the ``small``
+    preset's (a guess, for the timings that pick the precision and threads at start-up)."""
+    preset = PRESETS.get(model, PRESETS["small"])
+    return preset.hidden_size, preset.intermediate_size
+
+
 def _check_preset(preset: str) -> Preset:
     if preset not in PRESETS:
         raise UserError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
