@@ -49,11 +49,11 @@ demo: setup
 # asserting PPO above every baseline with collisions <= 5%. Runs go to build/goals, as many at a
 # time as there are cores (each uses one thread). `make goals SEEDS=0-9` also rewrites the
 # seed table that README.md and docs/results.md quote; it passes when 9 of the 10 meet every
-# goal. `make goals-car` is the car alone (4.5 to 24 minutes on the 2-core machines measured,
-# docs/results.md, docs/testing.md). `make goals-quick`, which CI runs after `make test`, is the car beside
-# `rlalign demo --quick`, checked on what its fewer steps can show (SFT far above the pretrained
-# model, RL above SFT on reward): `make test` runs the demo at the smallest sizes that exercise
-# every stage, so the learning of the whole flow is checked here.
+# goal. `make goals-car` is the car alone (4.5 to 24 minutes on the 2-core machines measured:
+# docs/results.md, docs/testing.md). `make goals-quick`, which CI runs after `make test`, is the
+# car beside `rlalign demo --quick`, checked on what its fewer steps can show (SFT far above the
+# pretrained model, RL above SFT on reward): `make test` runs the demo at the smallest sizes that
+# exercise every stage, so the learning of the whole flow is checked here.
 # The full demo's goals do not all hold yet (on world seed 0, RL loses one held-out arithmetic
 # question), so CI does not run `make goals`.
 SEEDS ?= 0
