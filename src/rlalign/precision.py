@@ -214,16 +214,18 @@ def choose_threads(
     remembered = _read_cache(path)
     if key in remembered:
         return ThreadsChoice(**{**remembered[key], "source": "remembered"})
-    from rlalign.runtime import torch_threads  # runtime builds on this module's bf16 choice
-
     tflops: dict[str, float] = {}
     best, best_rate = 1, 0.0
-    for n in thread_counts(cores):
-        with torch_threads(n):
+    before = torch.get_num_threads()
+    try:
+        for n in thread_counts(cores):
+            torch.set_num_threads(n)
             rate = _train_linear_tflops(hidden, inner, tokens)
-        tflops[str(n)] = round(rate, 5)
-        if rate > best_rate * MARGIN:
-            best, best_rate = n, rate
+            tflops[str(n)] = round(rate, 5)
+            if rate > best_rate * MARGIN:
+                best, best_rate = n, rate
+    finally:
+        torch.set_num_threads(before)
     choice = ThreadsChoice(best, tflops, "measured")
     remembered[key] = {k: v for k, v in asdict(choice).items() if k != "source"}
     with contextlib.suppress(OSError):  # a read-only home: the choice stands, unremembered
