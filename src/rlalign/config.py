@@ -58,9 +58,15 @@ def _check_seed(value: int) -> int:
 Seed = Annotated[int, AfterValidator(_check_seed)]
 """A random seed, checked to be one that torch, numpy and gymnasium all accept."""
 
-NumThreads = Annotated[int, Field(ge=1)] | Literal["auto"] | None
+NumThreads = Annotated[
+    Annotated[int, Field(ge=1)] | Literal["auto"] | None,
+    Field(
+        description="torch threads; auto: the count a short timing at start-up finds fastest for "
+        "the model's width (remembered per machine); None: torch's default"
+    ),
+]
 """torch threads: a count, ``auto`` (timed: ``rlalign.precision.choose_threads``) or None
-(torch's default)."""
+(torch's default); the demos' ``num_threads``."""
 
 
 def seed_argument(text: str) -> int:

@@ -97,11 +97,7 @@ class DemoConfig(Config):
         description="bf16 autocast in every stage (fp32 master weights); auto: where a short "
         "timing at start-up finds it faster than fp32 on this machine (remembered per machine)",
     )
-    num_threads: NumThreads = Field(
-        1,
-        description="torch threads; auto: the count a short timing at start-up finds fastest for "
-        "the model's width (remembered per machine); None: torch's default",
-    )
+    num_threads: NumThreads = 1
     eval_steps: int = Field(20, gt=0, description="RL steps between report-card evaluations")
 
 

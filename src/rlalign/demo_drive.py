@@ -93,11 +93,7 @@ class DriveDemoConfig(Config):
     mlp_policy: str | None = Field(
         None, description="a 'control train' run directory to evaluate beside the language models"
     )
-    num_threads: NumThreads = Field(
-        1,
-        description="torch threads; auto: the count a short timing at start-up finds fastest for "
-        "the model's width (remembered per machine); None: torch's default",
-    )
+    num_threads: NumThreads = 1
 
 
 QUICK_DRIVE: dict[str, Any] = {

@@ -70,11 +70,7 @@ class ToolDemoConfig(Config):
     rl_eval_episodes: int = Field(32, ge=0, description="held-out episodes per RL evaluation")
     eval_steps: int = Field(10, gt=0, description="RL steps between evaluations")
     eval_episodes: int = Field(200, gt=0, description="held-out sums on the card")
-    num_threads: NumThreads = Field(
-        1,
-        description="torch threads; auto: the count a short timing at start-up finds fastest for "
-        "the model's width (remembered per machine); None: torch's default",
-    )
+    num_threads: NumThreads = 1
 
 
 QUICK_TOOL: dict[str, Any] = {

@@ -381,7 +381,10 @@ def _main(args: argparse.Namespace) -> int:
     if not args.no_car:  # the longest single run first, so that it overlaps the demos
         argv = ["control", "train", "--env", CAR_ENV, "--out", str(args.out / "car")]
         jobs["car"] = _job(args.out, "car", "result.json", [*argv, "--no-progress"], args.reuse)
-    prefix = "quick-seed" if args.quick else "seed"
+    # the quick demo's runs, tables and quoting blocks are named apart from the full demo's
+    prefix, which, block = (
+        ("quick-seed", "quick demo", "quick seeds") if args.quick else ("seed", "demo", "seeds")
+    )
     for seed in seeds:
         name = f"{prefix}-{seed}"
         argv = ["demo", *(["--quick"] if args.quick else []), "--out", str(args.out / name)]
@@ -430,13 +433,12 @@ def _main(args: argparse.Namespace) -> int:
         table = demo_table(rows, machine())
         met = sum(all_met(g) for g in rows.values())
         need = required_rows(len(seeds))
-        which = "quick demo" if args.quick else "demo"
         print(f"\nThe {which}'s goals, world seeds {label}:\n\n{table}\n")
         if met < need:
             ok = False
             print(f"goals: NOT MET: {met} of {len(seeds)} world seeds meet every goal; {need} must")
         text += f"## The {which}, world seeds {label}\n\n{table}\n"
-        for path in publish(args.root, f"{'quick ' if args.quick else ''}seeds={label}", table):
+        for path in publish(args.root, f"{block}={label}", table):
             print(f"goals: wrote the table into {path}")
 
     if not args.no_car:

@@ -29,8 +29,10 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +44,7 @@ from rlalign.io import atomic_write_json
 MARGIN = 1.1
 CACHE_FILE = "precision.json"
 THREADS_CACHE_FILE = "threads.json"
+_Choice = TypeVar("_Choice", "PrecisionChoice", "ThreadsChoice")
 
 
 @dataclass(frozen=True)
@@ -74,16 +77,12 @@ def choose_bf16(
         ok = bool(torch.cuda.is_bf16_supported())
         return PrecisionChoice(ok, 0.0, 0.0, "cuda")
     key = f"{_machine_key()}|threads={torch.get_num_threads()}|{tokens}x{hidden}x{inner}"
-    path = cache_dir() / CACHE_FILE
-    remembered = _read_cache(path)
-    if key in remembered:
-        return PrecisionChoice(**{**remembered[key], "source": "remembered"})
-    fp32, bf16 = _linear_tflops(hidden, inner, tokens)
-    choice = PrecisionChoice(bf16 > fp32 * MARGIN, round(fp32, 5), round(bf16, 5), "measured")
-    remembered[key] = {k: v for k, v in asdict(choice).items() if k != "source"}
-    with contextlib.suppress(OSError):  # a read-only home: the choice stands, unremembered
-        atomic_write_json(path, remembered)
-    return choice
+
+    def measure() -> PrecisionChoice:
+        fp32, bf16 = _linear_tflops(hidden, inner, tokens)
+        return PrecisionChoice(bf16 > fp32 * MARGIN, round(fp32, 5), round(bf16, 5), "measured")
+
+    return _remembered(CACHE_FILE, key, PrecisionChoice, measure)
 
 
 def agreed_bf16(
@@ -102,6 +101,22 @@ def cache_dir() -> Path:
         return Path(os.environ["RLALIGN_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "rlalign"
+
+
+def _remembered(
+    file: str, key: str, kind: type[_Choice], measure: Callable[[], _Choice]
+) -> _Choice:
+    """The choice ``file`` in :func:`cache_dir` remembers under ``key`` (source "remembered"),
+    or ``measure()``'s, remembered there for the next run."""
+    path = cache_dir() / file
+    remembered = _read_cache(path)
+    if key in remembered:
+        return kind(**{**remembered[key], "source": "remembered"})
+    choice = measure()
+    remembered[key] = {k: v for k, v in asdict(choice).items() if k != "source"}
+    with contextlib.suppress(OSError):  # a read-only home: the choice stands, unremembered
+        atomic_write_json(path, remembered)
+    return choice
 
 
 def _read_cache(path: Path) -> dict[str, dict]:
@@ -148,15 +163,21 @@ def _linear_tflops(
     rates = []
     for bf16 in (False, True):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            F.linear(x, w)  # warm-up: kernels chosen, memory allocated
-            best, spent, calls = float("inf"), 0.0, 0
-            while calls < 3 or (spent < budget_s and calls < 50):
-                t0 = time.perf_counter()
-                F.linear(x, w)
-                dt = time.perf_counter() - t0
-                best, spent, calls = min(best, dt), spent + dt, calls + 1
-        rates.append(flops / best / 1e12)
+            rates.append(flops / _best_seconds(lambda: F.linear(x, w), budget_s) / 1e12)
     return rates[0], rates[1]
+
+
+def _best_seconds(step: Callable[[], object], budget_s: float) -> float:
+    """The fastest of a few calls of ``step`` after one warm-up (kernels chosen, memory
+    allocated): at least 3, then more while within ``budget_s`` (at most 50)."""
+    step()
+    best, spent, calls = float("inf"), 0.0, 0
+    while calls < 3 or (spent < budget_s and calls < 50):
+        t0 = time.perf_counter()
+        step()
+        dt = time.perf_counter() - t0
+        best, spent, calls = min(best, dt), spent + dt, calls + 1
+    return best
 
 
 # --- num_threads: auto -------------------------------------------------------------------------
@@ -210,27 +231,23 @@ def choose_threads(
     if cores <= 1:
         return ThreadsChoice(1, {}, "one core")
     key = f"{_machine_key()}|cores={cores}|{tokens}x{hidden}x{inner}"
-    path = cache_dir() / THREADS_CACHE_FILE
-    remembered = _read_cache(path)
-    if key in remembered:
-        return ThreadsChoice(**{**remembered[key], "source": "remembered"})
-    tflops: dict[str, float] = {}
-    best, best_rate = 1, 0.0
-    before = torch.get_num_threads()
-    try:
-        for n in thread_counts(cores):
-            torch.set_num_threads(n)
-            rate = _train_linear_tflops(hidden, inner, tokens)
-            tflops[str(n)] = round(rate, 5)
-            if rate > best_rate * MARGIN:
-                best, best_rate = n, rate
-    finally:
-        torch.set_num_threads(before)
-    choice = ThreadsChoice(best, tflops, "measured")
-    remembered[key] = {k: v for k, v in asdict(choice).items() if k != "source"}
-    with contextlib.suppress(OSError):  # a read-only home: the choice stands, unremembered
-        atomic_write_json(path, remembered)
-    return choice
+
+    def measure() -> ThreadsChoice:
+        tflops: dict[str, float] = {}
+        best, best_rate = 1, 0.0
+        before = torch.get_num_threads()
+        try:
+            for n in thread_counts(cores):
+                torch.set_num_threads(n)
+                rate = _train_linear_tflops(hidden, inner, tokens)
+                tflops[str(n)] = round(rate, 5)
+                if rate > best_rate * MARGIN:
+                    best, best_rate = n, rate
+        finally:
+            torch.set_num_threads(before)
+        return ThreadsChoice(best, tflops, "measured")
+
+    return _remembered(THREADS_CACHE_FILE, key, ThreadsChoice, measure)
 
 
 def agreed_threads(
@@ -258,14 +275,7 @@ def _train_linear_tflops(hidden: int, inner: int, tokens: int, budget_s: float =
         x.grad = w.grad = None
         F.linear(x, w).backward(grad)
 
-    step()  # warm-up: kernels chosen, memory allocated
-    best, spent, calls = float("inf"), 0.0, 0
-    while calls < 3 or (spent < budget_s and calls < 50):
-        t0 = time.perf_counter()
-        step()
-        dt = time.perf_counter() - t0
-        best, spent, calls = min(best, dt), spent + dt, calls + 1
-    return flops / best / 1e12
+    return flops / _best_seconds(step, budget_s) / 1e12
 
 
 def apply_num_threads(
