@@ -31,7 +31,7 @@ from rlalign.io import atomic_write_json, atomic_write_text, read_jsonl, write_j
 from rlalign.lm.models import preset_shape
 from rlalign.lm.tokenizer import train_tokenizer
 from rlalign.metrics import read_metrics
-from rlalign.precision import apply_num_threads
+from rlalign.precision import apply_num_threads, cpu_model_and_flags
 from rlalign.runtime import StageSeconds
 from rlalign.train.model_card import add_card_section
 from rlalign.train.rl import run_rl
@@ -304,10 +304,4 @@ def report_markdown(report: dict[str, Any], table: str) -> str:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_model_and_flags()[0] or platform.processor() or platform.machine()

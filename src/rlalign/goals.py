@@ -37,6 +37,7 @@ from typing import Any
 
 from rlalign.errors import UserError
 from rlalign.metrics import read_metrics
+from rlalign.precision import cpu_model_and_flags
 
 # The demo's goals. "Within 2 points" is one-sided: RL may gain facts or arithmetic, not lose them.
 HALLUCINATION_FACTOR = 0.5  # made-up answers on unknown entities at least halved
@@ -202,17 +203,9 @@ def seeds_label(seeds: Sequence[int]) -> str:
 def machine() -> str:
     """The CPU the runs ran on, as the docs name it: "AMD EPYC, 2 cores, no AMX"."""
 
-    name, amx = platform.processor() or platform.machine(), False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name") and name in (platform.machine(), ""):
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    amx = " amx_tile" in line
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores, {'with' if amx else 'no'} AMX"
+    name, flags = cpu_model_and_flags()
+    amx = "amx_tile" in flags.split()
+    return f"{name or platform.machine()}, {os.cpu_count()} cores, {'with' if amx else 'no'} AMX"
 
 
 def demo_table(rows: dict[int, list[Goal]], cpu: str = "") -> str:
