@@ -8,6 +8,8 @@ here the checker reads run directories built by hand with ``--reuse``.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -294,3 +296,19 @@ def test_the_car_alone(tmp_path: Path, capsys) -> None:
     assert "kept from an earlier run" in capsys.readouterr().out
     assert G.main(["--no-demo", "--no-car"]) == 2
     assert "leave nothing to check" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("cpu", "expected"),
+    [
+        (
+            ("Intel(R) Xeon(R) Platinum", "fpu avx512f amx_bf16 amx_tile"),
+            "Intel(R) Xeon(R) Platinum, {n} cores, with AMX",
+        ),
+        (("AMD EPYC", "fpu avx2 fma"), "AMD EPYC, {n} cores, no AMX"),
+        (("", ""), "{arch}, {n} cores, no AMX"),  # no /proc/cpuinfo: the architecture
+    ],
+)
+def test_the_machine_is_named_as_the_docs_name_it(monkeypatch, cpu, expected):
+    monkeypatch.setattr(G, "cpu_model_and_flags", lambda: cpu)
+    assert G.machine() == expected.format(n=os.cpu_count(), arch=platform.machine())
