@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
+from machine import cpu_kind
 
 import rlalign  # noqa: F401  (registers rlalign/Driving-v0)
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--no-highway", action="store_true", help="skip the anchor")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"CPU: {cpu_kind()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at start")  # fmt: skip
     rows = []
     for label, fn in [
