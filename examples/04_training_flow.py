@@ -37,9 +37,9 @@ from pathlib import Path
 # The test suite sets RLALIGN_TUTORIAL_QUICK=1 to run every notebook on tiny settings.
 QUICK = os.environ.get("RLALIGN_TUTORIAL_QUICK") == "1"
 OUT = Path(os.environ.get("RLALIGN_TUTORIAL_OUT", "runs/tutorials")) / "04_training_flow"
-PRETRAIN_STEPS = 10 if QUICK else 800
-SFT_STEPS = 10 if QUICK else 600
-REWARD_STEPS = 4 if QUICK else 300
+PRETRAIN_STEPS = 2 if QUICK else 800
+SFT_STEPS = 2 if QUICK else 600
+REWARD_STEPS = 1 if QUICK else 300
 RL_STEPS = 2 if QUICK else 100
 PROMPTS_PER_ITERATION = 2 if QUICK else 16
 NUM_GENERATIONS = 2 if QUICK else 8

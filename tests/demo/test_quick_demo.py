@@ -20,8 +20,8 @@ from rlalign.report_card import format_card
 # Every stage, a few steps each: the orchestration (stages chained, one report, every card and
 # plot), not the learning.
 SMALLEST_SIZES = [
-    "pretrain_steps=10", "pretrain_batch_size=4", "block_size=64", "sft_steps=10",
-    "reward_steps=2", "rl_steps=2", "eval_steps=1", "prompts_per_iteration=4",
+    "pretrain_steps=2", "pretrain_batch_size=4", "block_size=64", "sft_steps=2",
+    "reward_steps=1", "rl_steps=2", "eval_steps=1", "prompts_per_iteration=4",
     "num_generations=2", "ptx_batch_size=4", "corpus_repeats=1", "vocab_size=300",
 ]  # fmt: skip
 
