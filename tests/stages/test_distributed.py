@@ -93,6 +93,7 @@ class Inputs:
     """The data and models every run reads."""
 
     world: Path
+    preferences: Path
     base: Path
     word: Path
     task: dict[str, str]
@@ -108,7 +109,7 @@ class Inputs:
         elif stage == "sft":
             data = [f"model={self.base}", f"data={self.world / 'sft.jsonl'}"]
         elif stage == "reward":
-            data = [f"model={self.base}", f"data={self.world / 'preferences.jsonl'}"]
+            data = [f"model={self.base}", f"data={self.preferences}"]
         else:
             data = [
                 f"model={self.word}",
@@ -131,7 +132,12 @@ def inputs(tmp_path_factory, world_dir, base_model_dir, word_model_dir, word_tas
     corpus, ptx = root / "corpus.txt", root / "ptx.txt"
     corpus.write_text("\n".join(f"the cat {i % 7} sat on mat {i % 5}" for i in range(120)))
     ptx.write_text("".join("red green blue cat dog sun moon\n" for _ in range(30)))
-    return Inputs(world_dir, base_model_dir, word_model_dir, word_task, corpus, ptx)
+    # 3 steps of 8 pairs train on 24: more pairs would only lengthen the reward model's prior
+    # (one forward over every pair) and its held-out evaluation, in each of the 3 runs of a case
+    preferences = root / "preferences.jsonl"
+    lines = (world_dir / "preferences.jsonl").read_text().splitlines(keepends=True)
+    preferences.write_text("".join(lines[:48]))
+    return Inputs(world_dir, preferences, base_model_dir, word_model_dir, word_task, corpus, ptx)
 
 
 # --- launching torchrun -------------------------------------------------------------------
