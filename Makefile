@@ -15,17 +15,19 @@ setup: $(STAMP)
 # Re-installs when the dependency list or the pin changes; otherwise a no-op.
 # uv installs the same packages as pip from the same constraints, in seconds rather than
 # minutes (a fresh .venv on a 2-core AMD EPYC, empty caches: 15 s against pip's 3 min 41 s, the
-# same 182 packages at the same versions); pip does the work where uv cannot be installed. uv
-# reads no pip configuration, so pip's find-links (a folder of local wheels, such as the CPU
-# build of torch that constraints.txt pins) is handed to it.
+# same 182 packages at the same versions); pip does the work where uv cannot be installed or
+# fails. uv reads no pip configuration, so pip's find-links (a folder of local wheels, such as
+# the CPU build of torch that constraints.txt pins) is handed to it.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@if $(BIN)/python -m pip install --quiet uv; then \
-	  links="$${PIP_FIND_LINKS:-$$($(BIN)/python -m pip config get global.find-links 2>/dev/null)}"; \
-	  flags=$$(for d in $$links; do printf -- '--find-links %s ' "$$d"; done); \
-	  set -x; $(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt $$flags -e '.[dev]'; \
+	@links="$${PIP_FIND_LINKS:-$$($(BIN)/python -m pip config get global.find-links 2>/dev/null)}"; \
+	flags=$$(for d in $$links; do printf -- '--find-links %s ' "$$d"; done); \
+	if $(BIN)/python -m pip install --quiet uv \
+	  && echo "uv pip install -c constraints.txt $$flags-e '.[dev]'" \
+	  && $(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt $$flags -e '.[dev]'; then :; \
 	else \
-	  set -x; $(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'; \
+	  echo "uv could not install; pip install -c constraints.txt -e '.[dev]'"; \
+	  $(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'; \
 	fi
 	@touch $(STAMP)
 
