@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import torch
+from machine import machine_line
 
 EVAL_EVERY = 4096
 EVAL_EPISODES = 10
@@ -135,8 +136,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=100_000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; torch "
-          f"{torch.__version__}, 1 thread")  # fmt: skip
+    print(machine_line(1))
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     ours, theirs = [], []
     for seed in range(args.seeds):
         a = run_rlalign(seed, args.max_steps)

@@ -18,6 +18,7 @@ import argparse
 import time
 
 import torch
+from machine import machine_line
 
 from rlalign.control.transcripts import write_transcripts
 from rlalign.envs import make_text_env
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(machine_line(args.threads))
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

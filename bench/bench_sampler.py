@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from machine import machine_line
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from rlalign.lm.sampling import sample
@@ -150,10 +151,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     ids, mask = prompts()
-    print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {BATCH} x "
-        f"{NEW_TOKENS} new tokens, top_k={TOP_K} top_p={TOP_P}"
-    )
+    print(machine_line())
+    print(f"batch {BATCH} x {NEW_TOKENS} new tokens, top_k={TOP_K} top_p={TOP_P}")
     print(
         f"{'model':<10} {'dtype':<5} {'HF tok/s':>9} {'cpu':>5} {'HF-fwd tok/s':>12} {'cpu':>5} "
         f"{'ratio':>6} {'ours tok/s':>10} {'cpu':>5} {'ratio':>6}"

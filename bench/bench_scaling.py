@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import machine_line
 
 HERE = Path(__file__).resolve()
 
@@ -227,7 +228,8 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, gloo, 1 thread per process")
+    print(machine_line(1))
+    print(f"{os.cpu_count()} CPUs, gloo, 1 thread per process")
     bench_sft(args)
     if not args.skip_rl:
         bench_rl(args)
