@@ -20,7 +20,7 @@ from stages.test_distributed import run_with_gloo_retry
 # two ranks train the same weights as one process is shown stage by stage in
 # stages/test_distributed.py; together they cover the full two-rank demo, at a fifth of its time.
 # Without the reward model's prior: its forward over every preference pair of the world (~1,400
-# sequences, a third of this test's time) is the single-process demo test's, and its split over
+# sequences, a fifth of this test's time) is the single-process demo test's, and its split over
 # two ranks is test_distributed.py's reward-prior case.
 TWO_RANK_SIZES = [*SMALLEST_SIZES, "reward_prior_coef=0"]
 
