@@ -13,14 +13,15 @@ LINTED := src tests bench examples docs/_hooks
 setup: $(STAMP)
 
 # Re-installs when the dependency list or the pin changes; otherwise a no-op.
-# uv installs the same packages as pip from the same constraints, in seconds rather than
-# minutes (a fresh .venv on a 2-core AMD EPYC, empty caches: 78 s with the bytecode compiled,
-# 15 s without, against pip's 3 min 41 s, the same 182 packages at the same versions); pip does the work where uv cannot be installed or
-# fails. uv reads no pip configuration, so pip's find-links (a folder of local wheels, such as
-# the CPU build of torch that constraints.txt pins) is handed to it. --compile-bytecode: uv
-# leaves the .pyc files to the first import, which writes none where PYTHONDONTWRITEBYTECODE is
-# set (as in many containers and CI images), so every process compiled torch and transformers again: 19 s of CPU
-# to import them against 8 s, in each of the suite's hundred-odd Python processes.
+# uv installs the same packages as pip from the same constraints, in seconds rather than minutes
+# (a fresh .venv on a 2-core AMD EPYC, empty caches: 78 s with the bytecode compiled, 15 s
+# without, against pip's 3 min 41 s, the same 182 packages at the same versions); pip does the
+# work where uv cannot be installed or fails. uv reads no pip configuration, so pip's find-links
+# (a folder of local wheels, such as the CPU build of torch that constraints.txt pins) is handed
+# to it. --compile-bytecode: uv leaves the .pyc files to the first import, which writes none where
+# PYTHONDONTWRITEBYTECODE is set (as in many containers and CI images), so every process compiled
+# torch and transformers again: 19 s of CPU to import them against 8 s, in each of the suite's
+# hundred-odd Python processes.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@links="$${PIP_FIND_LINKS:-$$($(BIN)/python -m pip config get global.find-links 2>/dev/null)}"; \
