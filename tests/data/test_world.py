@@ -8,6 +8,7 @@ import pytest
 
 from rlalign.cli import main
 from rlalign.data.world import KINDS, World, WorldConfig
+from rlalign.errors import UserError
 
 
 def test_deterministic_per_seed_and_different_across_seeds():
@@ -154,3 +155,71 @@ def test_rl_prompts_balance_the_kinds_by_default():
 def test_rl_kind_weights_reject_unknown_kinds_and_non_positive_weights(weights, message):
     with pytest.raises(ValueError, match=message):
         WorldConfig(rl_kind_weights=weights)
+
+
+# --- RL's world: an exported directory -----------------------------------------------------
+
+
+def _export(directory, *settings: str) -> None:
+    assert main(["world", "export", str(directory), *settings]) == 0
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_rl_draws_the_same_questions_from_an_exported_world_as_from_its_seed(tmp_path, seed):
+    """world=DIR rebuilds the world that wrote DIR: the same RL prompts and held-out rows, in
+    the same order, as world_seed=N (so the demo's runs do not change by reading the directory),
+    and the held-out rows are the directory's own files."""
+    from rlalign.io import read_jsonl
+    from rlalign.train.rl import load_rl_prompts, world_eval_rows
+    from rlalign.train.rl_config import RLConfig
+
+    _export(tmp_path, f"seed={seed}")
+    by_dir, by_seed = RLConfig(world=str(tmp_path)), RLConfig(world_seed=seed)
+    assert load_rl_prompts(by_dir) == load_rl_prompts(by_seed)
+    assert world_eval_rows(by_dir) == world_eval_rows(by_seed)
+    for row in world_eval_rows(by_dir):
+        written = read_jsonl(tmp_path / "eval" / f"{KIND_SETS[row['kind']]}.jsonl")
+        assert row in [r for _, r in written]
+
+
+KIND_SETS = {"fact": "facts", "unknown": "unknown", "arithmetic": "arithmetic",
+             "harmful": "harmful", "benign": "benign"}  # fmt: skip
+
+
+def test_rl_takes_the_sizes_of_an_exported_world(tmp_path):
+    from rlalign.train.rl import load_rl_prompts, world_eval_rows
+    from rlalign.train.rl_config import RLConfig
+
+    _export(tmp_path, "seed=2", "num_countries=3", "num_unknown=4", "max_operand=2")
+    small = World(WorldConfig(seed=2, num_countries=3, num_unknown=4, max_operand=2))
+    prompts = load_rl_prompts(RLConfig(world=str(tmp_path)))
+    assert prompts == small.rl_prompts()
+    countries = {c.name for c in small.countries}
+    assert {p["subject"] for p in prompts if p["kind"] == "fact"} <= countries
+    sums = {p["subject"] for p in prompts if p["kind"] == "arithmetic"}
+    assert sums and all(int(a) <= 2 and int(b) <= 2 for a, _, b in map(str.split, sums))
+    held = world_eval_rows(RLConfig(world=str(tmp_path), eval_prompts=1000))
+    assert len(held) == sum(len(rows) for rows in small.eval_sets().values())
+
+
+def test_an_rl_world_that_is_not_an_exported_world_is_a_clear_error(tmp_path, capsys):
+    from rlalign.train.rl import load_rl_prompts
+    from rlalign.train.rl_config import RLConfig
+
+    with pytest.raises(UserError, match=r"world=.*: no world\.yaml there; write a world with"):
+        load_rl_prompts(RLConfig(world=str(tmp_path / "nowhere")))
+    _export(tmp_path)
+    (tmp_path / "world.yaml").write_text("seed: 0\nnum_countries: 1\n")
+    with pytest.raises(UserError, match=r"world\.yaml:2.*num_countries"):
+        load_rl_prompts(RLConfig(world=str(tmp_path)))
+    (tmp_path / "world.yaml").write_text("seed: 4\n")
+    with pytest.raises(UserError, match=r"world_seed=5, but the world in .* has seed 4: give"):
+        load_rl_prompts(RLConfig(world=str(tmp_path), world_seed=5))
+    assert load_rl_prompts(RLConfig(world=str(tmp_path), world_seed=4))  # agreeing is fine
+    # on the command line: one line, exit 2, before anything is written
+    out = tmp_path / "run"
+    argv = ["rl", "model=gpt2", f"world={tmp_path / 'nowhere'}", f"output_dir={out}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no world.yaml there" in err and "Traceback" not in err
+    assert not out.exists()

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--world-seed",
         type=int,
         default=None,
-        help="the world whose held-out questions are asked (default: a demo's own, else 0)",
+        help="the world whose held-out questions are asked (default: a demo's own world/, else 0)",
     )
     parser.add_argument(
         "--data", default=None, metavar="DIR", help="an exported world directory (its eval/)"
@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def models_of(paths: list[str]) -> tuple[list[Path], list[str], int | None]:
-    """The model directories, their default names and the world seed of a demo directory."""
+def models_of(paths: list[str]) -> tuple[list[Path], list[str], int | None, Path | None]:
+    """The model directories, their default names, and a demo directory's world seed and
+    exported world (its world/, whose sizes may not be the defaults)."""
     import json
 
     from rlalign.control.lm_driver import lm_model_dir
@@ -43,7 +44,7 @@ def models_of(paths: list[str]) -> tuple[list[Path], list[str], int | None]:
 
     dirs: list[Path] = []
     names: list[str] = []
-    seed = None
+    seed = world = None
     for text in paths:
         path = Path(text)
         if all(lm_model_dir(path / s) is not None for s in FLOW_STAGES):  # a demo's directory
@@ -52,6 +53,8 @@ def models_of(paths: list[str]) -> tuple[list[Path], list[str], int | None]:
             report = path / "report.json"
             if report.is_file():
                 seed = json.loads(report.read_text(encoding="utf-8"))["config"].get("seed")
+            if (path / "world" / "eval").is_dir():
+                world = path / "world"
             continue
         found = lm_model_dir(path)
         if found is None:
@@ -61,7 +64,7 @@ def models_of(paths: list[str]) -> tuple[list[Path], list[str], int | None]:
             )
         dirs.append(found)
         names.append(path.name if path.name != "final" else path.parent.name)
-    return dirs, names, seed
+    return dirs, names, seed, world
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from rlalign.report.compare import write_compare_page
     from rlalign.report_card import eval_rows, evaluate_model
 
-    dirs, names, demo_seed = models_of(args.runs)
+    dirs, names, demo_seed, demo_world = models_of(args.runs)
     if args.names is not None:
         names = [n.strip() for n in args.names.split(",")]
         if len(names) != len(dirs):
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     seed = args.world_seed if args.world_seed is not None else (demo_seed or 0)
+    if args.data is None and args.world_seed is None and demo_world is not None:
+        args.data = str(demo_world)  # the demo's own questions, at its world's sizes
     rows = eval_rows(args.data, seed)
     hf_logging.disable_progress_bar()
     answers = {}

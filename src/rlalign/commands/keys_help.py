@@ -26,8 +26,8 @@ from pydantic.fields import FieldInfo
 GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("model", "tokenizer", "lora", "vocab_size", "min_frequency",
               "max_position_embeddings", "attn_implementation"),
-    "data": ("data", "eval_data", "world_seed", "eval_fraction", "max_eval_blocks", "block_size",
-             "max_length", "replay_data", "replay_ratio", "ptx_data"),
+    "data": ("data", "eval_data", "world_seed", "world", "eval_fraction", "max_eval_blocks",
+             "block_size", "max_length", "replay_data", "replay_ratio", "ptx_data"),
     "environment": ("env", "env_kwargs", "history", "max_turns", "env_seed", "eval_episodes"),
     "optimisation": ("max_steps", "learning_rate", "warmup_steps", "min_lr_ratio",
                      "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",

@@ -25,8 +25,9 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from rlalign.config import Config
+from rlalign.config import Config, load_config
 from rlalign.data.text_rules import ABSTAIN_TEMPLATE, REFUSAL
+from rlalign.errors import UserError
 from rlalign.io import atomic_write_text, write_jsonl
 
 KINDS = ("facts", "unknown", "arithmetic", "harmful", "benign")
@@ -517,9 +518,25 @@ class World:
         import yaml
 
         atomic_write_text(
-            root / "world.yaml", yaml.safe_dump(self.config.model_dump(), sort_keys=False)
+            root / WORLD_FILE, yaml.safe_dump(self.config.model_dump(), sort_keys=False)
         )
         return {rel: len(rows) for rel, rows in files.items()}
+
+
+WORLD_FILE = "world.yaml"
+
+
+def load_world(directory: str | Path) -> World:
+    """The world an exported directory holds (:meth:`World.export`), rebuilt from its
+    ``world.yaml``: the seed and every size, so that a stage reading the directory's files and
+    a stage drawing questions from the world (RL) see the same world."""
+    path = Path(directory) / WORLD_FILE
+    if not path.is_file():
+        raise UserError(
+            f"world={directory}: no {WORLD_FILE} there; write a world with `rlalign world "
+            f"export {directory}` (or give world_seed for the built-in world of that seed)"
+        )
+    return World(load_config(WorldConfig, path))
 
 
 def _second_person(activity: str) -> str:

@@ -56,6 +56,8 @@ def _data(cfg: Any, stage: str) -> str:
         return f"the text environment `{cfg.env}` (multi-turn episodes)"
     if getattr(cfg, "data", None):
         return f"`{cfg.data}`"
+    if stage == "rl" and getattr(cfg, "world", None):
+        return f"the prompts of the world exported in `{cfg.world}`"
     if stage == "rl":
         return f"the built-in world's prompts (world seed {cfg.world_seed})"
     return "-"  # pragma: no cover - every stage's config has data

@@ -24,7 +24,7 @@ import torch
 
 from rlalign.data.formats import load_prompts
 from rlalign.data.verifiers import DEFAULT_REWARD_WEIGHTS, VERIFIERS
-from rlalign.data.world import KINDS, World, WorldConfig
+from rlalign.data.world import KINDS, World, WorldConfig, load_world
 from rlalign.dist import RankInfo
 from rlalign.envs import evaluation_seeds
 from rlalign.envs.registry import make_text_env
@@ -210,11 +210,26 @@ def ptx_batches(cfg: RLConfig, docs: list[str], tokenizer: Any) -> Any:
     return BlockBatches(blocks, cfg.ptx_batch_size, seed=cfg.seed)
 
 
+def rl_world(cfg: RLConfig) -> World:
+    """The built-in world RL draws from: the exported one in ``cfg.world``, else the world of
+    ``cfg.world_seed`` at its default sizes."""
+    if cfg.world is None:
+        return World(WorldConfig(seed=cfg.world_seed))
+    world = load_world(cfg.world)
+    # 0 is world_seed's default, which a run's config.yaml carries beside world
+    if cfg.world_seed not in (0, world.config.seed):
+        raise UserError(
+            f"world_seed={cfg.world_seed}, but the world in {cfg.world} has seed "
+            f"{world.config.seed}: give world or world_seed, not both"
+        )
+    return world
+
+
 def load_rl_prompts(cfg: RLConfig) -> list[dict[str, Any]]:
     if cfg.data is not None:
         return load_prompts(cfg.data)
 
-    return World(WorldConfig(seed=cfg.world_seed)).rl_prompts()
+    return rl_world(cfg).rl_prompts()
 
 
 def world_eval_rows(cfg: RLConfig) -> list[dict[str, Any]]:
@@ -222,7 +237,7 @@ def world_eval_rows(cfg: RLConfig) -> list[dict[str, Any]]:
 
     if cfg.eval_prompts == 0 or cfg.data is not None:
         return []
-    sets = World(WorldConfig(seed=cfg.world_seed)).eval_sets()
+    sets = rl_world(cfg).eval_sets()
     per_kind = max(1, cfg.eval_prompts // len(KINDS))
     return [row for name in KINDS for row in sets[name][:per_kind]]
 

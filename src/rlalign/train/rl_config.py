@@ -30,6 +30,12 @@ class RLConfig(TrainingConfig):
         None, description="RL prompts JSONL {'prompt', ...}; default: the built-in world's"
     )
     world_seed: int = Field(0, description="seed of the built-in world (when data is not given)")
+    world: str | None = Field(
+        None,
+        description="instead of world_seed: an exported world's directory (`rlalign world "
+        "export`, the demo's world/), whose world.yaml (seed and sizes) is the world the "
+        "prompts and the held-out questions come from (world_seed, if not 0, must agree)",
+    )
     env: str | None = Field(
         None,
         description="a text environment to act in, turn after turn, instead of prompts: a "
