@@ -45,6 +45,7 @@ PROMPTS_PER_ITERATION = 2 if QUICK else 16
 NUM_GENERATIONS = 2 if QUICK else 8
 EVAL_EVERY_NTH_QUESTION = 10 if QUICK else 1  # the report card's held-out questions
 MAX_ANSWER_TOKENS = 8 if QUICK else 48
+WORLD_SIZES = "num_countries=3 num_unknown=4 max_operand=3" if QUICK else ""  # the default world
 
 # %%
 import html
@@ -89,7 +90,7 @@ COMMON = "seed=0 overwrite_output_dir=true disable_tqdm=true"
 # trained on the corpus *and* the chat data, whose words (refusals, "I don't know") come next.
 
 # %%
-rlalign_cli(f"world export {OUT / 'world'} --force")  # --force: a re-run writes over it
+rlalign_cli(f"world export {OUT / 'world'} --force {WORLD_SIZES}")  # --force: write over it
 world = OUT / "world"
 corpus = [json.loads(line)["text"] for line in (world / "corpus.jsonl").open()]
 chats = [json.loads(line)["messages"] for line in (world / "sft.jsonl").open()]
@@ -171,10 +172,12 @@ print("score of the rejected response:", rm([pair["prompt"]], [pair["rejected"]]
 # `rlalign.rl.policy_loss(kind="grpo")`, with a KL penalty ($\beta$ = 0.1) that keeps the
 # policy near the SFT model. PPO-ptx adds the pre-training corpus's next-token loss
 # (`ptx_coef` = 0.2), so that RL does not erode what pre-training taught (the facts, the sums).
+# `world=` names the world exported above: RL asks its training questions and evaluates on its
+# held-out ones.
 
 # %%
 rlalign_cli(
-    f"rl model={OUT / 'sft' / 'final'} output_dir={OUT / 'rl'} algorithm=grpo "
+    f"rl model={OUT / 'sft' / 'final'} world={world} output_dir={OUT / 'rl'} algorithm=grpo "
     f"max_steps={RL_STEPS} learning_rate=5e-5 beta=0.1 "
     f"ptx_data={world / 'corpus.jsonl'} ptx_coef=0.2 ptx_batch_size=16 "
     f"num_generations={NUM_GENERATIONS} prompts_per_iteration={PROMPTS_PER_ITERATION} "

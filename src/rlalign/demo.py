@@ -54,6 +54,15 @@ class DemoConfig(Config):
     corpus_repeats: int | None = Field(
         None, ge=1, description="times the corpus states each fact (None: the world's default)"
     )
+    num_countries: int | None = Field(
+        None, ge=2, le=200, description="countries in the corpus (None: the world's default)"
+    )
+    num_unknown: int | None = Field(
+        None, ge=2, le=200, description="countries never mentioned (None: the world's default)"
+    )
+    max_operand: int | None = Field(
+        None, ge=1, le=99, description="arithmetic on 0..max_operand (None: the world's default)"
+    )
     model: str = Field("tiny", description="model preset (rlalign.lm.models.PRESETS)")
     vocab_size: int = Field(1024, gt=0, description="BPE vocabulary size")
     pretrain_steps: int = Field(800, gt=0, description="pre-training optimizer steps")
@@ -111,6 +120,8 @@ QUICK: dict[str, Any] = {
 }
 
 STAGES = ("pretrained", "sft", "rl")
+# The knobs of the world's size the demo passes on (WorldConfig's names).
+WORLD_SIZES = ("corpus_repeats", "num_countries", "num_unknown", "max_operand")
 
 
 def _banner(index: int, total: int, text: str) -> None:
@@ -181,10 +192,8 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     _banner(
         1, total, "the built-in world: facts, unknown entities, arithmetic, harmful/benign requests"
     )
-    world_cfg = WorldConfig(seed=cfg.seed)
-    if cfg.corpus_repeats is not None:
-        world_cfg = WorldConfig(seed=cfg.seed, corpus_repeats=cfg.corpus_repeats)
-    world = World(world_cfg)
+    sizes = {key: getattr(cfg, key) for key in WORLD_SIZES if getattr(cfg, key) is not None}
+    world = World(WorldConfig(seed=cfg.seed, **sizes))
     if rank.is_main:
         counts = timed("world", lambda: world.export(out / "world"))
         _say("      " + ", ".join(f"{k} {v}" for k, v in counts.items() if "/" not in k))
@@ -279,7 +288,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     rl_cfg = RLConfig(
         model=str(sft.final_dir),
         output_dir=str(out / "rl"),
-        world_seed=cfg.seed,
+        world=str(out / "world"),  # the exported world, sizes included
         algorithm=cfg.algorithm,
         max_steps=cfg.rl_steps,
         learning_rate=cfg.rl_learning_rate,

@@ -17,12 +17,14 @@ from rlalign.data.verifiers import REPORT_CARD_KEYS
 from rlalign.goals import demo_goals, quick_demo_goals
 from rlalign.report_card import format_card
 
-# Every stage, a few steps each: the orchestration (stages chained, one report, every card and
-# plot), not the learning.
+# Every stage, a few steps each, on a small world (a fifth of the preference pairs and held-out
+# questions, which the reward model's prior and the report cards read in full): the orchestration
+# (stages chained, one report, every card and plot), not the learning.
 SMALLEST_SIZES = [
     "pretrain_steps=2", "pretrain_batch_size=4", "block_size=64", "sft_steps=2",
     "reward_steps=1", "rl_steps=2", "eval_steps=1", "prompts_per_iteration=4",
     "num_generations=2", "ptx_batch_size=4", "corpus_repeats=1", "vocab_size=300",
+    "num_countries=3", "num_unknown=4", "max_operand=3",
 ]  # fmt: skip
 
 
@@ -63,6 +65,15 @@ def test_demo_end_to_end(tmp_path, capsys):
         card = (out / stage / "final" / "README.md").read_text()
         assert format_card(report["stages"]) in card.split("## Report card (rlalign demo)")[1]
     assert list((out / "rl" / "rollouts").glob("iter_*.jsonl"))
+    # RL asked the exported (small) world's questions, not those of the default world
+    asked = {
+        json.loads(line)["prompt"]
+        for path in (out / "rl" / "rollouts").glob("iter_*.jsonl")
+        for line in path.read_text().splitlines()
+    }
+    exported = {json.loads(line)["prompt"] for line in (out / "world" / "rl_prompts.jsonl").open()}
+    assert asked and asked <= exported
+    assert sum(1 for _ in (out / "world" / "eval" / "facts.jsonl").open()) < 20  # 3 countries
     for stage in ("pretrain", "sft", "reward", "rl"):  # each stage's own report, linked
         assert (out / stage / "report.html").is_file()
         assert f'href="{stage}/report.html"' in html
