@@ -77,3 +77,11 @@ def test_every_label_lies_inside_the_picture(monkeypatch, tmp_path, name, percen
 def test_nothing_to_draw_writes_nothing(tmp_path):
     assert plots.plot_series([{"step": 1}], ["loss"], tmp_path / "p.png", title="t") is None
     assert not (tmp_path / "p.png").exists()
+
+
+def test_a_diverged_run_still_gets_its_plot(tmp_path):
+    """NaN and inf in a metric (a run that diverged): the plot is written, the report with it."""
+    for values in ([float("nan")] * 4, [1.0, 2.0, float("inf"), 3.0], [1.0, float("nan"), 2.0]):
+        rows = [{"step": i, "loss": v} for i, v in enumerate(values)]
+        path = plots.plot_series(rows, ["loss"], tmp_path / "p.png", title="t", ylabel="loss")
+        assert path is not None and path.stat().st_size > 1000
