@@ -83,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     seed = args.world_seed if args.world_seed is not None else (demo_seed or 0)
-    if args.data is None and args.world_seed is None and demo_world is not None:
-        args.data = str(demo_world)  # the demo's own questions, at its world's sizes
-    rows = eval_rows(args.data, seed)
+    data = args.data
+    if data is None and args.world_seed is None and demo_world is not None:
+        data = str(demo_world)  # the demo's own questions, at its world's sizes
+    rows = eval_rows(data, seed)
     hf_logging.disable_progress_bar()
     answers = {}
     for name, path in zip(names, dirs, strict=True):
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         _, answers[name] = evaluate_model(
             model, tokenizer, rows, max_new_tokens=args.max_new_tokens
         )
-    where = f"world {args.data}" if args.data else f"world seed {seed}"
+    where = f"world {data}" if data else f"world seed {seed}"
     page = write_compare_page(args.out, rows, answers, title=f"Held-out questions, {where}")
     print(f"wrote {page}")
     return 0

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-FIGSIZE = (6.4, 3.6)  # inches
-DPI = 100
 # Margins in pixels around what the axes' labels need (tick lengths, pads, the axis labels).
 _PAD = 8
 
@@ -27,7 +25,7 @@ def plot_series(
     # call never changes how the user's own notebook or script draws (and no display needed).
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    fig = Figure(figsize=(6.4, 3.6), dpi=100)
     ax = fig.subplots()
     drawn = 0
     for key in keys:
@@ -74,8 +72,12 @@ def _fit_margins(fig: Any, ax: Any) -> None:
     width_px, height_px = fig.get_figwidth() * fig.dpi, fig.get_figheight() * fig.dpi
     points = fig.dpi / 72
 
-    def size(texts: list[str], axis: Any) -> tuple[float, float]:
-        """Widest and tallest of ``texts`` in pixels, in the axis's tick label font."""
+    def tick_label_size(axis: Any, limits: tuple[float, float]) -> tuple[float, float]:
+        """Widest and tallest tick label the axis will draw (those within its limits), in
+        pixels."""
+        low, high = sorted(limits)
+        ticks = [t for t in axis.get_major_locator()() if low <= t <= high]
+        texts = [s for s in axis.get_major_formatter().format_ticks(ticks) if s]
         prop = axis.get_major_ticks()[0].label1.get_fontproperties() if texts else None
         widest = tallest = 0.0
         for text in texts:
@@ -83,14 +85,8 @@ def _fit_margins(fig: Any, ax: Any) -> None:
             widest, tallest = max(widest, w), max(tallest, h)
         return widest * points, tallest * points
 
-    def tick_labels(axis: Any, low: float, high: float) -> list[str]:
-        ticks = [t for t in axis.get_major_locator()() if low <= t <= high]
-        return [s for s in axis.get_major_formatter().format_ticks(ticks) if s]
-
-    x_low, x_high = sorted(ax.get_xlim())
-    y_low, y_high = sorted(ax.get_ylim())
-    y_width, _ = size(tick_labels(ax.yaxis, y_low, y_high), ax.yaxis)
-    x_width, x_height = size(tick_labels(ax.xaxis, x_low, x_high), ax.xaxis)
+    y_width, _ = tick_label_size(ax.yaxis, ax.get_ylim())  # get_*lim applies the autoscaling
+    x_width, x_height = tick_label_size(ax.xaxis, ax.get_xlim())
     label_px = ax.yaxis.label.get_fontsize() * points
     tick_px = 2 * 3.5 * points  # tick length and pad (matplotlib's defaults)
     labelpad_px = 4 * points
