@@ -148,3 +148,37 @@ def test_a_broken_prior_spec_is_a_clear_error(base_model_dir, tmp_path):
         RewardModel(rm_dir)
     shutil.copytree(base_model_dir, rm_dir / "prior")
     assert RewardModel(rm_dir).prior_coef == 1.0
+
+
+def test_bf16_scores_are_autocasts_of_head_and_prior(base_model_dir, tmp_path):
+    """``RewardModel(bf16=True)`` (RL's rollout precision) scores as the fp32 model does under
+    bf16 autocast, bit for bit (its linear layers run on weights cast once), prior included."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    from rlalign.lm.tokenizer import load_tokenizer
+
+    rm_dir = tmp_path / "rm"
+    torch.manual_seed(0)  # the classifier's new head
+    AutoModelForSequenceClassification.from_pretrained(
+        base_model_dir, num_labels=1
+    ).save_pretrained(rm_dir)
+    load_tokenizer(base_model_dir).save_pretrained(rm_dir)
+    shutil.copytree(base_model_dir, rm_dir / "prior")
+    (rm_dir / PRIOR_FILE).write_text('{"coef": 0.5, "model": "prior"}')
+    prompts = [p for p, _, _ in PAIRS for _ in range(2)]
+    responses = [r for _, c, w in PAIRS for r in (c, w)]
+
+    fp32 = RewardModel(rm_dir, batch_size=4)
+    want_fp32 = fp32(prompts, responses)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = fp32(prompts, responses)
+    got = RewardModel(rm_dir, batch_size=4, bf16=True)(prompts, responses)
+    assert got == want
+    assert got != want_fp32  # bf16 really computed (a score of ~-20 keeps ~3 digits)
+    assert got == pytest.approx(want_fp32, abs=0.5)
+    # the prior is in the bf16 score too: without it the scores move by 0.5 * log p0
+    head_only = RewardModel(rm_dir, batch_size=4, bf16=True)
+    head_only.prior = None
+    assert all(abs(a - b) > 1.0 for a, b in zip(head_only(prompts, responses), got, strict=True))

@@ -13,6 +13,7 @@ reward-model stage (:mod:`rlalign.train.reward_model`) trains with exactly these
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from rlalign.errors import UserError
 from rlalign.lm.chat import IGNORE_INDEX, pad_right, tokenize_with_labels
+from rlalign.lm.fast_linear import inference_linears
 from rlalign.lm.models import check_weight_files
 from rlalign.lm.tokenizer import load_tokenizer
 
@@ -134,6 +136,10 @@ class RewardModel:
         path: a reward run's ``final/`` directory (or any sequence-classification model dir
             with a tokenizer).
         batch_size: completions scored per forward pass.
+        bf16: score under bf16 autocast (the classifier and the prior), as an RL run that
+            trains in bf16 samples and takes its reference log-probs; the linear layers then
+            run on weights cast once per call (``inference_linears``), with autocast's results.
+            Default: fp32.
     """
 
     def __init__(
@@ -143,6 +149,7 @@ class RewardModel:
         device: str | torch.device = "cpu",
         batch_size: int = 32,
         max_length: int = 512,
+        bf16: bool = False,
     ) -> None:
         from transformers import AutoModelForSequenceClassification
 
@@ -160,6 +167,7 @@ class RewardModel:
             )
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.bf16 = bf16
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_length = min(max_length, limit) if limit else max_length
         self.prior, self.prior_coef = self._load_prior(path)
@@ -193,17 +201,32 @@ class RewardModel:
             for p, c in zip(prompts, completions, strict=True)
         ]
         out: list[float] = []
-        for i in range(0, len(rows), self.batch_size):
-            ids, mask = pad_right(
-                [r[0] for r in rows[i : i + self.batch_size]], self.tokenizer.pad_token_id
-            )
-            out += sequence_scores(self.model, ids.to(self.device), mask.to(self.device)).tolist()
+        with self._precision(self.model):
+            for i in range(0, len(rows), self.batch_size):
+                ids, mask = pad_right(
+                    [r[0] for r in rows[i : i + self.batch_size]], self.tokenizer.pad_token_id
+                )
+                out += sequence_scores(
+                    self.model, ids.to(self.device), mask.to(self.device)
+                ).tolist()
         if self.prior is not None:
-            logps = response_logprobs(
-                self.prior, rows, batch_size=self.batch_size, device=self.device
-            )
+            with self._precision(self.prior):
+                logps = response_logprobs(
+                    self.prior, rows, batch_size=self.batch_size, device=self.device
+                )
             out = [o + self.prior_coef * lp for o, lp in zip(out, logps, strict=True)]
         return out
+
+    def _precision(self, model: Any) -> contextlib.AbstractContextManager:
+        """bf16 autocast with the linear layers on weights cast once (``bf16``), else fp32 as
+        the model computes it."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        rows = self.batch_size * 64  # oneDNN's layout for about this many tokens a call
+        stack.enter_context(inference_linears(model, dtype=torch.bfloat16, rows=rows))
+        return stack
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[str], **fields: Any
