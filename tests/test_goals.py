@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rlalign import claims as C
 from rlalign import goals as G
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,13 +50,13 @@ def report(sft: dict | None = None, rl: dict | None = None, rm: float | None = 1
     }
 
 
-def met(goals: list[G.Goal]) -> dict[str, bool]:
+def met(goals: list[C.Goal]) -> dict[str, bool]:
     return {g.name.split(" ")[0]: g.met for g in goals}
 
 
 def test_a_run_meeting_every_goal() -> None:
-    goals = G.demo_goals(report(), kl_ref=[0.01, 0.07, 0.04])
-    assert G.all_met(goals), goals
+    goals = C.demo_goals(report(), kl_ref=[0.01, 0.07, 0.04])
+    assert C.all_met(goals), goals
     assert [g.shown for g in goals][:2] == ["25% → 12.5%", "92.1% → 100%"]
 
 
@@ -78,19 +79,19 @@ def test_a_run_meeting_every_goal() -> None:
 )
 def test_each_goal_at_its_boundary(rl: dict, name: str, expected: bool) -> None:
     base = report()["stages"]["rl"]
-    goals = G.demo_goals(report(rl={**base, **rl}), kl_ref=[0.05])
+    goals = C.demo_goals(report(rl={**base, **rl}), kl_ref=[0.05])
     assert met(goals)[name] is expected
     others = {k: v for k, v in met(goals).items() if k != name}
     assert all(others.values()), others  # only the goal under test moves
 
 
 def test_kl_and_reward_model_goals() -> None:
-    assert met(G.demo_goals(report(), [0.1, G.KL_MAX]))["KL"]
-    assert not met(G.demo_goals(report(), [0.1, G.KL_MAX + 0.01, 0.1]))["KL"]
-    assert not met(G.demo_goals(report(), []))["KL"]  # no RL steps logged: nothing shows it
-    rm_goal = G.demo_goals(report(rm=0.89), [0.1])[-1]
+    assert met(C.demo_goals(report(), [0.1, C.KL_MAX]))["KL"]
+    assert not met(C.demo_goals(report(), [0.1, C.KL_MAX + 0.01, 0.1]))["KL"]
+    assert not met(C.demo_goals(report(), []))["KL"]  # no RL steps logged: nothing shows it
+    rm_goal = C.demo_goals(report(rm=0.89), [0.1])[-1]
     assert not rm_goal.met and rm_goal.shown == "89%"
-    assert not G.demo_goals(report(rm=None), [0.1])[-1].met
+    assert not C.demo_goals(report(rm=None), [0.1])[-1].met
 
 
 @pytest.mark.parametrize(
@@ -109,7 +110,7 @@ def test_quick_demo_goals(pre: float, sft: float, rl: float, expected: dict) -> 
         "sft": card(reward_mean=sft),
         "rl": card(reward_mean=rl),
     }
-    goals = G.quick_demo_goals({"stages": stages})
+    goals = C.quick_demo_goals({"stages": stages})
     assert met(goals) == expected
     assert goals[0].shown == f"{pre:.3f} → {sft:.3f}" and goals[1].shown == f"{sft:.3f} → {rl:.3f}"
 
@@ -167,12 +168,12 @@ def car_result(**kw) -> dict:
 
 
 def test_car_goals() -> None:
-    assert G.all_met(G.car_goals(car_result()))
-    below_rule = G.car_goals(car_result(final_eval_return=6.0))
+    assert C.all_met(C.car_goals(car_result()))
+    below_rule = C.car_goals(car_result(final_eval_return=6.0))
     assert [g.name for g in below_rule if not g.met] == ["PPO above rule based"]
-    assert not G.all_met(G.car_goals(car_result(collision_rate=0.055)))
-    assert not G.all_met(G.car_goals(car_result(eval_episodes=50)))
-    assert not G.all_met(G.car_goals(car_result(baselines={})))
+    assert not C.all_met(C.car_goals(car_result(collision_rate=0.055)))
+    assert not C.all_met(C.car_goals(car_result(eval_episodes=50)))
+    assert not C.all_met(C.car_goals(car_result(baselines={})))
 
 
 def test_car_table_lists_ppo_then_baselines_best_first() -> None:
@@ -183,7 +184,7 @@ def test_car_table_lists_ppo_then_baselines_best_first() -> None:
 
 
 def test_required_rows() -> None:
-    assert [G.required_rows(n) for n in (1, 2, 9, 10, 11, 20)] == [1, 2, 9, 9, 10, 18]
+    assert [C.required_rows(n) for n in (1, 2, 9, 10, 11, 20)] == [1, 2, 9, 9, 10, 18]
 
 
 @given(st.sets(st.integers(0, 60), min_size=1))
@@ -202,7 +203,7 @@ def test_parse_seeds() -> None:
 
 def test_demo_table_marks_misses() -> None:
     bad = report(rl={**report()["stages"]["rl"], "arithmetic_accuracy": 0.978})
-    rows = {0: G.demo_goals(report(), [0.07]), 1: G.demo_goals(bad, [0.07])}
+    rows = {0: C.demo_goals(report(), [0.07]), 1: C.demo_goals(bad, [0.07])}
     table = G.demo_table(rows, "AMD EPYC, 2 cores, no AMX")
     lines = table.splitlines()
     assert lines[2].endswith("| yes |") and lines[3].endswith("| **no** |")
@@ -312,3 +313,47 @@ def test_the_car_alone(tmp_path: Path, capsys) -> None:
 def test_the_machine_is_named_as_the_docs_name_it(monkeypatch, cpu, expected):
     monkeypatch.setattr(G, "cpu_model_and_flags", lambda: cpu)
     assert G.machine() == expected.format(n=os.cpu_count(), arch=platform.machine())
+
+
+@pytest.mark.parametrize(
+    ("quick", "threads", "at_once"),
+    [(False, 2, 1), (False, 1, 2), (True, 2, 2)],  # the quick demo: one thread, beside the car
+)
+def test_runs_at_a_time_fit_the_cores(tmp_path: Path, capsys, monkeypatch, quick, threads, at_once):
+    """The full demo runs with its default threads (each row is `rlalign demo seed=N`'s card on
+    this machine), as many runs at a time as the 2 cores hold; the quick demo on one thread."""
+    import threading
+    import time
+
+    monkeypatch.setattr(G.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(G, "demo_threads", lambda cfg: threads)
+    out = tmp_path / "goals"
+    lock, running, peak, demos = threading.Lock(), [0], [0], []
+
+    def fake_run(argv: list[str], log: Path) -> tuple[int, float]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        run = Path(argv[argv.index("--out") + 1])
+        if argv[0] == "demo":
+            demos.append(argv)
+            (run / "rl").mkdir(parents=True)
+            rep = report()
+            rep["stages"]["pretrained"] = card(reward_mean=-0.6)
+            (run / "report.json").write_text(json.dumps(rep))
+            (run / "rl" / "metrics.jsonl").write_text(json.dumps({"step": 1, "kl_ref": 0.1}))
+        else:
+            run.mkdir(parents=True)
+            (run / "result.json").write_text(json.dumps(car_result()))
+        with lock:
+            running[0] -= 1
+        return 0, 0.2
+
+    monkeypatch.setattr(G, "_run", fake_run)
+    argv = ["--seeds", "0-2", "--out", str(out), "--root", str(tmp_path)]
+    assert G.main([*(["--quick"] if quick else []), *argv]) == 0
+    assert peak[0] == at_once
+    assert f"{at_once} at a time" in capsys.readouterr().out
+    assert len(demos) == 3
+    assert all(("num_threads=1" in a) == quick for a in demos)

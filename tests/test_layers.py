@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "envs": 2,
     "rewards": 3,
     "report_card": 3,
+    "claims": 3,
     "train": 4,
     "control": 4,
     "report": 5,

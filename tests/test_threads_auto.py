@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from rlalign import precision
 from rlalign.config import ConfigError
-from rlalign.demo import DemoConfig
+from rlalign.demo import DemoConfig, demo_threads
+from rlalign.lm.models import preset_shape
 from rlalign.precision import MARGIN, apply_num_threads, choose_threads, thread_counts
 
 
@@ -106,9 +107,29 @@ def test_the_real_timing_gives_rates(cache):
 
 
 def test_the_demo_setting_takes_a_count_auto_or_none():
-    assert DemoConfig().num_threads == 1  # one thread: the demo's card is fixed by its seed
-    assert DemoConfig(num_threads="auto").num_threads == "auto"
+    # the fastest count for the model's width on this machine: the card is fixed by the seed,
+    # the CPU kind and that count
+    assert DemoConfig().num_threads == "auto"
+    assert DemoConfig(num_threads=2).num_threads == 2
     assert DemoConfig(num_threads=None).num_threads is None
     for bad in (0, "two"):
         with pytest.raises((ConfigError, ValueError)):
             DemoConfig(num_threads=bad)
+
+
+def test_demo_threads_is_the_count_the_demo_sets(cache, monkeypatch):
+    """What ``rlalign.goals`` plans its runs with is what the demo's start-up applies."""
+    timed(monkeypatch, {1: 0.03, 2: 0.05})
+    monkeypatch.setattr(precision, "available_cores", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        assert demo_threads(DemoConfig(num_threads=3)) == 3
+        assert demo_threads(DemoConfig(num_threads=None)) is None
+        cfg = DemoConfig()
+        planned = demo_threads(cfg)
+        tokens = cfg.pretrain_batch_size * cfg.block_size
+        apply_num_threads(cfg.num_threads, *preset_shape(cfg.model), tokens=tokens)
+        assert torch.get_num_threads() == planned == 2
+        assert len(json.loads(cache.read_text())) == 1  # one timing, shared
+    finally:
+        torch.set_num_threads(before)

@@ -17,16 +17,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from rlalign.claims import demo_goals
 from rlalign.config import Config, NumThreads, Seed
 from rlalign.data.verifiers import REPORT_CARD_KEYS
 from rlalign.data.world import World, WorldConfig
 from rlalign.dist import RankInfo, barrier
 from rlalign.errors import UserError
-from rlalign.goals import demo_goals
 from rlalign.lm.models import load_model, preset_shape
 from rlalign.lm.tokenizer import load_tokenizer, train_tokenizer
 from rlalign.metrics import read_metrics
-from rlalign.precision import PrecisionChoice, agreed_bf16, apply_num_threads
+from rlalign.precision import PrecisionChoice, agreed_bf16, apply_num_threads, choose_threads
 from rlalign.report.compare import write_compare_page
 from rlalign.report.html import card_table, image_tag, write_report
 from rlalign.report.plots import plot_series
@@ -106,7 +106,12 @@ class DemoConfig(Config):
         description="bf16 autocast in every stage (fp32 master weights); auto: where a short "
         "timing at start-up finds it faster than fp32 on this machine (remembered per machine)",
     )
-    num_threads: NumThreads = 1
+    num_threads: NumThreads = Field(
+        "auto",
+        description="torch threads; auto: the count a short timing at start-up finds fastest "
+        "for the model's width (remembered per machine); None: torch's default. The card "
+        "depends on it (some kernels split their sums by thread)",
+    )
     eval_steps: int = Field(20, gt=0, description="RL steps between report-card evaluations")
 
 
@@ -137,6 +142,14 @@ def _say(text: str) -> None:
 
 def _tokens(cfg: DemoConfig) -> int:
     return cfg.pretrain_batch_size * cfg.block_size
+
+
+def demo_threads(cfg: DemoConfig) -> int | None:
+    """The torch threads :func:`run_demo` computes with for ``cfg``, ``auto`` decided as at its
+    start-up (the same timing, remembered per machine); None: torch's default."""
+    if cfg.num_threads != "auto":
+        return cfg.num_threads
+    return choose_threads(*preset_shape(cfg.model), tokens=_tokens(cfg)).threads
 
 
 def _precision(cfg: DemoConfig) -> PrecisionChoice:
