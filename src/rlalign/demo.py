@@ -349,6 +349,11 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
         "config": cfg.model_dump(),
         "precision": asdict(precision),
+        # the card depends on the thread count too: what ran, and why (auto's timing)
+        "threads": {
+            "num_threads": torch.get_num_threads(),
+            **({"auto": asdict(threads)} if threads is not None else {}),
+        },
     }
     kl = [row["kl_ref"] for row in read_metrics(out / "rl") if "kl_ref" in row]
     goals = demo_goals(report, kl)

@@ -42,6 +42,7 @@ def test_demo_end_to_end(tmp_path, capsys):
             assert key in card
         for key in REPORT_CARD_KEYS:
             assert 0.0 <= card[key] <= 1.0
+    assert report["threads"] == {"num_threads": 1}  # given, not timed: no "auto" entry
     # the quick demo's goals (what `make goals-quick` asserts) are judged on this report too
     assert [g.name for g in quick_demo_goals(report)] == [
         "SFT reward ≥ pretrained + 0.3",
