@@ -2,7 +2,7 @@
 
 Each goal is a :class:`Goal`: a name, whether the run meets it, and what a table shows. The demo
 prints its own goals at the end of a run (:func:`demo_goals`); :mod:`rlalign.goals` runs the
-demos and the car and checks these on every run (``make goals``).
+demos and the car and checks these on the fresh runs (``make goals``).
 """
 
 from __future__ import annotations
