@@ -211,6 +211,17 @@ def test_demo_table_marks_misses() -> None:
     assert lines[-1] == "1 of 2 world seeds meet every goal (AMD EPYC, 2 cores, no AMX)."
 
 
+def test_run_settings_name_the_precision_and_threads_of_the_cards() -> None:
+    def rep(bf16, threads):
+        return {"precision": {"bf16": bf16}, "threads": {"num_threads": threads}}
+
+    assert G.run_settings([rep(True, 2), rep(True, 2)]) == "bf16 autocast, 2 threads"
+    assert (
+        G.run_settings([rep(False, 1), rep(True, 2)]) == "fp32, 1 thread / bf16 autocast, 2 threads"
+    )
+    assert G.run_settings([{"stages": {}}]) == ""  # a report written before these keys
+
+
 def test_replace_blocks_touches_only_its_label() -> None:
     text = (
         "a\n<!-- goals seeds=0-9 -->\nold\n<!-- /goals -->\nb\n"
@@ -341,6 +352,8 @@ def test_runs_at_a_time_fit_the_cores(tmp_path: Path, capsys, monkeypatch, quick
             (run / "rl").mkdir(parents=True)
             rep = report()
             rep["stages"]["pretrained"] = card(reward_mean=-0.6)
+            used = 1 if "num_threads=1" in argv else threads
+            rep |= {"precision": {"bf16": True}, "threads": {"num_threads": used}}
             (run / "report.json").write_text(json.dumps(rep))
             (run / "rl" / "metrics.jsonl").write_text(json.dumps({"step": 1, "kl_ref": 0.1}))
         else:
@@ -354,6 +367,11 @@ def test_runs_at_a_time_fit_the_cores(tmp_path: Path, capsys, monkeypatch, quick
     argv = ["--seeds", "0-2", "--out", str(out), "--root", str(tmp_path)]
     assert G.main([*(["--quick"] if quick else []), *argv]) == 0
     assert peak[0] == at_once
-    assert f"{at_once} at a time" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{at_once} at a time" in printed
+    used = 1 if quick else threads
+    assert f"no AMX; bf16 autocast, {used} thread{'s' * (used > 1)})." in printed or (
+        f"with AMX; bf16 autocast, {used} thread{'s' * (used > 1)})." in printed
+    )
     assert len(demos) == 3
     assert all(("num_threads=1" in a) == quick for a in demos)

@@ -91,6 +91,22 @@ def machine() -> str:
     return f"{name or platform.machine()}, {os.cpu_count()} cores, {'with' if amx else 'no'} AMX"
 
 
+def run_settings(reports: Sequence[dict[str, Any]]) -> str:
+    """The precision and threads the demos computed with (their cards depend on both), from
+    their ``report.json``: "bf16 autocast, 2 threads"; distinct settings joined by " / "."""
+
+    seen: list[str] = []
+    for report in reports:
+        bf16 = report.get("precision", {}).get("bf16")
+        threads = report.get("threads", {}).get("num_threads")
+        if bf16 is None or threads is None:
+            continue
+        text = f"{'bf16 autocast' if bf16 else 'fp32'}, {threads} thread{'s' * (threads != 1)}"
+        if text not in seen:
+            seen.append(text)
+    return " / ".join(seen)
+
+
 def demo_table(rows: dict[int, list[Goal]], cpu: str = "") -> str:
     """One row per world seed, SFT → RL per goal; a missed goal is marked ✗."""
 
@@ -302,9 +318,11 @@ def _main(args: argparse.Namespace) -> int:
     if seeds:
         label = seeds_label(seeds)
         rows: dict[int, list[Goal]] = {}
+        reports = []
         for seed in seeds:
             run_dir = args.out / f"{prefix}-{seed}"
             report = json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+            reports.append(report)
             if args.quick:
                 rows[seed] = quick_demo_goals(report)
             else:
@@ -315,7 +333,8 @@ def _main(args: argparse.Namespace) -> int:
                 "seconds": report["seconds"],
                 "wall_seconds": round(outcomes[f"{prefix}-{seed}"][1], 1),
             }
-        table = demo_table(rows, machine())
+        settings = run_settings(reports)
+        table = demo_table(rows, machine() + (f"; {settings}" if settings else ""))
         met = sum(all_met(g) for g in rows.values())
         need = required_rows(len(seeds))
         print(f"\nThe {which}'s goals, world seeds {label}:\n\n{table}\n")
