@@ -35,7 +35,8 @@ from pathlib import Path
 # The test suite sets RLALIGN_TUTORIAL_QUICK=1 to run every notebook on tiny settings.
 QUICK = os.environ.get("RLALIGN_TUTORIAL_QUICK") == "1"
 OUT = Path(os.environ.get("RLALIGN_TUTORIAL_OUT", "runs/tutorials")) / "06_lm_drives_the_car"
-SIZES = "--quick rl_steps=1" if QUICK else "sft_steps=800 rl_steps=16"
+# (the quick run on one thread: the test suite runs it beside other tests)
+SIZES = "--quick rl_steps=1 num_threads=1" if QUICK else "sft_steps=800 rl_steps=16"
 
 # %%
 import base64

@@ -93,7 +93,7 @@ class DriveDemoConfig(Config):
     mlp_policy: str | None = Field(
         None, description="a 'control train' run directory to evaluate beside the language models"
     )
-    num_threads: NumThreads = 1
+    num_threads: NumThreads = "auto"
 
 
 QUICK_DRIVE: dict[str, Any] = {

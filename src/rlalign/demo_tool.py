@@ -70,7 +70,7 @@ class ToolDemoConfig(Config):
     rl_eval_episodes: int = Field(32, ge=0, description="held-out episodes per RL evaluation")
     eval_steps: int = Field(10, gt=0, description="RL steps between evaluations")
     eval_episodes: int = Field(200, gt=0, description="held-out sums on the card")
-    num_threads: NumThreads = 1
+    num_threads: NumThreads = "auto"
 
 
 QUICK_TOOL: dict[str, Any] = {

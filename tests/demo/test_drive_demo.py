@@ -19,7 +19,7 @@ from rlalign.io import read_jsonl
 @pytest.fixture(scope="module")
 def drive_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("drive") / "run"
-    assert main(["demo", "drive", "--quick", "--out", str(out), "rl_steps=1"]) == 0
+    assert main(["demo", "drive", "--quick", "--out", str(out), "rl_steps=1", "num_threads=1"]) == 0
     return out, json.loads((out / "report.json").read_text())
 
 

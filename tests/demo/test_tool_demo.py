@@ -29,7 +29,7 @@ def test_split_digits_flags_merged_numbers_only():
 @pytest.mark.timeout(900)
 def test_quick_tool_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "tool", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "tool", "--quick", "--out", str(out), "num_threads=1"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     n = report["config"]["eval_episodes"]
