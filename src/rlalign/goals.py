@@ -6,8 +6,8 @@ each world seed and the default car run, as many at a time as the cores allow (t
 its default threads, ``num_threads=auto``; the car with one), then reads every
 ``report.json``, ``rl/metrics.jsonl`` and ``result.json`` and prints one table. It exits 1 when
 fewer rows than :func:`~rlalign.claims.required_rows` meet every goal, or when the car misses
-one (the goals themselves: :mod:`rlalign.claims`). The tables are written to ``OUT/goals.md`` and ``OUT/goals.json``,
-and into every block of the README and the docs that quotes this run::
+one (the goals themselves: :mod:`rlalign.claims`). The tables are written to ``OUT/goals.md``
+and ``OUT/goals.json``, and into every block of the README and the docs that quotes this run::
 
     <!-- goals seeds=0-9 -->  ...  <!-- /goals -->   (the demo's table for world seeds 0-9)
     <!-- goals car -->  ...  <!-- /goals -->         (the car's default run)

@@ -176,8 +176,9 @@ def build_rewarder(
     default. A reward model goes on ``device`` (default: ``cfg.device``), the one the policy
     trains on: a GPU run scoring with a real reward model on the CPU would spend most of each
     step there; it scores under bf16 autocast with ``bf16``, the rollout's precision (on 2
-    CPU cores, in fp32 it took a third of the demo's RL step). ``reward_fns``: Python callables scored in this process, in place of
-    ``cfg.reward_funcs`` (which then hold their names, see :mod:`rlalign.api`)."""
+    CPU cores, in fp32 it took a third of the demo's RL step). ``reward_fns``: Python
+    callables scored in this process, in place of ``cfg.reward_funcs`` (which then hold their
+    names, see :mod:`rlalign.api`)."""
 
     terms: list[RewardTerm] = []
     if reward_fns:
@@ -306,10 +307,9 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, reward_fns: Sequence[Callable
         device=device,
         bf16=train_bf16,
     )
-    rollout_bf16 = cfg.rollout_bf16 if cfg.rollout_bf16 is not None else train_bf16
     rewarder = None
     if make_env is None:
-        rewarder = build_rewarder(cfg, device, reward_fns, bf16=rollout_bf16)
+        rewarder = build_rewarder(cfg, device, reward_fns, bf16=cfg.rollout_uses_bf16(train_bf16))
     source: Any = None
     try:
         ref_model = None

@@ -177,6 +177,11 @@ class RLConfig(TrainingConfig):
             )
         return self
 
+    def rollout_uses_bf16(self, train_bf16: bool) -> bool:
+        """Whether rollouts (sampling, and the reward model's scores) run under bf16 autocast:
+        ``rollout_bf16``, by default the training precision."""
+        return self.rollout_bf16 if self.rollout_bf16 is not None else train_bf16
+
     def rollout_split_problem(self, world_size: int) -> str | None:
         """Why a rollout does not split into whole groups per rank and whole optimizer steps
         at this world size (None when it does): the loop collects rollouts between steps."""

@@ -167,8 +167,7 @@ class RolloutSource:
         # model is still where it was loaded (the CPU), and the loop moves it later.
         train_bf16 = uses_bf16(cfg.bf16, device or resolve_device(cfg.device, self.rank), model)
         self.train_dtype = torch.bfloat16 if train_bf16 else None
-        rollout_bf16 = cfg.rollout_bf16 if cfg.rollout_bf16 is not None else train_bf16
-        self.rollout_dtype = torch.bfloat16 if rollout_bf16 else None
+        self.rollout_dtype = torch.bfloat16 if cfg.rollout_uses_bf16(train_bf16) else None
         cfg.accumulation_steps(self.rank.world_size)  # global_batch_size splits over the ranks
         # Under FSDP every rank must run the same forward passes (each gathers the weights).
         self._lockstep = self.rank.distributed and cfg.distributed == "fsdp"
