@@ -273,7 +273,10 @@ def test_a_raising_reward_function_stops_the_run_with_its_name(
     assert "reward function 'boom' failed: RuntimeError: reward server down" in err
 
 
-def test_a_reward_model_is_one_reward_term(word_model_dir, word_task, tmp_path):
+@pytest.mark.parametrize("rollout_bf16", ["false", "true"])
+def test_a_reward_model_is_one_reward_term(word_model_dir, word_task, tmp_path, rollout_bf16):
+    """The reward model's score, weighted, is the reward's term; it scores in the rollout's
+    precision (bf16 autocast with ``rollout_bf16``, however the policy trains)."""
     from rlalign.lm.tokenizer import load_tokenizer
     from rlalign.rewards.reward_model import RewardModel
     from rlalign.train.reward_model import load_backbone_as_reward_model
@@ -284,12 +287,13 @@ def test_a_reward_model_is_one_reward_term(word_model_dir, word_task, tmp_path):
     tok.save_pretrained(rm_dir)
     out = tmp_path / "run"
     args = rl_args(
-        word_model_dir, word_task, out, max_steps=1, reward_model=rm_dir, reward_model_weight=2.0
-    )
+        word_model_dir, word_task, out, max_steps=1, reward_model=rm_dir, reward_model_weight=2.0,
+        rollout_bf16=rollout_bf16,
+    )  # fmt: skip
     assert main(args) == 0
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     rollout = [json.loads(x) for x in (out / "rollouts" / "iter_1.jsonl").read_text().splitlines()]
-    rm = RewardModel(rm_dir)
+    rm = RewardModel(rm_dir, bf16=rollout_bf16 == "true")
     for r in rollout:
         want = (
             r["components"]["says_blue"]
