@@ -136,7 +136,8 @@ def test_rl_prompts_balance_the_kinds_by_default():
     assert len(others) == 1 and balanced["fact"] == 2 * others.pop()
     even = Counter(r["kind"] for r in World(WorldConfig(rl_kind_weights={})).rl_prompts())
     assert len(set(even.values())) == 1
-    assert set(even) == set(balanced) and even["fact"] == len(World().questions["train"]["facts"])
+    facts = sum(len(World().questions[split]["facts"]) for split in ("train", "rl"))
+    assert set(even) == set(balanced) and even["fact"] == facts
     custom = Counter(
         r["kind"]
         for r in World(WorldConfig(rl_kind_weights={"harmful": 1.5, "fact": 1})).rl_prompts()
@@ -144,8 +145,45 @@ def test_rl_prompts_balance_the_kinds_by_default():
     assert custom["harmful"] == round(1.5 * custom["benign"]) and custom["fact"] == custom["benign"]
     w = World(WorldConfig(rl_balance_kinds=False))
     plain = w.rl_prompts()
-    assert len(plain) == sum(len(w.questions["train"][k]) for k in KINDS)
+    assert len(plain) == sum(len(w.questions[split][k]) for split in ("train", "rl") for k in KINDS)
     assert len({r["prompt"] for r in plain}) == len(plain)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rl_only_questions_are_asked_by_rl_alone(seed):
+    """``rl_only_fraction`` moves that share of the train facts (by country and attribute) and
+    sums out of the SFT data and the preference pairs into RL's prompts; the held-out
+    questions and the other kinds stay as they were."""
+    plain = World(WorldConfig(seed=seed, rl_only_fraction=0))
+    w = World(WorldConfig(seed=seed, rl_only_fraction=0.3))
+    assert w.questions["eval"] == plain.questions["eval"]
+    assert plain.questions["rl"] == {name: [] for name in KINDS}
+    for name in KINDS:
+        train = [r["prompt"] for r in w.questions["train"][name]]
+        rl = [r["prompt"] for r in w.questions["rl"][name]]
+        assert not set(train) & set(rl), name
+        # together they are the train questions without the knob, in their order
+        assert sorted(train + rl) == sorted(r["prompt"] for r in plain.questions["train"][name])
+        assert train == [
+            r["prompt"] for r in plain.questions["train"][name] if r["prompt"] not in set(rl)
+        ]
+    assert all(w.questions["rl"][name] == [] for name in ("unknown", "harmful", "benign"))
+    pairs = {(r["subject"], r["attribute"]) for r in w.questions["rl"]["facts"]}
+    all_pairs = {(r["subject"], r["attribute"]) for r in plain.questions["train"]["facts"]}
+    assert round(0.3 * len(all_pairs)) == len(pairs)
+    assert not pairs & {(r["subject"], r["attribute"]) for r in w.questions["train"]["facts"]}
+    n_sums = len(plain.questions["train"]["arithmetic"])
+    assert len(w.questions["rl"]["arithmetic"]) == round(0.3 * n_sums)
+
+    rl_only = {r["prompt"] for name in KINDS for r in w.questions["rl"][name]}
+    sft = {row["messages"][0]["content"] for row in w.sft_conversations()}
+    assert sft and not sft & rl_only
+    assert not {p["prompt"] for p in w.preference_pairs()} & rl_only
+    unbalanced = World(WorldConfig(seed=seed, rl_only_fraction=0.3, rl_balance_kinds=False))
+    prompts = [r["prompt"] for r in unbalanced.rl_prompts()]
+    # RL asks what it asked without the knob: the same questions, the SFT ones included
+    no_knob = World(WorldConfig(seed=seed, rl_only_fraction=0, rl_balance_kinds=False)).rl_prompts()
+    assert rl_only <= set(prompts) and sorted(prompts) == sorted(r["prompt"] for r in no_knob)
 
 
 @pytest.mark.parametrize(

@@ -167,9 +167,23 @@ class WorldConfig(Config):
     eval_fraction: float = Field(0.3, gt=0, lt=1, description="held-out share of each kind")
     corpus_repeats: int = Field(20, ge=1, description="times each fact appears (varied wording)")
     max_operand: int = Field(9, ge=1, le=99, description="arithmetic on 0..max_operand")
+    arithmetic_repeats: int | None = Field(
+        None,
+        ge=1,
+        description="times the corpus states each sum (None: corpus_repeats, as often as each "
+        "fact)",
+    )
     sft_hallucination_rate: float = Field(0.4, ge=0, le=1)
     sft_harmful_compliance_rate: float = Field(0.3, ge=0, le=1)
     sft_overrefusal_rate: float = Field(0.2, ge=0, le=1)
+    rl_only_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the train facts and sums that only RL asks: never answered in "
+        "the SFT data or the preference pairs, so that RL's verifiers teach the model to recall "
+        "what pre-training stated, on questions SFT never showed it",
+    )
     rl_balance_kinds: bool = Field(
         True,
         description="RL prompts: repeat the rarer kinds so each kind is equally frequent "
@@ -279,10 +293,13 @@ class World:
             for r in range(self.config.corpus_repeats):
                 template = BENIGN_STATEMENTS[r % len(BENIGN_STATEMENTS)]
                 sentences.append(template.format(x=_second_person(activity), steps=steps))
-        # Arithmetic is recalled, not computed, by a model this small: its sentences repeat
-        # at a third of the facts' rate (at least twice), so the facts do not crowd them out.
+        # Arithmetic is recalled, not computed, by a model this small, and recalled only what
+        # pre-training stated often enough: at a third of the facts' rate the `tiny` model
+        # completed 30-41% of the held-out sums after pre-training (world seeds 0, 1), at the
+        # facts' rate 83%, and what SFT and RL then change of a half-learnt sum is chance.
+        repeats = self.config.arithmetic_repeats or self.config.corpus_repeats
         for a, op, b, result in self._arithmetic_problems():
-            for r in range(max(2, self.config.corpus_repeats // 3)):
+            for r in range(repeats):
                 template = ARITHMETIC_STATEMENTS[r % len(ARITHMETIC_STATEMENTS)]
                 sentences.append(template.format(a=a, op=op, b=b, r=result))
         rng.shuffle(sentences)
@@ -303,12 +320,30 @@ class World:
         n_eval = max(1, round(len(items) * self.config.eval_fraction))
         return items[n_eval:], items[:n_eval]
 
+    def _split_rl_only(self, train: list, salt: int) -> tuple[list, list]:
+        """``train`` as (SFT's, RL's only): ``rl_only_fraction`` of it drawn for RL, the rest in
+        its order (with no share drawn, SFT's data is exactly what it is without the knob)."""
+        n_rl = round(len(train) * self.config.rl_only_fraction)
+        if n_rl == 0:
+            return list(train), []
+        order = list(range(len(train)))
+        random.Random(self.config.seed * 1000 + 100 + salt).shuffle(order)
+        chosen = set(order[:n_rl])
+        return (
+            [x for i, x in enumerate(train) if i not in chosen],
+            [x for i, x in enumerate(train) if i in chosen],
+        )
+
     @cached_property
     def questions(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        """``{"train"|"eval": {set_name: [row, ...]}}``; each row holds ``prompt``, ``kind``,
-        the canonical ``response`` and what the verifiers need (``answer``, ``subject``, ...)."""
+        """``{"train"|"rl"|"eval": {set_name: [row, ...]}}``; each row holds ``prompt``,
+        ``kind``, the canonical ``response`` and what the verifiers need (``answer``,
+        ``subject``, ...). ``train`` is what SFT and the reward model learn from, ``rl`` the
+        questions only RL asks (``rl_only_fraction`` of the facts and sums; the other sets
+        empty), ``eval`` the held-out questions."""
         rng = random.Random(self.config.seed + 2)
-        out: dict[str, dict[str, list[dict[str, Any]]]] = {"train": {}, "eval": {}}
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {
+            "train": {}, "rl": {name: [] for name in KINDS}, "eval": {}}  # fmt: skip
 
         def fact_rows(pairs) -> list[dict[str, Any]]:
             rows = []
@@ -325,6 +360,8 @@ class World:
 
         pairs = [(c, a) for c in self.countries for a in ATTRIBUTES]
         train, held = self._split(pairs, 1)
+        train, rl_only = self._split_rl_only(train, 1)
+        out["rl"]["facts"] = fact_rows(rl_only)
         # Every phrasing of a held-out fact too: ~70 questions, so that the card resolves a
         # 2-point change (with one phrasing each, one question was 3.4 points).
         out["train"]["facts"], out["eval"]["facts"] = fact_rows(train), fact_rows(held)
@@ -357,6 +394,8 @@ class World:
             ]  # fmt: skip
 
         train, held = self._split(self._arithmetic_problems(), 3)
+        train, rl_only = self._split_rl_only(train, 3)
+        out["rl"]["arithmetic"] = arithmetic_rows(rl_only)
         out["train"]["arithmetic"], out["eval"]["arithmetic"] = (
             arithmetic_rows(train), arithmetic_rows(held))  # fmt: skip
 
@@ -384,12 +423,14 @@ class World:
         return out
 
     def rl_prompts(self) -> list[dict[str, Any]]:
-        """Train questions of every kind, with the fields the verifiers need (no answer text);
-        each kind equally frequent when ``rl_balance_kinds``, times its ``rl_kind_weights``."""
+        """Train questions of every kind and the RL-only ones, with the fields the verifiers
+        need (no answer text); each kind equally frequent when ``rl_balance_kinds``, times its
+        ``rl_kind_weights``."""
         by_kind = [
             [
                 {k: v for k, v in row.items() if k != "response"}
-                for row in self.questions["train"][name]
+                for split in ("train", "rl")
+                for row in self.questions[split][name]
             ]
             for name in KINDS
         ]
@@ -475,7 +516,7 @@ class World:
         as a rejected one, and a reward model learns that string as "wrong": on the held-out
         facts it then ranked the true answer below the mistake (8 of 29 right, below chance).
         """
-        if split not in self.questions:
+        if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
         rng = random.Random(self.config.seed + (5 if split == "train" else 6))
         values: dict[str, list[str]] = {}
