@@ -63,6 +63,15 @@ class DemoConfig(Config):
     max_operand: int | None = Field(
         None, ge=1, le=99, description="arithmetic on 0..max_operand (None: the world's default)"
     )
+    arithmetic_repeats: int | None = Field(
+        None, ge=1, description="times the corpus states each sum (None: the world's default)"
+    )
+    rl_only_fraction: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="share of the train facts and sums only RL asks (None: the world's default)",
+    )
     model: str = Field("tiny", description="model preset (rlalign.lm.models.PRESETS)")
     vocab_size: int = Field(1024, gt=0, description="BPE vocabulary size")
     pretrain_steps: int = Field(800, gt=0, description="pre-training optimizer steps")
@@ -125,8 +134,11 @@ QUICK: dict[str, Any] = {
 }
 
 STAGES = ("pretrained", "sft", "rl")
-# The knobs of the world's size the demo passes on (WorldConfig's names).
-WORLD_SIZES = ("corpus_repeats", "num_countries", "num_unknown", "max_operand")
+# The knobs of the world the demo passes on (WorldConfig's names).
+WORLD_KNOBS = (
+    "corpus_repeats", "num_countries", "num_unknown", "max_operand", "arithmetic_repeats",
+    "rl_only_fraction",
+)  # fmt: skip
 
 
 def _banner(index: int, total: int, text: str) -> None:
@@ -205,8 +217,8 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     _banner(
         1, total, "the built-in world: facts, unknown entities, arithmetic, harmful/benign requests"
     )
-    sizes = {key: getattr(cfg, key) for key in WORLD_SIZES if getattr(cfg, key) is not None}
-    world = World(WorldConfig(seed=cfg.seed, **sizes))
+    knobs = {key: getattr(cfg, key) for key in WORLD_KNOBS if getattr(cfg, key) is not None}
+    world = World(WorldConfig(seed=cfg.seed, **knobs))
     if rank.is_main:
         counts = timed("world", lambda: world.export(out / "world"))
         _say("      " + ", ".join(f"{k} {v}" for k, v in counts.items() if "/" not in k))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from rlalign.claims import demo_goals, quick_demo_goals
 from rlalign.cli import main
@@ -24,8 +25,8 @@ SMALLEST_SIZES = [
     "pretrain_steps=2", "pretrain_batch_size=4", "block_size=64", "sft_steps=2",
     "reward_steps=1", "rl_steps=2", "eval_steps=1", "prompts_per_iteration=4",
     "num_generations=2", "ptx_batch_size=4", "corpus_repeats=1", "vocab_size=300",
-    "num_countries=3", "num_unknown=4", "max_operand=3",
-    "num_threads=1",  # the other pytest worker has the other core
+    "num_countries=3", "num_unknown=4", "max_operand=3", "arithmetic_repeats=2",
+    "rl_only_fraction=0.5", "num_threads=1",  # the other pytest worker has the other core
 ]  # fmt: skip
 
 
@@ -76,6 +77,13 @@ def test_demo_end_to_end(tmp_path, capsys):
     exported = {json.loads(line)["prompt"] for line in (out / "world" / "rl_prompts.jsonl").open()}
     assert asked and asked <= exported
     assert sum(1 for _ in (out / "world" / "eval" / "facts.jsonl").open()) < 20  # 3 countries
+    # the world knobs reach the world: questions only RL asks are in no SFT conversation
+    world = yaml.safe_load((out / "world" / "world.yaml").read_text())
+    assert (world["arithmetic_repeats"], world["rl_only_fraction"]) == (2, 0.5)
+    sft = {
+        json.loads(line)["messages"][0]["content"] for line in (out / "world" / "sft.jsonl").open()
+    }
+    assert sft and exported - sft
     for stage in ("pretrain", "sft", "reward", "rl"):  # each stage's own report, linked
         assert (out / stage / "report.html").is_file()
         assert f'href="{stage}/report.html"' in html
