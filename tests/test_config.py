@@ -84,6 +84,17 @@ def test_missing_file_and_bad_override(tmp_path):
         load_config(TrainConfig, None, ["max_steps"])
 
 
+def test_a_nested_override_fills_a_section_the_file_leaves_empty(tmp_path):
+    """A run's config.yaml says ``lora: null``; ``lora.r=4`` over it turns LoRA on, as it does
+    without a file, while a scalar is still no section."""
+    path = tmp_path / "c.yaml"
+    dump_config(TrainConfig(), path)
+    assert "lora: null" in path.read_text()
+    assert load_config(TrainConfig, path, ["lora.r=4"]).lora == Lora(r=4)
+    with pytest.raises(ConfigError, match="'model' is not a section"):
+        load_config(TrainConfig, path, ["model.r=4"])
+
+
 def test_dump_round_trip(tmp_path):
     cfg = load_config(TrainConfig, None, ["lora.r=2", "learning_rate=3e-4"])
     dump_config(cfg, tmp_path / "config.yaml")

@@ -198,7 +198,9 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], Any
 def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any, origin: str) -> None:
     node = data
     for part in path[:-1]:
-        child = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or `lora: null` as a run's config.yaml writes it
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
             raise ConfigError(f"override '{origin}': '{part}' is not a section")
         node = child
