@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "generate": "generate",
     "chat": "chat",
     "compare": "compare",
+    "average": "average",
     "control": "control",
     "tabular": "tabular",
 }

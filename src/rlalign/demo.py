@@ -10,6 +10,7 @@ run with the settings of :class:`DemoConfig`.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from rlalign.checkpoint import list_checkpoints
 from rlalign.claims import demo_goals
 from rlalign.config import Config, NumThreads, Seed
 from rlalign.data.verifiers import REPORT_CARD_KEYS
@@ -39,12 +41,14 @@ from rlalign.report_card import (
     format_card,
 )
 from rlalign.runtime import resolve_device
+from rlalign.train.average import average_models
 from rlalign.train.model_card import add_card_section
 from rlalign.train.pretrain import PretrainConfig, run_pretrain
 from rlalign.train.reward_model import RewardConfig, run_reward
 from rlalign.train.rl import run_rl
 from rlalign.train.rl_config import RLConfig
 from rlalign.train.sft import SFTConfig, run_sft
+from rlalign.train.stage import StageResult
 
 
 class DemoConfig(Config):
@@ -87,7 +91,23 @@ class DemoConfig(Config):
         description="reward model: weight of the SFT model's log-likelihood of the response "
         "in its score (prior_coef; the head learns the rest)",
     )
-    rl_steps: int = Field(100, gt=0, description="RL optimizer steps")
+    rl_steps: int = Field(100, gt=0, description="RL optimizer steps (of each RL run)")
+    rl_average_checkpoints: int = Field(
+        5,
+        ge=1,
+        le=10,
+        description="the aligned model is the weight average of the RL run's last N "
+        "checkpoints, one every tenth of the run (5: steps 60-100 of 100; 1: the last step's "
+        "weights alone)",
+    )
+    rl_runs: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="RL runs from the SFT model, each with its own seed; above 1 the aligned "
+        "model is their weight average (each run's chance moves of what no reward watches "
+        "partly cancel)",
+    )
     algorithm: str = Field("grpo", description="RL algorithm: grpo, rloo, ppo or reinforce")
     rl_learning_rate: float = Field(5e-5, gt=0, description="RL learning rate")
     beta: float = Field(0.1, ge=0, description="weight of the KL penalty to the SFT model")
@@ -329,10 +349,11 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         ptx_coef=cfg.ptx_coef,
         ptx_batch_size=_batch(cfg.ptx_batch_size, world_size)["per_device_train_batch_size"],
         eval_steps=cfg.eval_steps,
-        save_steps=cfg.rl_steps,
+        save_steps=max(1, cfg.rl_steps // 10),
+        save_total_limit=cfg.rl_average_checkpoints,
         **common,
     )
-    rl = timed("rl", lambda: run_rl(rl_cfg))
+    rl = timed("rl", lambda: run_rl_runs(rl_cfg, cfg.rl_runs, cfg.rl_average_checkpoints, out))
     if not rank.is_main:  # the report card and the report are rank 0's
         barrier()
         return {}
@@ -367,7 +388,12 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
             **({"auto": asdict(threads)} if threads is not None else {}),
         },
     }
-    kl = [row["kl_ref"] for row in read_metrics(out / "rl") if "kl_ref" in row]
+    kl = [
+        row["kl_ref"]
+        for d in rl_run_dirs(out, cfg.rl_runs)
+        for row in read_metrics(d)
+        if "kl_ref" in row
+    ]
     goals = demo_goals(report, kl)
     report["goals"] = [asdict(g) for g in goals]
     missed = [f"{g.name} ({g.shown})" for g in goals if not g.met]
@@ -376,13 +402,63 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         + ("all met" if not missed else f"{len(missed)} missed: " + "; ".join(missed))
     )
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    for stage in ("pretrain", "sft", "reward", "rl"):  # each stage's own plots and report
-        write_run_report(out / stage)
+    for stage_dir in [out / s for s in ("pretrain", "sft", "reward")] + rl_run_dirs(
+        out, cfg.rl_runs
+    ):
+        write_run_report(stage_dir)  # each stage's own plots and report
     html_path = write_demo_report(out, report)
     print(f"\nreport: {out / 'report.json'}, {html_path}; every answer side by side: "
           f"{out / 'compare.html'}; total {report['seconds']['total']:.0f} s")  # fmt: skip
     barrier()
     return report
+
+
+def rl_run_dirs(out: str | Path, runs: int = 1) -> list[Path]:
+    """A demo's RL run directories: ``rl/`` for one run; ``rl-1/`` .. ``rl-N/`` for
+    ``rl_runs=N`` (then ``rl/final/`` holds their weight average)."""
+    out = Path(out)
+    return [out / "rl"] if runs == 1 else [out / f"rl-{k}" for k in range(1, runs + 1)]
+
+
+def run_rl_runs(rl_cfg: RLConfig, runs: int, checkpoints: int, out: Path) -> StageResult:
+    """``runs`` RL runs of ``rl_cfg`` from one SFT model (the first with the demo's seed, run
+    ``k`` with ``seed + 1000 (k - 1)``), and the aligned model ``out/rl/final/``: the weight
+    average of each run's last ``checkpoints`` checkpoints. One run writes ``out/rl/`` as
+    ``rlalign rl`` does; several write ``out/rl-K/`` each.
+
+    Why average: besides what the rewards teach, each RL step moves by chance what no reward
+    watches (on the built-in world, how the model copies the question's numbers). Averaging the
+    weights along the run's last steps, and over runs, keeps what they learnt alike and
+    shrinks the rest, at no extra cost for one run (docs/results.md measures it).
+    """
+    results = []
+    for k, run_dir in enumerate(rl_run_dirs(out, runs), start=1):
+        if runs > 1:
+            _say(f"      RL run {k} of {runs}")
+        member = rl_cfg.model_copy(
+            update={"output_dir": str(run_dir), "seed": rl_cfg.seed + 1000 * (k - 1)}
+        )
+        results.append(run_rl(member))
+        if results[-1].interrupted_by is not None:
+            return results[-1]
+    members = [
+        path
+        for run_dir in rl_run_dirs(out, runs)
+        for _, path in list_checkpoints(run_dir)[-checkpoints:]
+    ]
+    final = out / "rl" / "final"
+    if RankInfo.detect().is_main and len(members) > 1:
+        if runs > 1 and (out / "rl").exists():  # an earlier one-run directory
+            shutil.rmtree(out / "rl")
+        average_models(members, final)
+        steps = sorted({int(p.name.split("_")[1]) for p in members})
+        _say(
+            f"      the aligned model: the weight average of steps {', '.join(map(str, steps))}"
+            + (f" of the {runs} runs" if runs > 1 else "")
+        )
+    barrier()
+    last = results[-1]
+    return StageResult(final, last.step, None, last.eval_metrics)
 
 
 def _card_section(cards: dict[str, dict[str, Any]], cfg: DemoConfig) -> str:
@@ -396,7 +472,7 @@ def _card_section(cards: dict[str, dict[str, Any]], cfg: DemoConfig) -> str:
 def write_demo_report(out: Path, report: dict[str, Any]) -> Path:
     """Plots of the RL run and the report card as one self-contained HTML page."""
 
-    rows = read_metrics(out / "rl")
+    rows = read_metrics(rl_run_dirs(out, report["config"]["rl_runs"])[0])
     plots = out / "plots"
     made = [
         plot_series(
@@ -434,7 +510,7 @@ def write_demo_report(out: Path, report: dict[str, Any]) -> Path:
             ("Time", f"<p>{seconds}</p>"),
             (
                 "Files",
-                "<p>world/, tokenizer/, pretrain/, sft/, reward/, rl/ (each with config.yaml, metrics.jsonl, final/); rl/rollouts/iter_K.jsonl holds per-token data of sampled responses.</p>"
+                "<p>world/, tokenizer/, pretrain/, sft/, reward/, rl/ (each with config.yaml, metrics.jsonl, final/); rl/rollouts/iter_K.jsonl holds per-token data of sampled responses. With several RL runs (rl_runs), each is rl-K/ and rl/final/ is their weight average; the plots above are run 1's.</p>"
                 + "<p>Every held-out answer of the three models side by side: "
                 '<a href="compare.html">compare.html</a>.</p>'
                 + "<p>Each stage's own report: "

@@ -44,7 +44,7 @@ from rlalign.claims import (
     quick_demo_goals,
     required_rows,
 )
-from rlalign.demo import DemoConfig, demo_threads
+from rlalign.demo import DemoConfig, demo_threads, rl_run_dirs
 from rlalign.errors import UserError
 from rlalign.metrics import read_metrics
 from rlalign.precision import cpu_model_and_flags
@@ -326,7 +326,8 @@ def _main(args: argparse.Namespace) -> int:
             if args.quick:
                 rows[seed] = quick_demo_goals(report)
             else:
-                kl = [r["kl_ref"] for r in read_metrics(run_dir / "rl") if "kl_ref" in r]
+                runs = rl_run_dirs(run_dir, report.get("config", {}).get("rl_runs", 1))
+                kl = [r["kl_ref"] for d in runs for r in read_metrics(d) if "kl_ref" in r]
                 rows[seed] = demo_goals(report, kl)
             summary["runs"][f"{prefix}-{seed}"] = {
                 "goals": [asdict(g) for g in rows[seed]],

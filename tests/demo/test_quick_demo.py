@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from rlalign.claims import demo_goals, quick_demo_goals
 from rlalign.cli import main
 from rlalign.data.verifiers import REPORT_CARD_KEYS
+from rlalign.lm.models import load_model
 from rlalign.report_card import format_card
+from rlalign.train.average import average_weights
 
 # Every stage, a few steps each, on a small world (a fifth of the preference pairs and held-out
 # questions, which the reward model's prior and the report cards read in full): the orchestration
@@ -68,6 +71,12 @@ def test_demo_end_to_end(tmp_path, capsys):
         card = (out / stage / "final" / "README.md").read_text()
         assert format_card(report["stages"]) in card.split("## Report card (rlalign demo)")[1]
     assert list((out / "rl" / "rollouts").glob("iter_*.jsonl"))
+    # the aligned model is the weight average of the run's checkpoints (here: its two steps)
+    steps = [load_model(out / "rl" / "checkpoints" / f"step_{k}").state_dict() for k in (1, 2)]
+    expected = average_weights(steps)
+    got = load_model(out / "rl" / "final").state_dict()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert not all(torch.equal(steps[0][k], steps[1][k]) for k in expected)
     # RL asked the exported (small) world's questions, not those of the default world
     asked = {
         json.loads(line)["prompt"]
@@ -87,3 +96,27 @@ def test_demo_end_to_end(tmp_path, capsys):
     for stage in ("pretrain", "sft", "reward", "rl"):  # each stage's own report, linked
         assert (out / stage / "report.html").is_file()
         assert f'href="{stage}/report.html"' in html
+
+
+@pytest.mark.slow
+def test_several_rl_runs_end_in_their_weight_average(tmp_path):
+    """``rl_runs=2``: two RL runs with their own seeds from one SFT model, each a whole run
+    (config, metrics, report), and the card's RL model is exactly the weight average of both
+    runs' checkpoints."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), *SMALLEST_SIZES, "rl_runs=2"]) == 0
+    runs = [out / "rl-1", out / "rl-2"]
+    seeds = [yaml.safe_load((d / "config.yaml").read_text())["seed"] for d in runs]
+    assert seeds == [0, 1000]
+    for run in runs:
+        assert (run / "metrics.jsonl").is_file() and (run / "report.html").is_file()
+    finals = [load_model(d / "final").state_dict() for d in runs]
+    assert not all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+    members = [
+        load_model(d / "checkpoints" / f"step_{k}").state_dict() for d in runs for k in (1, 2)
+    ]
+    expected = average_weights(members)
+    got = load_model(out / "rl" / "final").state_dict()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["rl_runs"] == 2 and report["goals"]
