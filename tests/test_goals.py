@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from rlalign import claims as C
 from rlalign import goals as G
+from rlalign.report_card import format_card
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,7 +252,8 @@ def test_main_checks_runs_and_rewrites_the_quoting_blocks(tmp_path: Path, capsys
     (root / "docs").mkdir(parents=True)
     block = "<!-- goals seeds=0-9 -->\nstale\n<!-- /goals -->\n"
     (root / "README.md").write_text("intro\n" + block + "<!-- goals car -->\n-\n<!-- /goals -->\n")
-    (root / "docs" / "results.md").write_text(block)
+    card_block = "<!-- goals card seed=4 -->\nstale card\n<!-- /goals -->\n"
+    (root / "docs" / "results.md").write_text(block + card_block)
     arith = dict.fromkeys(range(10), 1.0) | {4: 0.9}  # one world seed of ten loses arithmetic
     _fake_runs(out, arith, car_result())
     argv = ["--seeds", "0-9", "--out", str(out), "--root", str(root), "--reuse"]
@@ -260,6 +262,11 @@ def test_main_checks_runs_and_rewrites_the_quoting_blocks(tmp_path: Path, capsys
     assert "9 of 10 world seeds meet every goal" in printed
     readme = (root / "README.md").read_text()
     assert "stale" not in readme and "| 4 |" in readme and "**PPO (learned)**" in readme
+    # world seed 4's card, as `rlalign demo seed=4` prints it, in the block that quotes it
+    quoted = (root / "docs" / "results.md").read_text()
+    rep = json.loads((out / "seed-4" / "report.json").read_text())
+    assert f"<!-- goals card seed=4 -->\n```\n{format_card(rep['stages'])}\n```\n" in quoted
+    assert "90.0%" in quoted.split("card seed=4")[1] and "stale card" not in quoted
     body = G.BLOCK.search((root / "docs" / "results.md").read_text())["body"]
     assert body in readme
     summary = json.loads((out / "goals.json").read_text())
@@ -289,7 +296,7 @@ def test_the_readme_and_the_docs_quote_the_same_generated_tables() -> None:
     for name in G.QUOTING_FILES:
         for m in G.BLOCK.finditer((ROOT / name).read_text(encoding="utf-8")):
             blocks.setdefault(m["label"].strip(), {})[name] = m["body"]
-    assert {"seeds=0-9", "car"} <= set(blocks), blocks.keys()
+    assert {"seeds=0-9", "car", "card seed=0"} <= set(blocks), blocks.keys()
     for label, bodies in blocks.items():
         assert len(set(bodies.values())) == 1, f"{label}: the files differ"
     table = blocks["seeds=0-9"]["docs/results.md"]

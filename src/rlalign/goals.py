@@ -11,6 +11,7 @@ and ``OUT/goals.json``, and into every block of the README and the docs that quo
 
     <!-- goals seeds=0-9 -->  ...  <!-- /goals -->   (the demo's table for world seeds 0-9)
     <!-- goals car -->  ...  <!-- /goals -->         (the car's default run)
+    <!-- goals card seed=0 -->  ...  <!-- /goals --> (world seed 0's report card)
 
 so that the figures those pages show are the output of the command, never copied by hand.
 
@@ -48,6 +49,7 @@ from rlalign.demo import DemoConfig, demo_threads, rl_run_dirs
 from rlalign.errors import UserError
 from rlalign.metrics import read_metrics
 from rlalign.precision import cpu_model_and_flags
+from rlalign.report_card import format_card
 
 CAR_ENV = "rlalign/Driving-v0"
 
@@ -345,6 +347,11 @@ def _main(args: argparse.Namespace) -> int:
         text += f"## The {which}, world seeds {label}\n\n{table}\n"
         for path in publish(args.root, f"{block}={label}", table):
             print(f"goals: wrote the table into {path}")
+        if not args.quick:  # each world seed's report card, where a file quotes it
+            for seed, report in zip(seeds, reports, strict=True):
+                card = f"```\n{format_card(report['stages'])}\n```"
+                for path in publish(args.root, f"card seed={seed}", card):
+                    print(f"goals: wrote world seed {seed}'s report card into {path}")
 
     if not args.no_car:
         result = json.loads((args.out / "car" / "result.json").read_text(encoding="utf-8"))
