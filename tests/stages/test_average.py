@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
+import rlalign
 from rlalign.cli import main
 from rlalign.errors import UserError
 from rlalign.lm.models import load_model
@@ -77,6 +78,7 @@ def test_the_averaged_model_is_the_midpoint_and_loads(base_model_dir, tmp_path, 
     model.save_pretrained(moved, safe_serialization=True)
 
     out = tmp_path / "avg"
+    assert rlalign.average_models is average_models  # the Python API's name for the command
     assert main(["average", str(base_model_dir), str(moved), "--out", str(out)]) == 0
     assert "average of 2 models" in capsys.readouterr().out
     base, avg = load_model(base_model_dir), load_model(out)
