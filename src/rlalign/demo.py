@@ -388,13 +388,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
             **({"auto": asdict(threads)} if threads is not None else {}),
         },
     }
-    kl = [
-        row["kl_ref"]
-        for d in rl_run_dirs(out, cfg.rl_runs)
-        for row in read_metrics(d)
-        if "kl_ref" in row
-    ]
-    goals = demo_goals(report, kl)
+    goals = demo_goals(report, rl_kl(out, cfg.rl_runs))
     report["goals"] = [asdict(g) for g in goals]
     missed = [f"{g.name} ({g.shown})" for g in goals if not g.met]
     print(
@@ -418,6 +412,11 @@ def rl_run_dirs(out: str | Path, runs: int = 1) -> list[Path]:
     ``rl_runs=N`` (then ``rl/final/`` holds their weight average)."""
     out = Path(out)
     return [out / "rl"] if runs == 1 else [out / f"rl-{k}" for k in range(1, runs + 1)]
+
+
+def rl_kl(out: str | Path, runs: int = 1) -> list[float]:
+    """Every logged KL to the reference of a demo's RL runs (the goal bounds each one)."""
+    return [r["kl_ref"] for d in rl_run_dirs(out, runs) for r in read_metrics(d) if "kl_ref" in r]
 
 
 def run_rl_runs(rl_cfg: RLConfig, runs: int, checkpoints: int, out: Path) -> StageResult:

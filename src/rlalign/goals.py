@@ -45,9 +45,8 @@ from rlalign.claims import (
     quick_demo_goals,
     required_rows,
 )
-from rlalign.demo import DemoConfig, demo_threads, rl_run_dirs
+from rlalign.demo import DemoConfig, demo_threads, rl_kl
 from rlalign.errors import UserError
-from rlalign.metrics import read_metrics
 from rlalign.precision import cpu_model_and_flags
 from rlalign.report_card import format_card
 
@@ -328,8 +327,7 @@ def _main(args: argparse.Namespace) -> int:
             if args.quick:
                 rows[seed] = quick_demo_goals(report)
             else:
-                runs = rl_run_dirs(run_dir, report.get("config", {}).get("rl_runs", 1))
-                kl = [r["kl_ref"] for d in runs for r in read_metrics(d) if "kl_ref" in r]
+                kl = rl_kl(run_dir, report.get("config", {}).get("rl_runs", 1))
                 rows[seed] = demo_goals(report, kl)
             summary["runs"][f"{prefix}-{seed}"] = {
                 "goals": [asdict(g) for g in rows[seed]],

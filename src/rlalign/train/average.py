@@ -11,7 +11,7 @@ basin; models trained from different initialisations must not be averaged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -24,47 +24,53 @@ from rlalign.lm.tokenizer import load_tokenizer
 from rlalign.train.model_card import write_model_card
 
 
-def average_weights(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def average_weights(state_dicts: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """theta_bar = (1/K) sum_k theta_k, tensor by tensor, over K models of one architecture.
 
-    Floating-point tensors are summed in float64 and cast back to their own dtype, so the
-    average of K copies of one model is that model, bit for bit; any other tensor (an integer
-    buffer) must be equal in every model and is kept.
+    The models are read one at a time into a float64 running sum (so a generator that loads
+    each in turn holds one model and the sum in memory, not K models); each floating-point
+    tensor is cast back to its own dtype at the end, so the average of K copies of one model is
+    that model, bit for bit. Any other tensor (an integer buffer) must be equal in every model
+    and is kept.
 
     Raises:
         ValueError: no models, or models whose tensor names, shapes or dtypes differ.
     """
 
-    if not state_dicts:
-        raise ValueError("nothing to average: no models")
-    first = state_dicts[0]
-    for k, other in enumerate(state_dicts[1:], start=2):
-        if other.keys() != first.keys():
-            missing = sorted(first.keys() ^ other.keys())[:3]
-            raise ValueError(f"model {k} has other tensors than model 1 (e.g. {missing})")
-    averaged: dict[str, torch.Tensor] = {}
-    for name, tensor in first.items():
-        members = [sd[name] for sd in state_dicts]
-        for k, t in enumerate(members[1:], start=2):
+    first: Mapping[str, torch.Tensor] | None = None
+    total: dict[str, torch.Tensor] = {}
+    count = 0
+    for count, sd in enumerate(state_dicts, start=1):
+        if first is None:
+            first = dict(sd)
+            total = {n: t.to(torch.float64) for n, t in first.items() if t.is_floating_point()}
+            continue
+        if sd.keys() != first.keys():
+            missing = sorted(first.keys() ^ sd.keys())[:3]
+            raise ValueError(f"model {count} has other tensors than model 1 (e.g. {missing})")
+        for name, tensor in first.items():
+            t = sd[name]
             if t.shape != tensor.shape or t.dtype != tensor.dtype:
                 raise ValueError(
-                    f"{name}: model {k} holds {t.dtype} {tuple(t.shape)}, "
+                    f"{name}: model {count} holds {t.dtype} {tuple(t.shape)}, "
                     f"model 1 {tensor.dtype} {tuple(tensor.shape)}"
                 )
-        if tensor.is_floating_point():
-            total = torch.stack([t.to(torch.float64) for t in members]).sum(dim=0)
-            averaged[name] = (total / len(members)).to(tensor.dtype)
-        else:
-            if any(not torch.equal(t, tensor) for t in members[1:]):
+            if name in total:
+                total[name] += t.to(torch.float64)
+            elif not torch.equal(t, tensor):
                 raise ValueError(f"{name}: a non-floating tensor differs between the models")
-            averaged[name] = tensor.clone()
-    return averaged
+    if first is None:
+        raise ValueError("nothing to average: no models")
+    return {
+        name: (total[name] / count).to(t.dtype) if name in total else t for name, t in first.items()
+    }
 
 
 def average_models(model_dirs: Sequence[str | Path], output_dir: str | Path) -> Path:
     """Write the weight average of ``model_dirs`` (Hugging Face causal-LM directories, e.g.
-    runs' ``final/``) to ``output_dir`` atomically: safetensors weights, config, tokenizer and
-    a model card naming its members. Returns ``output_dir``.
+    runs' ``final/`` or checkpoints) to ``output_dir`` atomically: safetensors weights, config,
+    tokenizer and a model card naming its members. The models are loaded one at a time.
+    Returns ``output_dir``.
 
     Raises:
         UserError: fewer than two directories, one that cannot be loaded, or members that
@@ -77,22 +83,25 @@ def average_models(model_dirs: Sequence[str | Path], output_dir: str | Path) -> 
     output = Path(output_dir)
     if output.resolve() in {d.resolve() for d in dirs}:
         raise UserError(f"{output} is one of the models to average; write the average elsewhere")
-    models = [load_model(d) for d in dirs]
+    base = load_model(dirs[0])
     tokenizer = load_tokenizer(dirs[0])
-    vocab = tokenizer.get_vocab()
-    for d in dirs[1:]:
-        if load_tokenizer(d).get_vocab() != vocab:
-            raise UserError(f"{d} has another vocabulary than {dirs[0]}; only models fine-tuned "
-                            "from one start can be averaged")  # fmt: skip
-    shape = models[0].config.to_diff_dict()
-    for d, model in zip(dirs[1:], models[1:], strict=True):
-        if model.config.to_diff_dict() != shape:
-            raise UserError(f"{d} has another architecture (config.json) than {dirs[0]}")
+    vocab, shape = tokenizer.get_vocab(), base.config.to_diff_dict()
+
+    def members() -> Iterator[Mapping[str, torch.Tensor]]:
+        yield base.state_dict()
+        for d in dirs[1:]:
+            if load_tokenizer(d).get_vocab() != vocab:
+                raise UserError(f"{d} has another vocabulary than {dirs[0]}; only models "
+                                "fine-tuned from one start can be averaged")  # fmt: skip
+            model = load_model(d)
+            if model.config.to_diff_dict() != shape:
+                raise UserError(f"{d} has another architecture (config.json) than {dirs[0]}")
+            yield model.state_dict()
+
     try:
-        weights = average_weights([m.state_dict() for m in models])
+        weights = average_weights(members())
     except ValueError as exc:
         raise UserError(f"cannot average {', '.join(map(str, dirs))}: {exc}") from exc
-    base = models[0]
     base.load_state_dict(weights)
     with atomic_directory(output) as tmp:
         save_model_weights(base, tmp)
