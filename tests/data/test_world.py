@@ -38,6 +38,18 @@ def test_train_and_heldout_share_no_question(seed):
     assert not train_unknown & {r["subject"] for r in w.questions["eval"]["unknown"]}
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_corpus_asks_no_heldout_question(seed):
+    """Pre-training states what the held-out questions ask about (a held-out sum's restatement
+    is a line of the corpus), but never asks one of them: held out means unseen as a question."""
+    w = World(WorldConfig(seed=seed))
+    lines = {line for doc in w.corpus() for line in doc.split("\n")}
+    for row in w.questions["eval"]["arithmetic"]:
+        assert row["response"] in lines, row["subject"]
+    held = {r["prompt"] for name in KINDS for r in w.questions["eval"][name]}
+    assert held and not held & lines
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_preference_pairs_follow_the_rules_and_keep_the_split(seed):
     """Every pair's chosen response earns more of the world's reward than its rejected one, by
