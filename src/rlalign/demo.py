@@ -430,8 +430,9 @@ def run_rl_runs(rl_cfg: RLConfig, runs: int, checkpoints: int, out: Path) -> Sta
     weights along the run's last steps, and over runs, keeps what they learnt alike and
     shrinks the rest, at no extra cost for one run (docs/results.md measures it).
     """
+    run_dirs = rl_run_dirs(out, runs)
     results = []
-    for k, run_dir in enumerate(rl_run_dirs(out, runs), start=1):
+    for k, run_dir in enumerate(run_dirs, start=1):
         if runs > 1:
             _say(f"      RL run {k} of {runs}")
         member = rl_cfg.model_copy(
@@ -440,17 +441,13 @@ def run_rl_runs(rl_cfg: RLConfig, runs: int, checkpoints: int, out: Path) -> Sta
         results.append(run_rl(member))
         if results[-1].interrupted_by is not None:
             return results[-1]
-    members = [
-        path
-        for run_dir in rl_run_dirs(out, runs)
-        for _, path in list_checkpoints(run_dir)[-checkpoints:]
-    ]
+    members = [step_path for d in run_dirs for step_path in list_checkpoints(d)[-checkpoints:]]
     final = out / "rl" / "final"
     if RankInfo.detect().is_main and len(members) > 1:
         if runs > 1 and (out / "rl").exists():  # an earlier one-run directory
             shutil.rmtree(out / "rl")
-        average_models(members, final)
-        steps = sorted({int(p.name.split("_")[1]) for p in members})
+        average_models([path for _, path in members], final)
+        steps = sorted({step for step, _ in members})
         _say(
             f"      the aligned model: the weight average of steps {', '.join(map(str, steps))}"
             + (f" of the {runs} runs" if runs > 1 else "")
