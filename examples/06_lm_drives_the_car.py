@@ -19,7 +19,7 @@
 #
 # | | the MLP car (notebook 2) | the language-model car |
 # |---|---|---|
-# | **state** $s$ | 46 sensor floats | one sentence built from them: `speed 36, lane 2 of 3. car 38 m ahead, closing 5, impact 8 s. ...` |
+# | **state** $s$ | 46 sensor floats | one sentence built from them: `speed 50, lane 1 of 3, careful accel -0.9. car 46 m ahead, closing 26, impact 6 s. ...` |
 # | **action** $a$ | an index of `Discrete(6)` | a word: keep, accelerate, brake, left, right, stop |
 # | **policy** $\pi$ | an MLP | a causal LM writing a reply |
 # | **learning** | PPO from scratch | imitation of the rule-based driver (SFT), then RL (GRPO) in the same env |

@@ -53,8 +53,8 @@ def test_the_sentence_states_the_simulator_state():
     cfg = sim.cfg
     seen = Counter()
     for _ in range(120):
-        speed = int(re.match(r"speed (\d+), lane (\d) of 3\.", text).group(1))
-        lane = int(re.match(r"speed \d+, lane (\d) of 3\.", text).group(1))
+        head = re.match(r"speed (\d+), lane (\d) of 3, careful accel [+-]\d\.\d\.", text)
+        speed, lane = int(head.group(1)), int(head.group(2))
         assert abs(speed - sim.v[0] * 3.6) <= 0.5 + 1e-3
         assert lane == sim.lane[0] + 1
         phase, _ = sim.signal_phase()
@@ -67,8 +67,12 @@ def test_the_sentence_states_the_simulator_state():
         elif to_line < 0:
             assert light is None
         assert ("pedestrian crossing" in text) == bool(sim.ped_active.any() and "crosswalk" in text)
-        assert ("left none" in text) == (sim.lane[0] == cfg.n_lanes - 1)
-        assert ("right none" in text) == (sim.lane[0] == 0)
+        if "left free" in text:
+            assert sim.lane[0] < cfg.n_lanes - 1
+            seen["left free"] += 1
+        if "right free" in text:
+            assert sim.lane[0] > 0
+            seen["right free"] += 1
         seen["steps"] += 1
         text, _, terminated, truncated, _ = env.step("keep" if speed > 40 else "accelerate")
         if terminated or truncated:
@@ -113,6 +117,29 @@ def test_the_rule_based_action_is_mostly_a_function_of_the_sentence():
     # Not by being unique per step: most steps share their sentence with others.
     assert len(actions) < 0.75 * len(steps)
     assert max(len(text.split()) for text, _ in steps) <= 32
+
+
+def test_the_careful_accel_decides_the_rule_based_speed_choice():
+    """Read from the sentence alone, the careful acceleration gives the driver's choice between
+    keep, accelerate, brake and stop by the driver's own thresholds (0.5, -0.7, -3.5 m/s^2),
+    except where rounding to 0.1 puts it on a threshold."""
+    thresholds = (0.5, -0.7, -3.5)
+    checked = disagree = 0
+    for text, action in rule_based_steps(20):
+        if DRIVING_WORDS[action] in ("left", "right"):
+            continue  # the lane rule goes first; its part is "left free" / "right free"
+        m = re.match(r"speed (\d+), lane \d of 3, careful accel ([+-]\d\.\d)\.", text)
+        speed, accel = int(m.group(1)), float(m.group(2))
+        if any(abs(accel - t) < 0.051 for t in (*thresholds, 0.0 if speed == 0 else 0.5)):
+            continue  # rounding to 0.1 hides the side (0 decides only at a standstill)
+        if speed in (1, 2):
+            continue  # so does rounding a speed near 0.5 m/s to km/h
+        word = "accelerate" if accel > 0.5 else "brake" if accel < -0.7 else "keep"
+        if accel < -3.5 or (speed == 0 and accel < 0):
+            word = "stop"
+        checked += 1
+        disagree += word != DRIVING_WORDS[action]
+    assert checked > 1500 and disagree == 0, f"{disagree} of {checked} steps disagree"
 
 
 def test_the_sentence_reads_only_the_observation():

@@ -76,7 +76,7 @@ def constant(action: int):
 
 
 def test_prompt_is_the_rollouts_first_turn(tokenizer):
-    sentence = "speed 13, lane 1 of 3. no car ahead. left busy, right none."
+    sentence = "speed 13, lane 1 of 3, careful accel +1.2. no car ahead."
     assert chat_prompt_ids(tokenizer, sentence) == ChatTurns(tokenizer).first(sentence)
 
 

@@ -4,20 +4,35 @@ Each step the model reads one short sentence built from the observation vector o
 numbers the MLP agent sees, decoded with the env's scales) and answers with one of
 :data:`DRIVING_WORDS`::
 
-    speed 13, lane 1 of 3. car 38 m ahead, closing 5, impact 8 s. light yellow 70 m, 1 s left,
-    stop needs 1. left busy, right none.
+    speed 50, lane 1 of 3, careful accel -0.9. car 46 m ahead, closing 26, impact 6 s. light
+    yellow 70 m, 1 s left, stop needs 1.
 
 The sentence is meant to be learned from by a very small model imitating the rule-based
 driver (:class:`~rlalign.control.baselines.RuleBasedDriver`), so it states what that driver
 decides on, coarsely and always in the same order: whole numbers, gaps in 1 m steps below
 20 m, 2 m steps below 60 m and 10 m steps beyond (precision where the decision is made), and
-the derived quantities the driver weighs -- the time to impact with the car ahead, the
-deceleration needed to stop at a yellow or red light or before a crossing pedestrian (m/s^2,
-against the brake's 3), and
-whether a neighbouring lane is *free* by the driver's own overtaking rule (more room ahead than
-in this lane, a safe gap to the car ahead there and behind). Parts that do not apply (no light
-within sensor range, the crosswalk passed) are left out rather than spelled "none", to keep
-every prompt short.
+the derived quantities the driver weighs -- the *careful acceleration* (m/s^2, one decimal:
+what the driver's car-following model, IDM, asks for given the car, the red or yellow light and
+the crossing pedestrian ahead), the time to impact with the car ahead, the deceleration needed
+to stop at a yellow or red light or before a crossing pedestrian (m/s^2, against the brake's
+3), and which neighbouring lanes are *free* by the driver's own overtaking rule (more room ahead
+than in this lane, a safe gap to the car ahead there and behind). Parts that do not apply (no
+light within sensor range, the crosswalk passed, no free lane beside) are left out rather than
+spelled "none", to keep every prompt short.
+
+Why the careful acceleration: the driver brakes when IDM's acceleration falls below -0.7 m/s^2,
+a smooth function of the gap, both speeds and the distance to a stop line. A ``tiny`` model
+reading those as separate numbers learnt it poorly: behaviour cloning on the other parts alone
+agreed with the driver's ``brake`` on 29-34% of its states after 1,000-3,000 SFT steps, and
+crashed in 64-74% of the evaluation episodes. With the one number it reads a threshold instead
+(docs/how-to/lm-drives-the-car.md has the measurements). It is advice, not the action: the
+driver changes lanes, stops and holds still by the other parts, and RL may learn to overrule it.
+
+Why only the free lanes are named: the sentence once named both sides (``left free, right
+none``). Models trained on the driver's own states rarely changed lanes; after DAgger, which
+adds the states behind slow cars where the driver overtakes, they answered ``right`` to ``left
+free, right none`` and left the road in 14-20% of the episodes. Naming only the free side leaves
+one side word to copy; the lane number still says where the road ends.
 """
 
 from __future__ import annotations
@@ -59,10 +74,10 @@ def _kmh(metres_per_second: float) -> int:
     return round(float(metres_per_second) * 3.6)
 
 
-def _side(obs: np.ndarray, cfg: DrivingConfig, side: str, own_gap: float, v: float) -> str:
-    """``none`` (no lane), ``free`` (the rule-based driver would overtake into it) or ``busy``."""
+def _lane_free(obs: np.ndarray, cfg: DrivingConfig, side: str, own_gap: float, v: float) -> bool:
+    """Whether the lane on ``side`` exists and the rule-based driver would overtake into it."""
     if obs[_I[f"has_{side}_lane"]] < 0.5:
-        return "none"
+        return False
     R, d = cfg.sensor_range, RuleBasedDriver
     ahead = obs[_I[f"{side}_ahead_gap"]] * R
     behind = obs[_I[f"{side}_behind_gap"]] * R
@@ -73,7 +88,15 @@ def _side(obs: np.ndarray, cfg: DrivingConfig, side: str, own_gap: float, v: flo
         and ahead > 10.0 + v * d.headway + 2.0 * ahead_slower
         and behind > 8.0 + 3.0 * closing_behind
     )
-    return "free" if free else "busy"
+    return bool(free)
+
+
+def careful_accel(obs: np.ndarray, cfg: DrivingConfig) -> str:
+    """The rule-based driver's IDM acceleration for one observation, in m/s^2 with a sign and
+    one decimal (``+1.8``, ``-0.9``), held within +-9.9 so that it is always four characters."""
+    a = float(RuleBasedDriver(cfg).desired_acceleration(np.asarray(obs, np.float64)[None])[0])
+    a = round(min(max(a, -9.9), 9.9), 1)
+    return f"{a + 0.0:+.1f}"  # + 0.0: -0.0 reads +0.0
 
 
 def describe_driving(obs: np.ndarray, cfg: DrivingConfig) -> str:
@@ -83,7 +106,9 @@ def describe_driving(obs: np.ndarray, cfg: DrivingConfig) -> str:
     R = cfg.sensor_range
     v = obs[_I["speed"]] * cfg.v_max
     lane = round(obs[_I["lane"]] * max(cfg.n_lanes - 1, 1)) + 1
-    parts = [f"speed {_kmh(v)}, lane {lane} of {cfg.n_lanes}."]
+    parts = [
+        f"speed {_kmh(v)}, lane {lane} of {cfg.n_lanes}, careful accel {careful_accel(obs, cfg)}."
+    ]
     own_gap = obs[_I["ahead_gap"]] * R
     if obs[_I["ahead_gap"]] < 1.0:
         closing = -obs[_I["ahead_rel_speed"]] * cfg.v_max
@@ -113,9 +138,11 @@ def describe_driving(obs: np.ndarray, cfg: DrivingConfig) -> str:
                 need = v * v / (2.0 * max(d - RuleBasedDriver.stop_margin, 0.1))
                 crossing += f", stop needs {min(round(need), 9)}"
         parts.append(f"crosswalk {coarse_metres(d)} m{crossing}.")
-    left = _side(obs, cfg, "left", own_gap, v)
-    right = _side(obs, cfg, "right", own_gap, v)
-    parts.append(f"left {left}, right {right}.")
+    free = [side for side in ("left", "right") if _lane_free(obs, cfg, side, own_gap, v)]
+    if free:
+        # Only the free sides are named: with "left free, right none" a small model copied the
+        # wrong side word and drove off the road (module docstring).
+        parts.append(", ".join(f"{side} free" for side in free) + ".")
     return " ".join(parts)
 
 
