@@ -55,6 +55,9 @@ class DriveDemoConfig(Config):
         lt=1,
         description="per-step chance of a lapse of the transcripts' driver (recovery states)",
     )
+    lane_change_repeats: int = Field(
+        8, ge=1, description="times each left/right step is written into SFT's data"
+    )
     dagger_rounds: int = Field(
         2,
         ge=0,
@@ -146,8 +149,13 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
     made = timed("transcripts", lambda: write_transcripts(
         data, episodes=cfg.transcript_episodes, seed=cfg.transcript_seed,
         env_kwargs=cfg.env_kwargs, lapse=cfg.transcript_lapse,
+        lane_change_repeats=cfg.lane_change_repeats,
     ))  # fmt: skip
-    print(f"      {made['lines']} steps, mean return {made['mean_return']:.2f}", flush=True)
+    print(
+        f"      {made['steps']} steps ({made['lines']} lines), mean return "
+        f"{made['mean_return']:.2f}",
+        flush=True,
+    )
 
     print("\n[2/6] tokenizer: byte-level BPE on the transcripts", flush=True)
     texts = [m["content"] for _, row in read_jsonl(data) for m in row["messages"]]
@@ -176,7 +184,8 @@ def run_drive_demo(out: str | Path, cfg: DriveDemoConfig) -> dict[str, Any]:
                                 env_kwargs=cfg.env_kwargs)  # fmt: skip
         made = timed(f"dagger_{r + 1}_drive", lambda d=driver, p=labelled, s=seed: (
             write_transcripts(p, episodes=cfg.dagger_episodes, seed=s,
-                              env_kwargs=cfg.env_kwargs, driver=d)
+                              env_kwargs=cfg.env_kwargs, driver=d,
+                              lane_change_repeats=cfg.lane_change_repeats)
         ))  # fmt: skip
         rows += read_jsonl(labelled)
         aggregate = out / f"transcripts_dagger_{r + 1}.jsonl"

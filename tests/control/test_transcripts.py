@@ -172,3 +172,43 @@ def test_a_driver_drives_and_the_expert_labels_every_state_it_reaches(tmp_path):
     assert any(w != DRIVING_WORDS[0] for _, w in got)  # the labels are the expert's, not "keep"
     with pytest.raises(UserError, match="lapse applies to the policy only"):
         write_transcripts(out, episodes=1, seed=0, driver=driver, lapse=0.1)
+
+
+def test_lane_changes_are_repeated_in_place_and_nothing_else_changes(tmp_path):
+    once = write_transcripts(tmp_path / "once.jsonl", episodes=3, seed=5)
+    more = write_transcripts(tmp_path / "more.jsonl", episodes=3, seed=5, lane_change_repeats=3)
+    steps = [pairs(c)[0] for c in load_sft(tmp_path / "once.jsonl")]
+    want = [s for s in steps for _ in range(3 if s[1] in ("left", "right") else 1)]
+    assert [pairs(c)[0] for c in load_sft(tmp_path / "more.jsonl")] == want
+    changes = sum(s[1] in ("left", "right") for s in steps)
+    assert changes > 0  # these seeds overtake
+    assert more["lines"] == once["lines"] + 2 * changes and more["steps"] == once["steps"]
+    assert more["returns"] == once["returns"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lane_change_repeats": 0}, "lane_change_repeats must be >= 1"),
+        ({"lane_change_repeats": 2, "history": "full"}, "needs history='last'"),
+    ],
+)
+def test_bad_lane_change_repeats_are_refused(tmp_path, kwargs, match):
+    out = tmp_path / "t.jsonl"
+    with pytest.raises(UserError, match=match):
+        write_transcripts(out, episodes=1, seed=0, **kwargs)
+    assert not out.exists()
+
+
+def test_the_command_passes_the_lane_change_repeats_on(tmp_path, capsys):
+    out = tmp_path / "car.jsonl"
+    args = ["control", "transcripts", "--episodes", "3", "--seed", "5", "--out", str(out)]
+    assert main([*args, "--lane-change-repeats", "3"]) == 0
+    words = [json.loads(line)["messages"][1]["content"] for line in out.read_text().splitlines()]
+    assert words.count("left") + words.count("right") > 0
+    assert main([*args]) == 0
+    once = [json.loads(line)["messages"][1]["content"] for line in out.read_text().splitlines()]
+    assert words.count("left") == 3 * once.count("left")
+    assert words.count("right") == 3 * once.count("right")
+    assert main([*args, "--lane-change-repeats", "0"]) == 2
+    assert "lane_change_repeats must be >= 1" in capsys.readouterr().err

@@ -133,6 +133,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for the imitating model (default: 0, none)",
     )
     tr.add_argument(
+        "--lane-change-repeats",
+        type=int,
+        default=1,
+        metavar="K",
+        help="write each step whose word is left or right K times: lane changes are about 1%% "
+        "of the steps, too few for a small model to tell the sides apart (default: 1)",
+    )
+    tr.add_argument(
         "--driver",
         default=None,
         metavar="RUN_DIR",
@@ -304,6 +312,7 @@ def _transcripts(args: argparse.Namespace) -> int:
         lapse=args.lapse,
         driver=driver,
         env_kwargs=driver.gym_kwargs if driver is not None else None,
+        lane_change_repeats=args.lane_change_repeats,
     )
     who = f"{args.driver}, labelled by {res['policy']}" if driver else res["policy"]
     print(
