@@ -40,7 +40,7 @@ from rlalign.report_card import (
     evaluate_model,
     format_card,
 )
-from rlalign.runtime import resolve_device
+from rlalign.runtime import resolve_device, stop_if_interrupted
 from rlalign.train.average import average_models
 from rlalign.train.model_card import add_card_section
 from rlalign.train.pretrain import PretrainConfig, run_pretrain
@@ -228,7 +228,7 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         result = fn()
         timings[name] = round(time.perf_counter() - t0, 1)
-        return result
+        return stop_if_interrupted(name, result)
 
     precision = _precision(cfg)
     bf16 = precision.bf16

@@ -187,10 +187,30 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+class StageInterrupted(Exception):
+    """A stage of a flow stopped on SIGTERM/SIGINT with its checkpoint saved, so the flow stops
+    there too instead of going on with a stage that has no final model."""
+
+    def __init__(self, stage: str, signum: int, step: int | None) -> None:
+        at = f" at step {step}" if step is not None else ""
+        super().__init__(f"stopped by signal {signum} during {stage}{at} (checkpoint saved)")
+        self.stage, self.signum, self.step = stage, signum, step
+
+
+def stop_if_interrupted(stage: str, result: Any) -> Any:
+    """``result``, unless it is a stage's result that a signal stopped (``interrupted_by``
+    set): then :class:`StageInterrupted`."""
+    signum = getattr(result, "interrupted_by", None)
+    if signum is not None:
+        raise StageInterrupted(stage, signum, getattr(result, "step", None))
+    return result
+
+
 class StageSeconds(dict):
     """The wall-clock seconds of each named stage of a flow (a demo), measured as it runs:
     ``seconds.run("sft", lambda: run_sft(cfg))`` returns the stage's result and records
-    ``seconds["sft"]``; ``finish()`` records the ``total`` since the flow began."""
+    ``seconds["sft"]``; ``finish()`` records the ``total`` since the flow began. A stage whose
+    result says a signal stopped it (``interrupted_by``) raises :class:`StageInterrupted`."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -203,4 +223,4 @@ class StageSeconds(dict):
         started = time.perf_counter()
         result = fn()
         self[name] = round(time.perf_counter() - started, 1)
-        return result
+        return stop_if_interrupted(name, result)

@@ -9,6 +9,7 @@ with the tool).
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rlalign.commands.keys_help import KeySection, add_keys_help
 
@@ -44,6 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rlalign.runtime import StageInterrupted
+
+    try:
+        return _run(args)
+    except StageInterrupted as stop:
+        print(f"rlalign demo: {stop}; run the demo again to start over", file=sys.stderr)
+        return 128 + stop.signum
+
+
+def _run(args: argparse.Namespace) -> int:
     from rlalign.config import load_config
 
     overrides = list(args.overrides)
