@@ -22,8 +22,8 @@ spelled "none", to keep every prompt short.
 
 Why the careful acceleration: the driver brakes when IDM's acceleration falls below -0.7 m/s^2,
 a smooth function of the gap, both speeds and the distance to a stop line. A ``tiny`` model
-reading those as separate numbers learnt it poorly: behaviour cloning on the other parts alone
-agreed with the driver's ``brake`` on 29-34% of its states after 1,000-3,000 SFT steps, and
+reading those as separate numbers learnt it poorly: cloned on the other parts alone, it chose
+``brake`` on 29-34% of the states where the driver brakes after 1,000-3,000 SFT steps, and
 crashed in 64-74% of the evaluation episodes. With the one number it reads a threshold instead
 (docs/how-to/lm-drives-the-car.md has the measurements). It is advice, not the action: the
 driver changes lanes, stops and holds still by the other parts, and RL may learn to overrule it.
@@ -32,7 +32,9 @@ Why only the free lanes are named: the sentence once named both sides (``left fr
 none``). Models trained on the driver's own states rarely changed lanes; after DAgger, which
 adds the states behind slow cars where the driver overtakes, they answered ``right`` to ``left
 free, right none`` and left the road in 14-20% of the episodes. Naming only the free side leaves
-one side word to copy; the lane number still says where the road ends.
+one side word to copy (the lane number still says where the road ends); that alone did not cure
+it, and repeating the lane changes in the transcripts did
+(:data:`~rlalign.control.transcripts.LANE_CHANGE_WORDS`).
 """
 
 from __future__ import annotations

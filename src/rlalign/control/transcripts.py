@@ -35,7 +35,8 @@ from rlalign.io import write_jsonl
 LAPSE_MAX_STEPS = 8
 # Why lane changes can be repeated: they are about 1% of the careful driver's steps, and a tiny
 # model cloning them confused the sides (``left`` with only the right lane free) and drove off
-# the road; written 8 times each, its off-road episodes fell from 16.5% to 6%.
+# the road in 14.5-19.5% of the drive demo's episodes after DAgger; with each written 8 times,
+# in none on seeds 0-2 (docs/how-to/lm-drives-the-car.md).
 LANE_CHANGE_WORDS = frozenset({"left", "right"})
 
 
