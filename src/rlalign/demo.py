@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +39,7 @@ from rlalign.report_card import (
     evaluate_model,
     format_card,
 )
-from rlalign.runtime import resolve_device, stop_if_interrupted
+from rlalign.runtime import StageSeconds, resolve_device
 from rlalign.train.average import average_models
 from rlalign.train.model_card import add_card_section
 from rlalign.train.pretrain import PretrainConfig, run_pretrain
@@ -220,15 +219,9 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     threads = apply_num_threads(cfg.num_threads, *preset_shape(cfg.model), tokens=_tokens(cfg))
     if threads is not None:
         _say(threads.describe())
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+    seconds = StageSeconds()
+    timed = seconds.run
     total = 7
-
-    def timed(name: str, fn):
-        t0 = time.perf_counter()
-        result = fn()
-        timings[name] = round(time.perf_counter() - t0, 1)
-        return stop_if_interrupted(name, result)
 
     precision = _precision(cfg)
     bf16 = precision.bf16
@@ -376,10 +369,11 @@ def run_demo(out: str | Path, cfg: DemoConfig) -> dict[str, Any]:
     for path in (pre.final_dir, sft.final_dir, rl.final_dir):  # each model's card shows all
         add_card_section(path, "Report card (rlalign demo)", _card_section(cards, cfg))
 
+    seconds.finish()
     report = {
         "stages": cards,
         "reward_model": {"eval_accuracy": rm_accuracy, "eval_accuracy_by_kind": rm_by_kind},
-        "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
+        "seconds": dict(seconds),
         "config": cfg.model_dump(),
         "precision": asdict(precision),
         # the card depends on the thread count too: what ran, and why (auto's timing)

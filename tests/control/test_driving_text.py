@@ -69,10 +69,8 @@ def test_the_sentence_states_the_simulator_state():
         assert ("pedestrian crossing" in text) == bool(sim.ped_active.any() and "crosswalk" in text)
         if "left free" in text:
             assert sim.lane[0] < cfg.n_lanes - 1
-            seen["left free"] += 1
         if "right free" in text:
             assert sim.lane[0] > 0
-            seen["right free"] += 1
         seen["steps"] += 1
         text, _, terminated, truncated, _ = env.step("keep" if speed > 40 else "accelerate")
         if terminated or truncated:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rlalign.control.baselines import BASELINES, make_baseline
+from rlalign.control.driving_env import LANE_LEFT, LANE_RIGHT
 from rlalign.control.driving_text import DRIVING_WORDS, make_driving_text_env
 from rlalign.errors import UserError
 from rlalign.io import write_jsonl
@@ -37,7 +38,7 @@ LAPSE_MAX_STEPS = 8
 # model cloning them confused the sides (``left`` with only the right lane free) and drove off
 # the road in 14.5-19.5% of the drive demo's episodes after DAgger; with each written 8 times,
 # in none on seeds 0-2 (docs/how-to/lm-drives-the-car.md).
-LANE_CHANGE_WORDS = frozenset({"left", "right"})
+LANE_CHANGE_WORDS = frozenset({DRIVING_WORDS[LANE_LEFT], DRIVING_WORDS[LANE_RIGHT]})
 
 
 def play_episode(
