@@ -14,10 +14,11 @@ backward, clipping, fused AdamW, schedule) on random tokens, and reports
   the figure is void.
 
     .venv/bin/python bench/bench_train.py [--presets tiny,small] [--steps 6] [--threads N]
-        [--attn auto,sdpa,eager] [--device cuda]
+        [--attn auto,sdpa,eager] [--device cuda] [--compile off,on]
 
 ``--attn auto`` is what training uses by default: eager attention for bf16 autocast on CPU,
-the model's own (sdpa) otherwise.
+the model's own (sdpa) otherwise. ``--compile on`` sets ``torch_compile=True`` (its compilation
+happens in the untimed warm-up steps).
 
 Goals (idle machine): >= 50% of the fp32 peak in fp32, >= 30% of the bf16 peak with bf16
 autocast, for the ~25M preset.
@@ -71,6 +72,7 @@ def bench_training(
     warmup: int,
     device: str,
     attn: str,
+    torch_compile: bool = False,
 ) -> tuple[float, int, float]:
     """(tokens/s, N, CPU use) of ``steps`` optimizer steps after ``warmup`` untimed ones."""
     model = create_model(preset, VOCAB, max_position_embeddings=length, seed=0)
@@ -83,6 +85,7 @@ def bench_training(
             bf16=bf16,
             device=device,
             attn_implementation=attn,
+            torch_compile=torch_compile,
             disable_tqdm=True,
         )
         trainer = Trainer(
@@ -114,6 +117,7 @@ def main() -> None:
     parser.add_argument(
         "--attn", default="auto", help="attn_implementation values to try, e.g. auto,sdpa,eager"
     )
+    parser.add_argument("--compile", default="off", help="torch_compile values to try: off,on")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,17 +131,18 @@ def main() -> None:
         peaks[name], cpu = matmul_peak(dtype, args.device, n=n)
         print(f"matmul peak {name}: {peaks[name] / 1e12:.3f} TFLOP/s  (CPU use {cpu:.2f})")
     print(
-        f"{'preset':<8}{'attn':<7}{'precision':<16}{'params N':>10}{'tokens/s':>11}"
+        f"{'preset':<8}{'attn':<7}{'compile':<8}{'precision':<16}{'params N':>10}{'tokens/s':>11}"
         f"{'TFLOP/s':>9}{'MFU':>7}{'CPU use':>9}"
     )
     runs = [
-        (preset, attn, name, bf16)
+        (preset, attn, compiled, name, bf16)
         for preset in args.presets.split(",")
         for attn in args.attn.split(",")
+        for compiled in args.compile.split(",")
         for name, bf16 in (("fp32", False), ("bf16", True))
         if name in dtypes
     ]
-    for preset, attn, name, bf16 in runs:
+    for preset, attn, compiled, name, bf16 in runs:
         tps, n, cpu = bench_training(
             preset,
             bf16,
@@ -147,11 +152,12 @@ def main() -> None:
             warmup=args.warmup,
             device=args.device,
             attn=attn,
+            torch_compile=compiled == "on",
         )
         flops = 6 * n * tps
         label = "fp32" if not bf16 else "bf16 autocast"
         print(
-            f"{preset:<8}{attn:<7}{label:<16}{n / 1e6:>9.1f}M{tps:>11,.0f}{flops / 1e12:>9.3f}"
+            f"{preset:<8}{attn:<7}{compiled:<8}{label:<16}{n / 1e6:>9.1f}M{tps:>11,.0f}{flops / 1e12:>9.3f}"
             f"{flops / peaks[name]:>7.1%}{cpu:>9.2f}"
         )
 

@@ -45,7 +45,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
                                 "eval_steps", "per_device_eval_batch_size", "eval_prompts",
                                 "save_rollouts", "save_steps", "save_total_limit",
                                 "disable_tqdm", "report_to"),
-    "run": ("seed", "device", "distributed"),
+    "run": ("seed", "device", "distributed", "torch_compile"),
 }  # fmt: skip
 # The same for the control agents (``rlalign control train``), whose keys are SB3's and the
 # language model's where the knob is the same.

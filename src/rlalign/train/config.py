@@ -36,6 +36,7 @@ class TrainingConfig(Config):
             "device",
             "distributed",
             "attn_implementation",
+            "torch_compile",
             "overwrite_output_dir",
             "report_to",
         }
@@ -93,6 +94,12 @@ class TrainingConfig(Config):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     attn_implementation: str = Field(
         "auto", description="attention kernels while training: auto, eager, sdpa, ..."
+    )
+    torch_compile: bool = Field(
+        False,
+        description="torch.compile the model for training (forward and backward; pays on "
+        "pre-training's fixed-size blocks of small models after about 30 s of compiling, not where "
+        "batches change shape, as in SFT and RL; close to eager, not bit-equal)",
     )
     disable_tqdm: bool = Field(False, description="no progress bar")
     report_to: list[Literal["tensorboard", "wandb", "mlflow", "none"]] = Field(

@@ -253,6 +253,12 @@ class Trainer:
         self.model = parallel.wrap_for_training(
             self.module, cfg.distributed, self.device, bf16=self.bf16
         )
+        # Why compile is opt-in: at d = 128 a step is mostly the fixed cost of small elementwise
+        # ops, which compiling fuses (the `tiny` preset trains 1.1-1.2x faster), but it costs
+        # about 30 s before the first step and rounds differently from eager (docs/benchmarks.md).
+        # The compiled wrapper computes the loss only: parameter names, checkpoints and
+        # evaluation stay those of ``model``, so a run may be resumed with or without compiling.
+        self.training_forward = torch.compile(self.model) if cfg.torch_compile else self.model
         self.loss_fn, self.count_fn, self.eval_fn = loss_fn, count_fn, eval_fn
         self.data = train_data
         # On-policy RL: the source itself, before any rank sharding (every rank collects).
@@ -364,7 +370,7 @@ class Trainer:
             with parallel.gradient_sync(self.model, i == len(micro) - 1):
                 with self._autocast(), self._linears():
                     loss, extra = self.loss_fn(
-                        self.model, move_to(batch, self.device), num_items_dev
+                        self.training_forward, move_to(batch, self.device), num_items_dev
                     )
                 (loss * scale if scale != 1.0 else loss).backward()
             total += loss.detach().float()
@@ -409,6 +415,8 @@ class Trainer:
         """fp32 on an AMD CPU: linear layers forward and backward on oneDNN (~2x MKL's sgemm
         there; :func:`rlalign.lm.fast_linear.training_linears`)."""
         if self.bf16 or self.device.type != "cpu" or not fp32_prefers_onednn():
+            return contextlib.nullcontext()
+        if self.cfg.torch_compile:  # the compiled graph picks its own kernels
             return contextlib.nullcontext()
         return training_linears(self.module)
 
