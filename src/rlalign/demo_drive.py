@@ -87,7 +87,9 @@ class DriveDemoConfig(Config):
     # Why 1,024 turns a step: a rollout (4 seeds x 8 episodes, about 3,200 turns) then makes 3
     # steps, not 12, so RL's 48 steps play 15 rollouts (480 episodes) instead of 4, each step
     # nearer the policy that sampled it; over seeds 0-5 RL - SFT went from -0.23..+0.09 (mean
-    # -0.03) to -0.05..+0.24 (mean +0.07) (docs/how-to/lm-drives-the-car.md, "More RL").
+    # -0.03) to -0.05..+0.24 (mean +0.07); seeds 6 and 7, run after, gave -0.54 and +0.03
+    # (256 turns: -0.23, +0.01), so the gain is within a seed's luck (docs/how-to/
+    # lm-drives-the-car.md, "More RL").
     rl_batch_size: int = Field(
         1024, gt=0, description="turns per RL optimizer step (a rollout's turns make several)"
     )
