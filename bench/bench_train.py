@@ -119,6 +119,8 @@ def main() -> None:
     )
     parser.add_argument("--compile", default="off", help="torch_compile values to try: off,on")
     args = parser.parse_args()
+    if not set(args.compile.split(",")) <= {"off", "on"}:
+        parser.error(f"--compile takes off and/or on, got {args.compile!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{machine_line()}; batch {args.batch} x {args.length} tokens")

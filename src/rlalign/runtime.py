@@ -197,15 +197,6 @@ class StageInterrupted(Exception):
         self.stage, self.signum, self.step = stage, signum, step
 
 
-def stop_if_interrupted(stage: str, result: Any) -> Any:
-    """``result``, unless it is a stage's result that a signal stopped (``interrupted_by``
-    set): then :class:`StageInterrupted`."""
-    signum = getattr(result, "interrupted_by", None)
-    if signum is not None:
-        raise StageInterrupted(stage, signum, getattr(result, "step", None))
-    return result
-
-
 class StageSeconds(dict):
     """The wall-clock seconds of each named stage of a flow (a demo), measured as it runs:
     ``seconds.run("sft", lambda: run_sft(cfg))`` returns the stage's result and records
@@ -223,4 +214,7 @@ class StageSeconds(dict):
         started = time.perf_counter()
         result = fn()
         self[name] = round(time.perf_counter() - started, 1)
-        return stop_if_interrupted(name, result)
+        signum = getattr(result, "interrupted_by", None)
+        if signum is not None:
+            raise StageInterrupted(name, signum, getattr(result, "step", None))
+        return result

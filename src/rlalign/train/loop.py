@@ -414,9 +414,8 @@ class Trainer:
     def _linears(self) -> contextlib.AbstractContextManager:
         """fp32 on an AMD CPU: linear layers forward and backward on oneDNN (~2x MKL's sgemm
         there; :func:`rlalign.lm.fast_linear.training_linears`)."""
-        if self.bf16 or self.device.type != "cpu" or not fp32_prefers_onednn():
-            return contextlib.nullcontext()
-        if self.cfg.torch_compile:  # the compiled graph picks its own kernels
+        compiled = self.cfg.torch_compile  # a compiled graph picks its own kernels
+        if self.bf16 or compiled or self.device.type != "cpu" or not fp32_prefers_onednn():
             return contextlib.nullcontext()
         return training_linears(self.module)
 
