@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rlalign.metrics import MetricsLogger, read_metrics
@@ -20,6 +22,25 @@ def test_resume_drops_the_dead_runs_later_steps_in_both(tmp_path):
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [
         (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)
     ]  # fmt: skip
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert scalars == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]
+
+
+def test_a_resume_within_the_killed_runs_second_still_drops_its_later_steps(tmp_path):
+    """The killed run's event file is made in the current second, under a name that sorts after
+    any the resumed run could get within that second (host ``~``): the resumed file must still
+    be read after it, or TensorBoard applies the purge before the steps it should drop."""
+    with MetricsLogger(tmp_path) as log:
+        for step in range(1, 6):
+            log.log(step, loss=float(step))
+    (old,) = (tmp_path / "tensorboard").iterdir()
+    old.rename(old.with_name(f"events.out.tfevents.{int(time.time()):010d}.~.99999.99"))
+    with MetricsLogger(tmp_path, resume_step=3) as log:
+        for step in range(4, 7):
+            log.log(step, loss=10.0 * step)
+
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     scalars = [(e.step, e.value) for e in events.Scalars("loss")]

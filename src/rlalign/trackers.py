@@ -19,7 +19,9 @@ keeps both.
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,12 +61,38 @@ def _saved_id(run_dir: Path, name: str) -> str | None:
     return path.read_text(encoding="utf-8").strip() if path.is_file() else None
 
 
+_EVENT_FILE_SECOND = re.compile(r"^events\.out\.tfevents\.(\d+)\.")
+
+
+def wait_for_a_later_event_file_name(log_dir: Path) -> None:
+    """Sleep, at most a second, until a new event file's name sorts after every one in ``log_dir``.
+
+    Why: TensorBoard reads a directory's event files in name order, and a resumed run's purge
+    (drop the killed run's steps after the checkpoint) only reaches events read before it. The
+    name starts with the whole second it was made in, then the host, the process id and a
+    per-process counter, which sort as text: two files made within one second can land in
+    either order (pid 999 after pid 1000, counter 9 after 10).
+    """
+    seconds = [
+        int(match.group(1))
+        for path in (log_dir.iterdir() if log_dir.is_dir() else ())
+        if (match := _EVENT_FILE_SECOND.match(path.name))
+    ]
+    if seconds:
+        wait = max(seconds) + 1 - time.time()
+        if 0 < wait <= 1:  # a clock set back further is not worth stalling the run for
+            time.sleep(wait)
+
+
 class TensorBoardTracker(Tracker):
     def __init__(self, run_dir: Path, resume_step: int | None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         # on resume, TensorBoard drops the killed run's events after the checkpoint too
-        purge = resume_step + 1 if resume_step is not None else None
+        purge = None
+        if resume_step is not None:
+            purge = resume_step + 1
+            wait_for_a_later_event_file_name(run_dir / "tensorboard")
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge)
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
