@@ -12,7 +12,7 @@ from rlalign.control.baselines import make_baseline
 from rlalign.control.envs import env_factory
 from rlalign.control.evaluate import evaluate
 from rlalign.control.runs import eval_policy
-from rlalign.demo_drive import QUICK_DRIVE, format_table
+from rlalign.demo_drive import QUICK_DRIVE, DriveDemoConfig, format_table
 from rlalign.io import read_jsonl
 
 
@@ -76,3 +76,4 @@ def test_the_table_agrees_with_evaluating_each_driver_again(drive_run):
     assert dagger_cfg["model"] == str(out / "sft" / "final")
     rl_cfg = yaml.safe_load((out / "rl" / "config.yaml").read_text())
     assert rl_cfg["model"] == str(out / "sft_dagger_1" / "final")
+    assert rl_cfg["scale_rewards"] == DriveDemoConfig().scale_rewards == "batch"
