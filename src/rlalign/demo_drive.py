@@ -99,7 +99,7 @@ class DriveDemoConfig(Config):
     # a crash outweighs them.
     # RL - SFT over seeds 0-7: -0.07..+0.36, mean +0.075, seven above SFT, no seed's
     # collisions up (the group's: -0.54..+0.24, mean -0.011, six; seed 6's collisions 3.5% ->
-    # 7%) (docs/how-to/lm-drives-the-car.md, "More RL").
+    # 7%); seeds 8 and 9, run after: -0.04, -0.05 (docs/how-to/lm-drives-the-car.md).
     scale_rewards: Literal["group", "batch", "none"] = Field(
         "batch", description="divide RL's advantages by the std of the group, the batch, or not"
     )
