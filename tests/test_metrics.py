@@ -9,6 +9,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from rlalign.metrics import MetricsLogger, read_metrics
 
 
+def _losses_in_tensorboard(run_dir):
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars("loss")]
+
+
 def test_resume_drops_the_dead_runs_later_steps_in_both(tmp_path):
     with MetricsLogger(tmp_path) as log:  # the run that was killed after step 5
         for step in range(1, 6):
@@ -22,9 +28,7 @@ def test_resume_drops_the_dead_runs_later_steps_in_both(tmp_path):
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [
         (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)
     ]  # fmt: skip
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    scalars = [(e.step, e.value) for e in events.Scalars("loss")]
+    scalars = _losses_in_tensorboard(tmp_path)
     assert scalars == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]
 
 
@@ -41,7 +45,5 @@ def test_a_resume_within_the_killed_runs_second_still_drops_its_later_steps(tmp_
         for step in range(4, 7):
             log.log(step, loss=10.0 * step)
 
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
-    events.Reload()
-    scalars = [(e.step, e.value) for e in events.Scalars("loss")]
+    scalars = _losses_in_tensorboard(tmp_path)
     assert scalars == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]

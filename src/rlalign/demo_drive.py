@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import platform
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
@@ -35,7 +35,7 @@ from rlalign.precision import apply_num_threads, cpu_model_and_flags
 from rlalign.runtime import StageSeconds
 from rlalign.train.model_card import add_card_section
 from rlalign.train.rl import run_rl
-from rlalign.train.rl_config import RLConfig
+from rlalign.train.rl_config import RLConfig, ScaleRewards
 from rlalign.train.sft import SFTConfig, run_sft
 
 ENV_ID = "rlalign/Driving-v0"
@@ -96,11 +96,11 @@ class DriveDemoConfig(Config):
     # Why the batch's spread: at temperature 0.5 the episodes of a group mostly differ by a
     # little travel time, and divided by the group's own spread those differences became
     # advantages the size of a crash's in another group; divided by the whole batch's spread,
-    # a crash outweighs them.
-    # RL - SFT over seeds 0-7: -0.07..+0.36, mean +0.075, seven above SFT, no seed's
-    # collisions up (the group's: -0.54..+0.24, mean -0.011, six; seed 6's collisions 3.5% ->
-    # 7%); seeds 8 and 9, run after: -0.04, -0.05 (docs/how-to/lm-drives-the-car.md).
-    scale_rewards: Literal["group", "batch", "none"] = Field(
+    # a crash outweighs them. RL - SFT over seeds 0-7: -0.07..+0.36, mean +0.075, seven above
+    # SFT, no seed's collisions up (the group's: -0.54..+0.24, mean -0.011, six; seed 6's
+    # collisions 3.5% -> 7%); seeds 8 and 9, run after: -0.04, -0.05
+    # (docs/how-to/lm-drives-the-car.md).
+    scale_rewards: ScaleRewards = Field(
         "batch", description="divide RL's advantages by the std of the group, the batch, or not"
     )
     max_completion_length: int = Field(3, gt=0, description="tokens per action")

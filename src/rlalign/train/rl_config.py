@@ -9,6 +9,10 @@ from pydantic import Field, model_validator
 from rlalign.train.config import TrainingConfig
 from rlalign.train.lora import LoraSettings
 
+# How GRPO's advantages are scaled (rlalign.rl.advantages.group_advantages), for every config
+# that passes the knob on.
+ScaleRewards = Literal["group", "batch", "none"]
+
 
 class RLConfig(TrainingConfig):
     """RL alignment of a causal LM: rollouts, rewards, advantages and the policy loss."""
@@ -95,7 +99,7 @@ class RLConfig(TrainingConfig):
     num_iterations: int = Field(1, gt=0, description="passes over each rollout batch (mu)")
     epsilon: float = Field(0.2, gt=0, lt=1, description="lower clip range of the ratio")
     epsilon_high: float | None = Field(None, gt=0, description="upper clip range; default epsilon")
-    scale_rewards: Literal["group", "batch", "none"] = Field(
+    scale_rewards: ScaleRewards = Field(
         "group", description="divide advantages by the std of the group, the batch, or not"
     )
     gamma: float = Field(1.0, ge=0, le=1, description="discount of the per-token return G_t")
