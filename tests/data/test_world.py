@@ -142,10 +142,11 @@ def test_rl_prompts_balance_the_kinds_by_default():
     from collections import Counter
 
     balanced = Counter(r["kind"] for r in World().rl_prompts())
-    # Facts weigh 2 by default (rl_kind_weights), every other kind equally.
+    # By default (rl_kind_weights) facts weigh 3, sums and benign requests 2, the rest 1.
     assert set(balanced) == {"fact", "unknown", "arithmetic", "harmful", "benign"}
-    others = {balanced[k] for k in ("unknown", "arithmetic", "harmful", "benign")}
-    assert len(others) == 1 and balanced["fact"] == 2 * others.pop()
+    one = balanced["unknown"]
+    assert balanced["harmful"] == one and balanced["fact"] == 3 * one
+    assert balanced["arithmetic"] == balanced["benign"] == 2 * one
     even = Counter(r["kind"] for r in World(WorldConfig(rl_kind_weights={})).rl_prompts())
     assert len(set(even.values())) == 1
     facts = sum(len(World().questions[split]["facts"]) for split in ("train", "rl"))

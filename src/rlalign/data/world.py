@@ -190,11 +190,13 @@ class WorldConfig(Config):
         "(without it harmful and benign requests are 1 prompt in 9 and RL barely trains them)",
     )
     rl_kind_weights: dict[str, float] = Field(
-        {"fact": 2.0},
+        {"fact": 3.0, "arithmetic": 2.0, "benign": 2.0},
         description="RL prompts, when balanced: each kind's frequency relative to the others "
-        "(kinds not named: 1). Facts at 2: SFT answers them already, so their groups carry "
-        "little advantage and mostly anchor the policy (KL) where held-out facts live; at 1 "
-        "the demo's held-out fact accuracy fell 1.4-10.6 points in RL, at 2 0-1.4",
+        "(kinds not named: 1). SFT answers most facts and sums already, so their groups carry "
+        "little advantage and mostly anchor the policy (KL) where the held-out ones live; "
+        "benign requests twice, so that refusing is tied to the activity, not to a phrasing "
+        "harmful requests share. Judged on world seeds 0-9 (docs/results.md): with facts alone "
+        "at 2, RL cost held-out sums on seeds 0 and 2 and left seed 2's benign requests refused",
     )
 
     @field_validator("rl_kind_weights")
