@@ -158,6 +158,23 @@ def test_gradient_accumulation_does_not_change_the_update(
         torch.testing.assert_close(a[name], b[name], atol=2e-6, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("truncation", [{"top_k": 3}, {"top_p": 0.5}])
+def test_truncated_sampling_starts_the_ratio_at_one(
+    word_model_dir, word_task, tmp_path, truncation
+):
+    """With top-k/top-p the sampler draws from a truncated distribution; the ratio's old
+    log-probs must still be the policy's own, or the first update clips every token whose
+    ratio starts at the kept mass (< 1 - epsilon) and the KL to an identical reference reads
+    -log(mass) instead of 0."""
+    out = tmp_path / "run"
+    args = dict(max_steps=1, beta=0.04, bf16="false", rollout_bf16="false", **truncation)
+    assert main(rl_args(word_model_dir, word_task, out, **args)) == 0
+    (step,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][:1]
+    assert step["clip_fraction"] == 0.0
+    assert step["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert step["kl_ref"] == pytest.approx(0.0, abs=1e-6)  # the reference is the policy here
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo"])
 def test_resume_continues_exactly(word_model_dir, word_task, tmp_path, algorithm):
@@ -252,6 +269,7 @@ def test_bad_input(word_model_dir, word_task, tmp_path, capsys):
         ),
         (dict(algorithm="a2c"), "algorithm"),
         (dict(num_generations=3), "must be a multiple of"),
+        (dict(algorithm="reinforce", num_iterations=2), "has no importance ratio"),
     ]
     for extra, fragment in cases:
         code = main(rl_args(word_model_dir, word_task, tmp_path / "bad", **extra))

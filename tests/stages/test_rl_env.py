@@ -173,6 +173,68 @@ def test_batched_episodes_equal_episodes_played_one_at_a_time(word_model_dir, hi
     assert len({len(e.turns) for e in together}) > 1  # episodes of different lengths
 
 
+@pytest.mark.parametrize("history", ["full", "last"])
+def test_a_cut_episode_keeps_the_prompt_of_the_state_it_reached(word_model_dir, history):
+    """PPO bootstraps a cut episode from the prompt its next turn would have had: cut at two
+    turns, that is the third turn's prompt of the same episodes played to three."""
+    model, tokenizer = load_model_and_tokenizer(word_model_dir)
+    seeds = list(range(12))
+    uniforms = torch.rand((12, 3, 3), generator=torch.Generator().manual_seed(0))
+
+    def play(turns: int) -> list:
+        settings = PlaySettings(history=history, max_turns=turns, max_new_tokens=3, temperature=2.0)
+        envs = [make_env() for _ in seeds]
+        return play_episodes(model, tokenizer, envs, seeds, settings, uniforms=uniforms[:, :turns])[
+            0
+        ]
+
+    ends = []
+    for cut, longer in zip(play(2), play(3), strict=True):
+        ends.append(cut.end)
+        if cut.end == "terminated":
+            assert cut.next_prompt_ids is None
+        else:
+            assert cut.end == "max_turns"
+            assert cut.next_prompt_ids == longer.turns[2].prompt_ids
+            if history == "full":  # the conversation so far, then the env's answer to it
+                last = cut.turns[-1]
+                before = last.prompt_ids + last.action_ids
+                heard = ["red", "green", "moon"][(cut.seed + 2) % 3]
+                assert cut.next_prompt_ids[: len(before)] == before
+                assert tokenizer.convert_tokens_to_ids(heard) in cut.next_prompt_ids[len(before) :]
+    assert set(ends) == {"terminated", "max_turns"}, ends
+
+
+def test_bootstrap_values_are_the_value_heads_on_each_cut_episodes_next_prompt(word_model_dir):
+    """Batched and left-padded, the values equal the value head's on each prompt alone; an
+    episode that terminated gets 0."""
+    from rlalign.lm.value_head import PolicyWithValueHead
+
+    model, tokenizer = load_model_and_tokenizer(word_model_dir)
+    policy = PolicyWithValueHead(model)
+    torch.nn.init.normal_(policy.value_head.weight, generator=torch.Generator().manual_seed(0))
+    cfg = RLConfig(
+        model=str(word_model_dir), env="x.py:make_env", prompts_per_iteration=4, num_generations=2,
+        per_device_train_batch_size=8, max_completion_length=3, max_turns=2, algorithm="ppo",
+        beta=0.0, temperature=2.0, history="full",
+    )  # fmt: skip
+    source = EpisodeRolloutSource(cfg, policy, None, tokenizer, make_env)
+    seeds = list(range(8))
+    uniforms = torch.rand((8, 2, 3), generator=torch.Generator().manual_seed(0))
+    episodes, _ = play_episodes(model, tokenizer, source.envs, seeds, source.settings,
+                                uniforms=uniforms)  # fmt: skip
+    got = source._bootstrap_values(episodes)
+    for i, episode in enumerate(episodes):
+        if episode.next_prompt_ids is None:
+            assert float(got[i]) == 0.0
+            continue
+        ids = torch.tensor([episode.next_prompt_ids])
+        with torch.no_grad():
+            alone = policy(input_ids=ids, attention_mask=torch.ones_like(ids)).state_values
+        assert float(got[i]) == pytest.approx(float(alone[0, -1]), abs=1e-5)
+    assert {e.end for e in episodes} == {"terminated", "max_turns"}
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -180,6 +242,7 @@ def test_batched_episodes_equal_episodes_played_one_at_a_time(word_model_dir, hi
         (f"{BAD}/env_raises.py:make_env", "licence server is down"),
         (f"{BAD}/env_not_an_env.py:make_env", "no reset() or step()"),
         (f"{BAD}/env_array_observation.py:make_env", "observation"),
+        (f"{BAD}/env_reset_raises.py:make_env", "raised ValueError: no level for seed"),
     ],
 )
 def test_a_bad_environment_is_one_line_and_writes_nothing(
@@ -191,6 +254,42 @@ def test_a_bad_environment_is_one_line_and_writes_nothing(
     assert len(err) == 1 and message in err[0], err
     assert "Traceback" not in err[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("truncation", [{"top_k": 3}, {"top_p": 0.5}])
+def test_truncated_sampling_starts_the_ratio_at_one(word_model_dir, tmp_path, truncation):
+    """The policy's own log-probs, not the truncated sampler's, are the ratio's old ones
+    (tests/stages/test_rl.py has the single-turn case)."""
+    out = tmp_path / "run"
+    args = env_args(word_model_dir, out, max_steps=1, beta=0.04, bf16="false",
+                    rollout_bf16="false", **truncation)  # fmt: skip
+    assert main(args) == 0
+    step = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert step["clip_fraction"] == 0.0
+    assert step["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert step["kl_ref"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_bug_in_the_envs_step_is_one_line_naming_where(word_model_dir, tmp_path, capfd):
+    out = tmp_path / "run"
+    args = env_args(word_model_dir, out, env=f"{BAD}/env_step_raises.py:make_env", max_steps=1)
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert "step('" in last and "raised KeyError: 'missing'" in last, last
+    assert last.endswith("env_step_raises.py:11"), last
+
+
+def test_every_environment_made_is_closed(word_model_dir, tmp_path):
+    log = tmp_path / "envs.log"
+    args = env_args(word_model_dir, tmp_path / "run", env=f"{HERE / 'closing_env.py'}:make_env",
+                    env_kwargs=json.dumps({"log": str(log)}), max_steps=2, eval_steps=1,
+                    prompts_per_iteration=2, num_generations=2, per_device_train_batch_size=4)  # fmt: skip
+    assert main(args) == 0
+    lines = log.read_text().splitlines()
+    # the probe, the rollout's 4 and the evaluation's 4 (eval_episodes)
+    assert lines.count("open") == 9 and lines.count("close") == 9, lines
 
 
 def test_an_episode_that_never_ends_is_cut_at_max_turns(word_model_dir, tmp_path):

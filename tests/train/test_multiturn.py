@@ -3,6 +3,7 @@ baselines per step, and the two row layouts -- against loops written out by hand
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,6 +134,38 @@ def test_ppo_bootstraps_across_the_environments_turn():
     torch.testing.assert_close(results["full"][0], results["last"][0])
 
 
+def test_ppo_bootstraps_a_cut_episode_from_the_value_of_the_state_it_reached():
+    """An episode cut by a time limit (the env's, max_turns, the context) goes on beyond the
+    cut: its last step's target is r + gamma * V(next state), not r. One that terminated
+    bootstraps nothing."""
+    eps = _episodes()
+    eps[0].end, eps[2].end = "truncated", "max_turns"
+    cfg = _cfg(algorithm="ppo", lam=0.7, whiten_advantages=False, beta=0.0)
+    lay = layout_episodes(eps, "last", PAD)
+    line = Timeline.of(lay)
+    token_values = torch.randn(line.valid.shape, generator=torch.Generator().manual_seed(1))
+    values = line.scatter(token_values, lay.completion_mask)
+    last_values = torch.tensor([2.0, 0.0, -1.5, 0.0])
+    adv, ret, _ = credit(eps, lay, cfg, values=values, last_values=last_values)
+    adv, ret = line.gather(adv), line.gather(ret)
+    for i, ep in enumerate(eps):
+        flat = [(s, j == len(t.action_ids) - 1) for s, t in enumerate(ep.turns)
+                for j in range(len(t.action_ids))]  # fmt: skip
+        running, nxt = 0.0, float(last_values[i])  # 0 for the episodes that terminated
+        for p in reversed(range(len(flat))):
+            s, last = flat[p]
+            g = 0.8 if last else 1.0
+            delta = (ep.turns[s].reward if last else 0.0) + g * nxt - float(token_values[i, p])
+            running = delta + g * 0.7 * running
+            nxt = float(token_values[i, p])
+            assert float(adv[i, p]) == pytest.approx(running, abs=1e-5)
+            assert float(ret[i, p]) == pytest.approx(running + nxt, abs=1e-5)
+    # the first episode's last token: r + gamma * V(next) - V(s)
+    n = sum(len(t.action_ids) for t in eps[0].turns)
+    want = eps[0].turns[-1].reward + 0.8 * 2.0 - float(token_values[0, n - 1])
+    assert float(adv[0, n - 1]) == pytest.approx(want, abs=1e-5)
+
+
 def test_episode_metrics_average_the_envs_counters():
     m = episode_metrics(_episodes())
     assert m["env/return"] == pytest.approx((1.5 + 0.3 - 1.0 + 2.0) / 4)
@@ -140,6 +173,20 @@ def test_episode_metrics_average_the_envs_counters():
     assert m["env/invalid_actions"] == pytest.approx(3 / 4)  # turn 1 of the 3 longer episodes
     assert m["env/collision"] == pytest.approx(0.5)
     assert m["env/speed"] == pytest.approx(3.0)
+
+
+def test_the_envs_own_counters_never_replace_rlaligns():
+    """An env that counts its own turns (only when it ends the episode itself) or reports a
+    return must not overwrite rlalign's count; numpy scalars (a Gymnasium env's info) count."""
+    eps = _episodes()
+    eps[0].info = {"turns": 3, "return": -9.0, "crashed": np.bool_(True), "lane": np.int64(2)}
+    eps[1].info = {"crashed": np.bool_(False), "lane": np.int64(1), "speed": np.float32(3.5)}
+    m = episode_metrics(eps)
+    assert m["env/turns"] == pytest.approx(9 / 4)
+    assert m["env/return"] == pytest.approx((1.5 + 0.3 - 1.0 + 2.0) / 4)
+    assert m["env/crashed"] == pytest.approx(1 / 4)
+    assert m["env/lane"] == pytest.approx(3 / 4)
+    assert m["env/speed"] == pytest.approx((3.5 + 3.0 + 3.0) / 4)
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 StepResult = tuple[str, float, bool, bool, dict[str, Any]]
 
 
@@ -53,9 +55,10 @@ def evaluation_seeds(env: Any, n: int) -> list[int]:
 
 
 def info_counters(info: dict[str, Any]) -> dict[str, float]:
-    """The numbers and flags of an ``info`` dict (bools as 0/1), the episode's counters."""
+    """The numbers and flags of an ``info`` dict (bools as 0/1), the episode's counters;
+    numpy scalars count too (a Gymnasium env's ``info`` is full of them)."""
     return {
         key: float(value)
         for key, value in info.items()
-        if isinstance(value, bool | int | float) and not isinstance(value, complex)
+        if isinstance(value, bool | int | float | np.bool_ | np.integer | np.floating)
     }

@@ -13,6 +13,7 @@ import importlib
 import inspect
 import math
 import numbers
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -156,6 +157,20 @@ class CheckedTextEnv:
             raise self._bad(call, "info", info, "it must be a dict")
         return info
 
+    def _run(self, call: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)`` of the wrapped env; an exception in the env's own code
+        becomes one line naming the env, the call and where it was raised."""
+        try:
+            return method(*args, **kwargs)
+        except UserError:
+            raise
+        except Exception as exc:
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+            raise UserError(
+                f"environment '{self.spec}': {call} raised {_one_line(exc)}{where}"
+            ) from exc
+
     def _tuple(self, call: str, result: Any, n: int, shape: str) -> tuple:
         if not isinstance(result, tuple) or len(result) != n:
             raise UserError(
@@ -166,14 +181,15 @@ class CheckedTextEnv:
 
     def reset(self, *, seed: int | None = None) -> tuple[str, dict[str, Any]]:
         call = f"reset(seed={seed!r})"
-        obs, info = self._tuple(call, self.unwrapped.reset(seed=seed), 2, "(observation, info)")
+        result = self._run(call, self.unwrapped.reset, seed=seed)
+        obs, info = self._tuple(call, result, 2, "(observation, info)")
         return self._observation(call, obs), self._info(call, info)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         call = f"step({_short(action, 40)})"
         obs, reward, terminated, truncated, info = self._tuple(
             call,
-            self.unwrapped.step(action),
+            self._run(call, self.unwrapped.step, action),
             5,
             "(observation, reward, terminated, truncated, info)",
         )

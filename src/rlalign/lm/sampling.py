@@ -7,7 +7,9 @@ model's weights (:mod:`rlalign.lm.fast_decode`); any other model runs its own fo
 cache. In the same pass it records, for each sampled token,
 
 - ``logprobs``: its log-probability under the *sampling distribution* (after temperature, top-k
-  and top-p), i.e. the behaviour policy's log pi_old(a|s) that importance ratios need;
+  and top-p); without top-k/top-p, the behaviour policy's log pi_old(a|s) that RL's ratios use
+  (with them, RL takes the policy's own:
+  :meth:`rlalign.train.rl_config.RLConfig.truncates_sampling`);
 - ``raw_logprobs`` (optional): its log-probability under the model itself (temperature 1, no
   filtering), i.e. what :func:`rlalign.lm.logprobs.sequence_logprobs` would compute with a fresh forward pass.
 

@@ -56,6 +56,9 @@ class Episode:
     turns: list[Turn] = field(default_factory=list)
     end: str = ""  # "terminated", "truncated" (by the env), "max_turns" or "context"
     info: dict[str, Any] = field(default_factory=dict)  # the last step's info
+    # An episode cut before its end (every end but "terminated"): the prompt of the state its
+    # last step led to, whose value PPO bootstraps from.
+    next_prompt_ids: list[int] | None = None
 
     @property
     def total_reward(self) -> float:
@@ -126,7 +129,8 @@ class ChatTurns:
         return closing + self._ids(self.env_head + observation + self.env_tail)
 
 
-def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one left-padded batch: ``(ids, attention_mask)``, both ``(N, longest)``."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -188,7 +192,7 @@ def play_episodes(
                     "prompt may have (max_prompt_length, and the model's context less "
                     "max_completion_length); shorten the observation or raise max_prompt_length"
                 )
-        ids, mask = _left_pad(prompts, tokenizer.pad_token_id)
+        ids, mask = left_pad(prompts, tokenizer.pad_token_id)
         started = time.perf_counter()
         out = sample(
             policy,
@@ -224,21 +228,25 @@ def play_episodes(
             episode = episodes[i]
             episode.turns.append(turn)
             episode.info = info
-            if terminated or truncated:
-                episode.end = "terminated" if terminated else "truncated"
+            if terminated:
+                episode.end = "terminated"
                 continue
-            if k == settings.max_turns - 1:
-                episode.end = "max_turns"
+            if settings.history == "full":
+                env_ids = chat.after_action(observation, action_ids)
+                next_prompt = conversation[i] + action_ids + env_ids
+            if truncated or k == settings.max_turns - 1:
+                episode.end = "truncated" if truncated else "max_turns"
+                full = settings.history == "full"
+                episode.next_prompt_ids = next_prompt if full else chat.first(observation)
                 continue
             observations[i] = observation
             if settings.history == "full":
-                turn.env_ids = chat.after_action(observation, action_ids)
-                grown = conversation[i] + action_ids + turn.env_ids
-                if len(grown) > limit:  # the next prompt would not fit: the episode ends here
-                    turn.env_ids = []
+                if len(next_prompt) > limit:  # the next prompt would not fit: the episode ends
                     episode.end = "context"
+                    episode.next_prompt_ids = next_prompt
                     continue
-                conversation[i] = grown
+                turn.env_ids = env_ids
+                conversation[i] = next_prompt
             still.append(i)
         live = still
     return episodes, sample_seconds

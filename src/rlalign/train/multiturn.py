@@ -21,7 +21,9 @@ Credit, per episode, on its action tokens laid end to end (environment tokens sk
 - returns discount once per environment step: ``gamma`` at a turn's last token, 1 inside a
   turn, so each token of turn ``k`` has ``G_k = sum_j gamma^j r_{k+j+1}`` of the step sequence;
 - PPO: GAE on the value head's per-token values (``-beta * KL`` added to each token's reward),
-  bootstrapping from the next turn's first action token across the environment's turn;
+  bootstrapping from the next turn's first action token across the environment's turn, and
+  after the last step of an episode cut before its end (the env's time limit, ``max_turns``,
+  the context) from the value of the prompt its next turn would have had;
 - GRPO / RLOO / REINFORCE: :func:`~rlalign.rl.turn_advantages` of the step returns (the
   baseline of step ``k`` from the group's episodes that reached step ``k``), the same for every
   token of the turn.
@@ -44,10 +46,11 @@ import torch
 
 from rlalign.envs import TextEnv, evaluation_seeds, info_counters
 from rlalign.io import atomic_write_text
+from rlalign.lm.forward import context_length
 from rlalign.lm.logprobs import completion_forward
 from rlalign.lm.value_head import unwrap_policy
 from rlalign.rl import discounted_returns, gae, kl_estimate, turn_advantages, whiten
-from rlalign.train.episodes import Episode, PlaySettings, play_episodes
+from rlalign.train.episodes import Episode, PlaySettings, left_pad, play_episodes
 from rlalign.train.rl_config import RLConfig
 from rlalign.train.rollout import RolloutSource
 
@@ -180,10 +183,13 @@ def credit(
     *,
     kl: torch.Tensor | None = None,
     values: torch.Tensor | None = None,
+    last_values: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token ``(advantages, returns, rewards)`` of the rows, shaped like
     ``completion_mask`` (see the module docstring). ``kl``: the per-token KL to the reference
-    (PPO adds ``-beta * kl`` to the rewards); ``values``: PPO's per-token values."""
+    (PPO adds ``-beta * kl`` to the rewards); ``values``: PPO's per-token values;
+    ``last_values`` ``(E,)``: PPO's value of the state after each episode's last step, 0 for
+    an episode that terminated (None: every episode terminated)."""
     line = Timeline.of(layout)
     rewards_k, mask_k = step_rewards(episodes)
     # the reward of step k on the last token of turn k
@@ -193,7 +199,14 @@ def credit(
     if cfg.algorithm == "ppo":
         if kl is not None and cfg.beta:
             token_rewards = token_rewards - cfg.beta * line.gather(kl)
-        adv, ret = gae(token_rewards, line.gather(values), discount, cfg.lam, mask=line.valid)
+        adv, ret = gae(
+            token_rewards,
+            line.gather(values),
+            discount,
+            cfg.lam,
+            mask=line.valid,
+            last_value=last_values,
+        )
         advantages = line.scatter(adv, like)
         if cfg.whiten_advantages:
             advantages = whiten(advantages, layout.completion_mask)
@@ -213,18 +226,20 @@ def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
     """Per-episode means: return, turns, invalid actions, how episodes ended, and the env's
     own counters from each episode's last ``info``."""
     n = len(episodes)
-    out = {
-        "env/return": sum(e.total_reward for e in episodes) / n,
-        "env/turns": sum(len(e.turns) for e in episodes) / n,
-        "env/invalid_actions": sum(t.invalid for e in episodes for t in e.turns) / n,
-        "env/ended_by_env": sum(e.end in ("terminated", "truncated") for e in episodes) / n,
-    }
     counters: dict[str, float] = {}
     for episode in episodes:
         for key, value in info_counters(episode.info).items():
             if key != "invalid_action":
                 counters[key] = counters.get(key, 0.0) + value
-    out.update({f"env/{k}": v / n for k, v in sorted(counters.items())})
+    # the env's counters first: a counter named like one of rlalign's (an env's own "turns",
+    # counted only when the env ends the episode) must not replace rlalign's count
+    out = {f"env/{k}": v / n for k, v in sorted(counters.items())}
+    out |= {
+        "env/return": sum(e.total_reward for e in episodes) / n,
+        "env/turns": sum(len(e.turns) for e in episodes) / n,
+        "env/invalid_actions": sum(t.invalid for e in episodes for t in e.turns) / n,
+        "env/ended_by_env": sum(e.end in ("terminated", "truncated") for e in episodes) / n,
+    }
     return out
 
 
@@ -318,25 +333,39 @@ class EpisodeRolloutSource(RolloutSource):
         layout = layout_episodes(
             episodes, cfg.history, self.tokenizer.pad_token_id, rows_multiple=step_rows
         )
-        ref_logp = torch.zeros_like(layout.old_logp)
+        old_logp = layout.old_logp
+        ref_logp = torch.zeros_like(old_logp)
         if self.ref_model is not None:
-            ref_logp = self._scored_rows(
-                self.ref_model, layout, "logp", temperature=cfg.temperature
+            ref = self._scored_rows(self.ref_model, layout, temperature=cfg.temperature)
+            ref_logp = ref["logp"]
+        old_values = torch.zeros_like(old_logp)
+        last_values = None
+        ppo = cfg.algorithm == "ppo"
+        if ppo or cfg.truncates_sampling():
+            own = self._scored_rows(
+                self.model, layout, temperature=cfg.temperature, with_values=ppo
             )
-        old_values = torch.zeros_like(layout.old_logp)
-        if cfg.algorithm == "ppo":
-            old_values = self._scored_rows(self.model, layout, "values", with_values=True)
-        kl = kl_estimate(layout.old_logp, ref_logp, kind="k1", mask=layout.completion_mask)
+            if cfg.truncates_sampling():  # the policy's log-probs, not the truncated ones
+                old_logp = own["logp"]
+            if ppo:
+                old_values = own["values"]
+                last_values = self._bootstrap_values(episodes)
+        kl = kl_estimate(old_logp, ref_logp, kind="k1", mask=layout.completion_mask)
         with_ref = self.ref_model is not None
         advantages, returns, token_rewards = credit(
-            episodes, layout, cfg, kl=kl if with_ref else None, values=old_values
+            episodes,
+            layout,
+            cfg,
+            kl=kl if with_ref else None,
+            values=old_values,
+            last_values=last_values,
         )
         rows = layout.sequences.shape[0]
         self.buffer = {
             "sequences": layout.sequences,
             "attention_mask": layout.attention_mask,
             "completion_mask": layout.completion_mask,
-            "old_logp": layout.old_logp,
+            "old_logp": old_logp,
             "ref_logp": ref_logp,
             "advantages": advantages,
             "returns": returns,
@@ -365,10 +394,10 @@ class EpisodeRolloutSource(RolloutSource):
             self._save_episodes(episodes, layout, kl, token_rewards, returns, old_values)
         return metrics
 
-    def _scored_rows(self, model: Any, layout: Layout, key: str, **kwargs: Any) -> torch.Tensor:
-        """``completion_forward(model)[key]`` of every row, a few hundred rows at a time."""
+    def _scored_rows(self, model: Any, layout: Layout, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """``completion_forward(model)`` of every row, a few hundred rows at a time, masked."""
         device = next(unwrap_policy(self.model).parameters()).device
-        parts = []
+        parts: dict[str, list[torch.Tensor]] = {}
         chunk = 256
         start = layout.prompt_length
         for lo in range(0, layout.sequences.shape[0], chunk):
@@ -376,8 +405,39 @@ class EpisodeRolloutSource(RolloutSource):
             mask = layout.attention_mask[lo : lo + chunk]
             with self._training_precision(model, ids.numel()):
                 out = completion_forward(model, ids.to(device), mask.to(device), start, **kwargs)
-            parts.append(out[key].float().cpu())
-        return torch.cat(parts) * layout.completion_mask
+            for key, value in out.items():
+                parts.setdefault(key, []).append(value.float().cpu())
+        return {key: torch.cat(p) * layout.completion_mask for key, p in parts.items()}
+
+    def _bootstrap_values(self, episodes: list[Episode]) -> torch.Tensor:
+        """``(E,)``: V of the state after the last step of each episode cut before its end
+        (the env's time limit, ``max_turns``, the context), 0 for one that terminated.
+
+        Why: a cut episode's next state is not terminal; its return goes on beyond the cut,
+        and a value of 0 there would teach the value head that states near a time limit are
+        worth only what is left of the rewards before it. A prompt longer than the model's
+        context (a ``context`` cut) is kept to its last tokens, as a sliding window would."""
+        values = torch.zeros(len(episodes))
+        cut = [i for i, e in enumerate(episodes) if e.next_prompt_ids is not None]
+        if not cut:
+            return values
+        limit = context_length(unwrap_policy(self.model))
+        device = next(unwrap_policy(self.model).parameters()).device
+        prompts = [episodes[i].next_prompt_ids or [] for i in cut]
+        if limit:
+            prompts = [p[-limit:] for p in prompts]
+        for lo in range(0, len(cut), 256):
+            ids, mask = left_pad(prompts[lo : lo + 256], self.tokenizer.pad_token_id)
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            with torch.no_grad(), self._training_precision(self.model, ids.numel()):
+                out = self.model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    use_cache=False,
+                )
+            values[cut[lo : lo + 256]] = out.state_values[:, -1].float().cpu()
+        return values
 
     def _save_episodes(self, episodes, layout, kl, rewards, returns, values) -> None:
         """``rollouts/iter_K.jsonl``: a few episodes turn by turn, each action token with its

@@ -248,10 +248,11 @@ def world_eval_rows(cfg: RLConfig) -> list[dict[str, Any]]:
     return [row for name in KINDS for row in sets[name][:per_kind]]
 
 
-def env_eval_fn(cfg: RLConfig, tokenizer: Any, make_env: Any):
-    """Greedy episodes on the env's held-out seeds (:func:`~rlalign.envs.evaluation_seeds`):
-    their mean return and counters."""
-    if cfg.eval_episodes == 0:
+def env_eval_fn(cfg: RLConfig, tokenizer: Any, envs: list[Any]):
+    """Greedy episodes in ``envs`` (``eval_episodes`` of them, the caller closes them) on the
+    env's held-out seeds (:func:`~rlalign.envs.evaluation_seeds`): their mean return and
+    counters."""
+    if not envs:
         return None
     settings = PlaySettings(
         history=cfg.history,
@@ -260,8 +261,7 @@ def env_eval_fn(cfg: RLConfig, tokenizer: Any, make_env: Any):
         max_prompt_length=cfg.max_prompt_length,
         temperature=0.0,
     )
-    envs = [make_env() for _ in range(cfg.eval_episodes)]
-    seeds = evaluation_seeds(envs[0], cfg.eval_episodes)
+    seeds = evaluation_seeds(envs[0], len(envs))
 
     def eval_fn(m: Any) -> dict[str, float]:
         episodes, _ = play_episodes(
@@ -311,6 +311,7 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, reward_fns: Sequence[Callable
     if make_env is None:
         rewarder = build_rewarder(cfg, device, reward_fns, bf16=cfg.rollout_uses_bf16(train_bf16))
     source: Any = None
+    eval_envs: list[Any] = []
     try:
         ref_model = None
         if cfg.beta > 0 and cfg.lora is not None:
@@ -340,7 +341,9 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, reward_fns: Sequence[Callable
             )
         prepare_run(cfg, resume=resume, rank=rank)
         eval_rows = world_eval_rows(cfg) if make_env is None else []
-        eval_fn = env_eval_fn(cfg, tokenizer, make_env) if make_env is not None else None
+        if make_env is not None:
+            eval_envs = [make_env() for _ in range(cfg.eval_episodes)]
+        eval_fn = env_eval_fn(cfg, tokenizer, eval_envs)
         if eval_rows:
 
             def eval_fn(m: Any) -> dict[str, float]:
@@ -365,3 +368,5 @@ def run_rl(cfg: RLConfig, *, resume: bool = False, reward_fns: Sequence[Callable
             rewarder.close()
         if isinstance(source, EpisodeRolloutSource):
             source.close()
+        for env in eval_envs:
+            env.close()

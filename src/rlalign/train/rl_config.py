@@ -79,7 +79,7 @@ class RLConfig(TrainingConfig):
     num_generations: int = Field(4, gt=0, description="completions per prompt (the group)")
     max_completion_length: int = Field(32, gt=0, description="tokens sampled per completion")
     max_prompt_length: int = Field(
-        128, gt=0, description="prompt tokens kept (longer prompts lose their start)"
+        128, gt=0, description="the longest prompt in tokens (a longer one is an error)"
     )
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts")
     top_k: int | None = Field(None, gt=0, description="sample among the k likeliest tokens")
@@ -156,6 +156,13 @@ class RLConfig(TrainingConfig):
             raise ValueError(problem)
         if self.algorithm in ("grpo", "rloo") and self.num_generations < 2:
             raise ValueError(f"algorithm={self.algorithm} needs num_generations >= 2")
+        if self.algorithm == "reinforce" and self.num_iterations > 1:
+            # its loss -A log pi has no importance ratio: a second pass over a batch sampled
+            # by an older policy would follow a biased gradient with nothing to correct it
+            raise ValueError(
+                "algorithm=reinforce makes one pass over each rollout (its loss has no "
+                "importance ratio); use num_iterations=1, or grpo/rloo/ppo for several passes"
+            )
         if self.algorithm == "ppo" and self.loss_type == "grpo":
             raise ValueError(
                 "algorithm=ppo aggregates per token (its value loss has no per-sequence form): "
@@ -180,6 +187,17 @@ class RLConfig(TrainingConfig):
                 f"{len(self.reward_funcs)} reward_funcs"
             )
         return self
+
+    def truncates_sampling(self) -> bool:
+        """Whether rollouts sample from a truncated distribution (``top_k``, ``top_p`` < 1).
+
+        Then the sampler's log-probs are those of the truncated, renormalised distribution,
+        not the policy's: a ratio against them would start below 1 (the kept tokens' mass),
+        and the clip would silence every negative advantage. The behaviour log-probs are then
+        taken from a fresh forward of the policy at the rollout's temperature, as the loss
+        computes them (the ratio starts at 1); the truncation itself stays uncorrected, as in
+        TRL."""
+        return self.top_k is not None or (self.top_p is not None and self.top_p < 1.0)
 
     def rollout_uses_bf16(self, train_bf16: bool) -> bool:
         """Whether rollouts (sampling, and the reward model's scores) run under bf16 autocast:

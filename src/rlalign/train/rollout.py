@@ -350,21 +350,26 @@ class RolloutSource:
             [row["prompt"] for row in expanded], [t.strip() for t in texts], **fields
         )
 
-        def scored(model: Any, key: str, **kwargs: Any) -> torch.Tensor:
-            """``completion_forward(model)[key]`` in the training precision, masked."""
+        def scored(model: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+            """``completion_forward(model)`` in the training precision, masked."""
             tokens = sequences.shape[0] * (sequences.shape[1] - start + 1)
             with self._training_precision(model, tokens):
                 out = completion_forward(
                     model, sequences.to(device), full_mask.to(device), start, **kwargs
                 )
-            return out[key].cpu() * completion_mask
+            return {key: value.cpu() * completion_mask for key, value in out.items()}
 
         ref_logp = torch.zeros_like(old_logp)
         if self.ref_model is not None:
-            ref_logp = scored(self.ref_model, "logp", temperature=cfg.temperature)
+            ref_logp = scored(self.ref_model, temperature=cfg.temperature)["logp"]
         old_values = torch.zeros_like(old_logp)
-        if cfg.algorithm == "ppo":
-            old_values = scored(self.model, "values", with_values=True)
+        ppo = cfg.algorithm == "ppo"
+        if ppo or cfg.truncates_sampling():
+            own = scored(self.model, temperature=cfg.temperature, with_values=ppo)
+            if cfg.truncates_sampling():  # the policy's log-probs, not the truncated ones
+                old_logp = own["logp"]
+            if ppo:
+                old_values = own["values"]
         return {
             "sequences": sequences,
             "attention_mask": full_mask,
