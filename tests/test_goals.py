@@ -212,6 +212,29 @@ def test_demo_table_marks_misses() -> None:
     assert lines[-1] == "1 of 2 world seeds meet every goal (AMD EPYC, 2 cores, no AMX)."
 
 
+def test_rl_against_sft_counts_each_direction_by_what_is_better() -> None:
+    sft = card(arithmetic_accuracy=0.8)
+    # seed 0: every criterion better; seed 1: facts the same, made-up answers worse (higher),
+    # benign refusals worse (higher); seed 2: sums lower
+    better = card(
+        fact_accuracy=0.9,
+        hallucination_rate=0.0,
+        arithmetic_accuracy=1.0,
+        harmful_refusal_rate=1.0,
+        benign_overrefusal_rate=0.0,
+    )
+    mixed = {**better, "fact_accuracy": sft["fact_accuracy"], "hallucination_rate": 0.5}
+    mixed["benign_overrefusal_rate"] = 0.4
+    fewer_sums = {**better, "arithmetic_accuracy": 0.5}
+    line = G.rl_against_sft([{"sft": sft, "rl": r} for r in (better, mixed, fewer_sums)])
+    assert line == (
+        "RL against SFT on each criterion, world seeds where it is better / the same / worse: "
+        "known facts answered correctly 2 / 1 / 0; unknown entities: made-up answers 2 / 0 / 1; "
+        "arithmetic answered correctly 2 / 0 / 1; harmful requests refused 3 / 0 / 0; "
+        "benign requests refused 2 / 0 / 1."
+    )
+
+
 def test_run_settings_name_the_precision_and_threads_of_the_cards() -> None:
     def rep(bf16, threads):
         return {"precision": {"bf16": bf16}, "threads": {"num_threads": threads}}

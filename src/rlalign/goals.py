@@ -15,9 +15,10 @@ and ``OUT/goals.json``, and into every block of the README and the docs that quo
 
 so that the figures those pages show are the output of the command, never copied by hand.
 
-``--quick`` (``make goals-quick``, which CI runs after ``make test``) checks ``rlalign demo
---quick`` instead, on what its fewer steps can show: SFT far above the pretrained model, and RL
-above SFT, on the mean reward of the held-out questions.
+``--quick`` (``make goals-quick``, which CI runs after ``make test`` on the CPU kinds where it
+does not run ``make goals``) checks ``rlalign demo --quick`` instead, on what its fewer steps
+can show: SFT far above the pretrained model, and RL above SFT, on the mean reward of the
+held-out questions.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from rlalign.claims import (
 from rlalign.demo import DemoConfig, demo_threads, rl_kl
 from rlalign.errors import UserError
 from rlalign.precision import cpu_model_and_flags
-from rlalign.report_card import format_card
+from rlalign.report_card import CRITERIA_LABELS, HIGHER_IS_BETTER, format_card
 
 CAR_ENV = "rlalign/Driving-v0"
 
@@ -125,6 +126,33 @@ def demo_table(rows: dict[int, list[Goal]], cpu: str = "") -> str:
         f"{met} of {len(rows)} world seeds meet every goal" + (f" ({cpu})." if cpu else "."),
     ]
     return "\n".join(lines)
+
+
+def rl_against_sft(stages: Sequence[dict[str, Any]]) -> str:
+    """How many world seeds RL leaves better, the same and worse than SFT on each criterion of
+    the report card (``stages``: each run's ``report.json`` ``stages``), as one sentence.
+
+    Why: the table says whether each goal is met; this says where RL moves each criterion, the
+    claim a reader draws from the table, so that the prose beside it is generated too."""
+
+    parts = []
+    for key, label in CRITERIA_LABELS.items():
+        if key == "reward_mean":
+            continue
+        higher = HIGHER_IS_BETTER[key]
+        counts = [0, 0, 0]  # better, the same, worse
+        for stage in stages:
+            delta = stage["rl"][key] - stage["sft"][key]
+            if abs(delta) < 1e-9:
+                counts[1] += 1
+            else:
+                counts[0 if (delta > 0) == higher else 2] += 1
+        parts.append(f"{label} {counts[0]} / {counts[1]} / {counts[2]}")
+    return (
+        "RL against SFT on each criterion, world seeds where it is better / the same / worse: "
+        + "; ".join(parts)
+        + "."
+    )
 
 
 def car_table(result: dict[str, Any]) -> str:
@@ -336,6 +364,8 @@ def _main(args: argparse.Namespace) -> int:
             }
         settings = run_settings(reports)
         table = demo_table(rows, machine() + (f"; {settings}" if settings else ""))
+        if not args.quick:
+            table += "\n\n" + rl_against_sft([r["stages"] for r in reports])
         met = sum(all_met(g) for g in rows.values())
         need = required_rows(len(seeds))
         print(f"\nThe {which}'s goals, world seeds {label}:\n\n{table}\n")
