@@ -139,3 +139,32 @@ def test_training_linears_give_the_same_loss_and_gradients(arch):
     torch.testing.assert_close(fast_loss, loss, rtol=0, atol=1e-6)
     for name, grad in grads.items():
         torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_traceable_training_linears_are_the_same_kernels_bit_for_bit(arch):
+    """``traceable=True`` (a compiled forward's path, the registered operator) gives the eager
+    path's loss and gradients to the bit, and the operator passes torch.library's own checks
+    (its shape function, autograd registration and schema)."""
+    from rlalign.lm.fast_linear import onednn_linear, training_linears
+
+    model = make_model(arch)
+    ids, mask = left_padded_batch([9, 3, 6, 1])
+
+    def loss_and_grads(traceable: bool):
+        model.zero_grad()
+        with training_linears(model, traceable=traceable):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss, grads = loss_and_grads(traceable=False)
+    traced_loss, traced_grads = loss_and_grads(traceable=True)
+    assert torch.equal(traced_loss, loss)
+    for name, grad in grads.items():
+        assert torch.equal(traced_grads[name], grad), name
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    weight = torch.randn(6, 8, requires_grad=True)
+    bias = torch.randn(6, requires_grad=True)
+    torch.library.opcheck(onednn_linear, (x, weight, bias))
+    torch.library.opcheck(onednn_linear, (x, weight, None))

@@ -222,7 +222,7 @@ def _packable_bias(bias: torch.Tensor) -> bool:
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """``y = x W^T + b`` and its backward, every product on oneDNN's fp32 kernel."""
+    """``y = x W^T + b`` and its backward, every product on oneDNN's fp32 kernel (eager)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -246,20 +246,62 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def _trainable_forward(module: nn.Module, transposed: bool) -> Any:
+# The same products as one registered operator, for torch.compile: a compiled graph keeps it
+# as an opaque kernel call and fuses the elementwise ops around it, where it would otherwise
+# put every product on MKL's sgemm (less than half oneDNN's speed on the AMD CPUs measured).
+# Eager runs keep the autograd.Function: a registered operator's Python dispatch costs ~12% of
+# a `tiny` training step there. Both call the same kernels, so both give the same bits.
+@torch.library.custom_op("rlalign::onednn_linear", mutates_args=())
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x weight^T + bias`` on oneDNN (``weight`` ``[out, in]``, any strides)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+@onednn_linear.register_fake
+def _onednn_linear_shape(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def _save_for_backward(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _onednn_linear_backward(ctx: Any, grad: torch.Tensor):
+    x, weight = ctx.saved_tensors
+    g2 = grad.reshape(-1, grad.shape[-1])
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:  # dL/dx = g W: a linear layer with weight W^T
+        grad_x = onednn_linear(g2, weight.t(), None).reshape(x.shape)
+    if ctx.needs_input_grad[1]:  # dL/dW = g^T x: a linear layer with weight x^T
+        grad_w = onednn_linear(g2.t(), x.reshape(-1, x.shape[-1]).t(), None)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_b = g2.sum(dim=0)
+    return grad_x, grad_w, grad_b
+
+
+onednn_linear.register_autograd(_onednn_linear_backward, setup_context=_save_for_backward)
+
+
+def _trainable_forward(module: nn.Module, transposed: bool, traceable: bool) -> Any:
+    linear = onednn_linear if traceable else _OneDNNLinear.apply
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         weight = module.weight.t() if transposed else module.weight
         if x.dtype != torch.float32 or weight.dtype != torch.float32:  # e.g. under autocast
             return torch.nn.functional.linear(x, weight, module.bias)
-        return _OneDNNLinear.apply(x, weight, module.bias)
+        return linear(x, weight, module.bias)
 
     return forward
 
 
 @contextlib.contextmanager
-def training_linears(model: nn.Module) -> Iterator[int]:
+def training_linears(model: nn.Module, *, traceable: bool = False) -> Iterator[int]:
     """Inside the block, fp32 CPU linear layers of ``model`` compute forward *and* backward on
     oneDNN (the graph built inside keeps using it for ``backward()`` after the block).
+    ``traceable``: through the registered operator ``rlalign::onednn_linear``, which
+    ``torch.compile`` can trace (for a compiled forward), instead of an autograd.Function.
 
     The layers read their live parameters at every call (no copy), so gradients reach the
     parameters as usual; the results equal ``F.linear``'s within fp32 rounding. On this
@@ -277,7 +319,8 @@ def training_linears(model: nn.Module) -> Iterator[int]:
             return None
         if bias is not None and not _packable_bias(bias):
             return None
-        return _trainable_forward(module, transposed=type(module) is not nn.Linear)
+        transposed = type(module) is not nn.Linear
+        return _trainable_forward(module, transposed=transposed, traceable=traceable)
 
     with _switched_forwards(root, trainable) as count:
         yield count

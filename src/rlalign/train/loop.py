@@ -413,11 +413,10 @@ class Trainer:
 
     def _linears(self) -> contextlib.AbstractContextManager:
         """fp32 on an AMD CPU: linear layers forward and backward on oneDNN (~2x MKL's sgemm
-        there; :func:`rlalign.lm.fast_linear.training_linears`)."""
-        compiled = self.cfg.torch_compile  # a compiled graph picks its own kernels
-        if self.bf16 or compiled or self.device.type != "cpu" or not fp32_prefers_onednn():
+        there; :func:`rlalign.lm.fast_linear.training_linears`), compiled or not."""
+        if self.bf16 or self.device.type != "cpu" or not fp32_prefers_onednn():
             return contextlib.nullcontext()
-        return training_linears(self.module)
+        return training_linears(self.module, traceable=self.cfg.torch_compile)
 
     def _require_finite_eval_loss(self, metrics: dict[str, float]) -> None:
         """A held-out loss of NaN or infinity means the model is broken: stop before saving."""
