@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 
 from rlalign.config import load_config
 from rlalign.errors import DiskFullError, UserError
-from rlalign.io import atomic_directory, atomic_write_text, read_jsonl, read_lines
+from rlalign.io import (
+    atomic_directory,
+    atomic_write_text,
+    read_jsonl,
+    read_lines,
+    remove_temporaries,
+)
 
 
 def _mode(path) -> int:
@@ -65,6 +71,56 @@ def test_a_full_disk_keeps_the_old_file_and_leaves_no_partial_copy(tmp_path, mon
         raise OSError(errno.EDQUOT, "Disk quota exceeded")
     assert (final / "weights").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "final"]
+
+
+def test_a_failed_fsync_of_a_directorys_file_never_replaces_the_old_version(tmp_path, monkeypatch):
+    """A network file system reports a full quota or an I/O error only at fsync: the tree may
+    not be on disk, so it must not replace the good one."""
+    final = tmp_path / "step_2"
+    final.mkdir()
+    (final / "weights").write_text("old")
+    real_fsync = os.fsync
+
+    def failing(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output error"), atomic_directory(final) as tmp:
+        (tmp / "weights").write_text("new")
+    assert (final / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_2"]
+
+
+def test_an_interruption_between_the_renames_puts_the_old_directory_back(tmp_path, monkeypatch):
+    final = tmp_path / "final"
+    final.mkdir()
+    (final / "weights").write_text("old")
+    real_replace, calls = os.replace, []
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the new tree into place: Ctrl-C arrives
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_directory(final) as tmp:
+        (tmp / "weights").write_text("new")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (final / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+    # killed there instead (no exception handler runs): the next start renames it back
+    final.rename(tmp_path / ".final.old")
+    remove_temporaries(tmp_path, "final")
+    assert (final / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+    # a leftover .old beside a complete final is only removed
+    (tmp_path / ".final.old").mkdir()
+    remove_temporaries(tmp_path, "final")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
 
 
 # --- reading a user's text files -----------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import json
 import os
 import re
@@ -93,16 +94,26 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+# what a file system says when it has no fsync (nothing to wait for), unlike a failed one
+_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
 def fsync_tree(root: Path) -> None:
-    """fsync every file and directory under ``root`` (before it is renamed into place)."""
+    """fsync every file and directory under ``root`` (before it is renamed into place).
+
+    A file's fsync error (EIO, a full disk or quota, as network file systems report them
+    only here) is raised: the tree may not be on disk, so it must not replace a good one.
+    Directories are synced where the file system allows it (some refuse to open them)."""
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
-            with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                if exc.errno not in _FSYNC_UNSUPPORTED:
+                    raise
+            finally:
+                os.close(fd)
         _fsync_dir(Path(dirpath))
 
 
@@ -111,7 +122,9 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it is fsynced and renamed to ``final``.
 
     If ``final`` exists it is replaced only after the new one is complete. On an exception the
-    temporary directory is removed and ``final`` is untouched.
+    temporary directory is removed and ``final`` is untouched (an interruption between the two
+    renames that replace it puts the old one back; a kill there leaves ``.NAME.old``, which
+    :func:`remove_temporaries` puts back).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +138,12 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
             old = final.with_name(f".{final.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                if not final.exists():
+                    os.replace(old, final)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
@@ -141,12 +159,19 @@ def remove_temporaries(directory: Path, targets: str) -> None:
     """Delete the leftovers of atomic writes into ``directory`` that a killed process left:
     the ``.NAME.XXXXXXXX.tmp`` files and directories and the ``.NAME.old`` directories of
     :func:`atomic_write_bytes` and :func:`atomic_directory`, for ``NAME`` matching the regular
-    expression ``targets``. Any other name is left alone (it is not ours to delete)."""
+    expression ``targets``; a ``.NAME.old`` whose ``NAME`` is missing (killed between the two
+    renames that replace it) is renamed back instead. Any other name is left alone (it is not
+    ours to delete)."""
     ours = re.compile(rf"\.(?:{targets})\.(?:[a-z0-9_]+\.tmp|old)")
     if not directory.is_dir():
         return
     for path in directory.iterdir():
         if ours.fullmatch(path.name):
+            # killed between the renames that replace NAME: the old NAME is the only copy
+            name = path.name[1:].removesuffix(".old")
+            if path.name.endswith(".old") and not (directory / name).exists():
+                os.replace(path, directory / name)
+                continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:

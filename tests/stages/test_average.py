@@ -40,6 +40,15 @@ def test_the_average_is_the_mean_of_each_element(k, rows, cols, seed):
     assert torch.equal(avg["steps"], torch.tensor([7]))
 
 
+def test_float64_tied_weights_average_to_themselves_and_the_inputs_stay_as_they_were():
+    shared = torch.full((2, 3), 3.0, dtype=torch.float64)
+    a = {"embed": shared, "head": shared}  # tied: one tensor under two names
+    b = {"embed": shared.clone(), "head": shared.clone()}
+    avg = average_weights([a, b])
+    assert torch.equal(avg["embed"], shared) and torch.equal(avg["head"], shared)
+    assert torch.equal(shared, torch.full((2, 3), 3.0, dtype=torch.float64))
+
+
 def test_copies_average_to_themselves_bit_for_bit_and_order_does_not_matter():
     g = torch.Generator().manual_seed(0)
     a = {"w": torch.randn(5, 7, generator=g).to(torch.bfloat16), "v": torch.randn(3, generator=g)}
@@ -100,6 +109,19 @@ def test_careless_input_is_one_line(base_model_dir, world_dir, tmp_path, capsys)
                  str(base_model_dir)]) == 2  # fmt: skip
     assert "one of the models" in capsys.readouterr().err
     assert not out.exists()
+
+    # an existing directory that is not an earlier average (a run, a folder of runs) is kept
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_2").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n")
+    pair = [str(base_model_dir), str(base_model_dir)]
+    assert main(["average", *pair, "--out", str(run)]) == 2
+    assert "holds something else than an earlier average" in capsys.readouterr().err
+    assert (run / "checkpoints" / "step_2").is_dir() and (run / "metrics.jsonl").is_file()
+    # an earlier average is replaced
+    assert main(["average", *pair, "--out", str(out)]) == 0
+    assert main(["average", *pair, "--out", str(out)]) == 0
+    capsys.readouterr()
 
     wider = tmp_path / "wider"
     model = load_model(base_model_dir)

@@ -165,6 +165,53 @@ def test_signal_then_resume_is_bit_identical(tmp_path, accumulation, sig):
         assert a["loss"] == b["loss"]
 
 
+class _RolloutPerStep(RandomTokens):
+    """An on-policy source that collects a rollout before every step, its metric the count."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__(batch)
+        self.collected = 0
+
+    def needs_rollout(self) -> bool:
+        return True
+
+    def collect_rollout(self) -> dict[str, float]:
+        self.collected += 1
+        return {"reward": float(self.collected)}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "collected": self.collected}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.collected = state["collected"]
+
+
+def test_rollout_metrics_of_a_window_cut_by_a_stop_reach_the_next_row(tmp_path):
+    """A stop between logging rows checkpoints the rollout metrics collected since the last
+    row: the resumed run's rows are the uninterrupted run's."""
+    cfg = dict(max_steps=4, logging_steps=2, save_steps=100)
+    reference = make_trainer(tmp_path / "ref", source=_RolloutPerStep(4), **cfg)
+    reference.fit()
+    run = tmp_path / "run"
+    first = make_trainer(run, source=_RolloutPerStep(4), **cfg)
+    first.loss_fn = _stop_after(3, signal.SIGTERM)  # during step 3: rollout 3 is pending
+    assert first.fit().step == 3
+    second = make_trainer(run, source=_RolloutPerStep(4), **cfg)
+    second.fit(resume=True)
+    ref_rows, rows = read_metrics(tmp_path / "ref"), read_metrics(run)
+    assert [(r["step"], r["reward"]) for r in ref_rows] == [(2, 1.5), (4, 3.5)]
+    assert [(r["step"], r["reward"]) for r in rows] == [(2, 1.5), (4, 3.5)]
+
+
+def test_a_fresh_fit_refuses_a_directory_holding_an_earlier_runs_checkpoints(tmp_path):
+    make_trainer(tmp_path, max_steps=4, save_steps=2).fit()
+    before = [s for s, _ in ckpt.list_checkpoints(tmp_path)]
+    with pytest.raises(UserError, match="holds checkpoints of an earlier run"):
+        make_trainer(tmp_path, max_steps=3, save_steps=1, save_total_limit=2).fit()
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == before == [2, 4]
+
+
 def test_crash_inside_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     trainer = make_trainer(tmp_path, max_steps=4, save_steps=2)
     real_save = torch.save

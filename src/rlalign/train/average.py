@@ -43,7 +43,11 @@ def average_weights(state_dicts: Iterable[Mapping[str, torch.Tensor]]) -> dict[s
     for count, sd in enumerate(state_dicts, start=1):
         if first is None:
             first = dict(sd)
-            total = {n: t.to(torch.float64) for n, t in first.items() if t.is_floating_point()}
+            # copy=True: a float64 tensor would otherwise be model 1's own, summed in place
+            # (twice over for tied weights)
+            total = {
+                n: t.to(torch.float64, copy=True) for n, t in first.items() if t.is_floating_point()
+            }
             continue
         if sd.keys() != first.keys():
             missing = sorted(first.keys() ^ sd.keys())[:3]
@@ -83,6 +87,14 @@ def average_models(model_dirs: Sequence[str | Path], output_dir: str | Path) -> 
     output = Path(output_dir)
     if output.resolve() in {d.resolve() for d in dirs}:
         raise UserError(f"{output} is one of the models to average; write the average elsewhere")
+    if output.is_dir() and any(output.iterdir()) and not _written_by_average(output):
+        # the directory is replaced whole: a run directory or a folder of runs would be lost
+        raise UserError(
+            f"{output} exists and holds something else than an earlier average; write the "
+            "average to a new directory (or remove this one first)"
+        )
+    if output.exists() and not output.is_dir():
+        raise UserError(f"{output} is a file; write the average to a new directory")
     base = load_model(dirs[0])
     tokenizer = load_tokenizer(dirs[0])
     vocab, shape = tokenizer.get_vocab(), base.config.to_diff_dict()
@@ -110,10 +122,22 @@ def average_models(model_dirs: Sequence[str | Path], output_dir: str | Path) -> 
     return output
 
 
+_CARD_TITLE = "# The weight average of fine-tuned models\n"
+
+
+def _written_by_average(path: Path) -> bool:
+    """Whether ``path`` is a model directory an earlier ``rlalign average`` wrote (files only,
+    its model card first), which a new average may replace."""
+    card = path / "README.md"
+    if any(p.is_dir() for p in path.iterdir()) or not card.is_file():
+        return False
+    return card.read_text(encoding="utf-8", errors="replace").startswith(_CARD_TITLE)
+
+
 def _card(dirs: Sequence[Path]) -> str:
     members = "\n".join(f"- `{d}`" for d in dirs)
     return (
-        "# The weight average of fine-tuned models\n\n"
+        f"{_CARD_TITLE}\n"
         f"Each weight is the mean of the {len(dirs)} models below (fine-tuned from one start; "
         "written by `rlalign average`):\n\n"
         f"{members}\n"

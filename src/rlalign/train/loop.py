@@ -285,6 +285,13 @@ class Trainer:
     def fit(self, resume: bool = False) -> FitResult:
         """Train until ``max_steps`` (or a stop signal); returns how it ended."""
         cfg = self.cfg
+        if not resume and ckpt.list_checkpoints(self.output_dir):
+            # a fresh run would mix its checkpoints with the earlier run's, and pruning keeps
+            # the highest step numbers: its own newest would be deleted, the old ones kept
+            raise UserError(
+                f"{self.output_dir} holds checkpoints of an earlier run: continue it with "
+                "fit(resume=True), or train in an empty directory"
+            )
         if self.rank.is_main:  # what a killed run was writing is of no use to this one
             ckpt.remove_stale_temporaries(self.output_dir)
         resumed_from = self._resume() if resume else None
@@ -485,6 +492,9 @@ class Trainer:
             "data": self.data.state_dict(),
             "rng": ckpt.rng_state(),
             "metrics_window": self.window.state_dict(),
+            # collected since the last logged row (a save between logging rows, a stop signal):
+            # the next row averages them with the rollouts after the resume
+            "rollout_metrics": [{k: float(v) for k, v in m.items()} for m in self.rollout_metrics],
         }
 
     def save(self) -> Path | None:
@@ -559,6 +569,8 @@ class Trainer:
         self._follow_configured_schedule()
         self.data.load_state_dict(state["data"])
         self.window.load_state_dict(state["metrics_window"])
+        # .get: checkpoints written before this key carried no pending rollout metrics
+        self.rollout_metrics = [dict(m) for m in state.get("rollout_metrics", [])]
         ckpt.set_rng_state(state["rng"])
         self.step = int(state["step"])
         return path
