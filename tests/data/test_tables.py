@@ -64,6 +64,15 @@ def test_where_names_the_line_or_the_row(tmp_path):
         f"{paths['csv']}: row 0 (line 2)",
         f"{paths['csv']}: row 1 (line 3)",
     ]
+    # every row's line, against a count of the file's own lines: a quoted line break moves
+    # the rows after it, and a blank line is skipped
+    csv = tmp_path / "lines.csv"
+    csv.write_text('prompt,completion\n"two\nlines",a\nb,c\n\nd,e\n')
+    assert [w for w, _ in read_rows(csv)] == [
+        f"{csv}: row 0 (line 2)",
+        f"{csv}: row 1 (line 4)",
+        f"{csv}: row 2 (line 6)",
+    ]
     assert read_rows(PAIRS, what="SFT data")[2][0] == "the SFT data rows, row 2"
 
 
@@ -79,6 +88,15 @@ def test_conversations_survive_the_nested_formats(tmp_path):
     for fmt in ("json", "parquet", "disk"):
         assert load_sft(paths[fmt]) == want, fmt
     assert load_sft(rows) == want
+
+
+def test_text_that_reads_like_a_missing_value_is_kept_as_text(tmp_path):
+    """pandas takes "NA", "None" or "N/A" for missing values; in a prompt or an answer they
+    are text. Only an empty cell is missing."""
+    csv = tmp_path / "answers.csv"
+    csv.write_text("prompt,completion\nIs it known?,N/A\nWho?,None\nCode?,NA\nEmpty?,\n")
+    rows = [row for _, row in read_rows(csv)]
+    assert [row.get("completion") for row in rows] == ["N/A", "None", "NA", None]
 
 
 def test_a_missing_table_value_is_a_missing_field(tmp_path):
@@ -112,6 +130,10 @@ def test_rl_prompts_keep_their_fields_and_where(tmp_path):
          r"broken\.parquet: cannot read this data file as parquet: "),
         ("broken.json", lambda p: p.write_text("[{\"a\": 1},"), r"broken\.json: cannot read "
          r"this data file as json"),
+        # the parser's own words, which datasets keeps behind "An error occurred while ..."
+        ("comma.json", lambda p: p.write_text('[{"prompt": "a", "completion": "b"},]'),
+         r"comma\.json: cannot read this data file as json: .*: Unexpected character .* at "
+         r"position"),
         ("empty.csv", lambda p: p.write_text("prompt,completion\n"), r"empty\.csv: data file is "
          r"empty"),
         ("splits", lambda p: datasets.DatasetDict(

@@ -78,6 +78,11 @@ def test_evaluate_pairs_counts_each_kind():
     diffs = [3.0, -2.0, 1.0, 1.0, -1.0, 3.0]
     want = sum(math.log1p(math.exp(-d)) for d in diffs) / 6
     assert metrics["eval_loss"] == pytest.approx(want)
+    # without kinds (the default): the overall figures only
+    plain = evaluate_pairs(
+        _SumScorer(), [collate_pairs(c, pad_id=0) for c in chunks], torch.device("cpu")
+    )
+    assert plain == {k: metrics[k] for k in ("eval_accuracy", "eval_loss")}
 
 
 @pytest.mark.slow

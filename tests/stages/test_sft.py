@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from rlalign.cli import main
 from rlalign.lm.chat import IGNORE_INDEX
 from rlalign.lm.tokenizer import load_tokenizer
-from rlalign.train.chat_data import collate, encode_conversation
+from rlalign.train.chat_data import collate, encode_conversation, split_examples
 from rlalign.train.losses import causal_lm_loss
 
 CONVERSATION = [
@@ -35,6 +36,15 @@ def test_labels_cover_exactly_the_assistant_turns(base_model_dir):
     assert all(lab in (IGNORE_INDEX, i) for lab, i in zip(ex.labels, ex.input_ids, strict=True))
     # the full text decodes to the chat template's rendering
     assert tok.decode(ex.input_ids) == tok.apply_chat_template(CONVERSATION, tokenize=False)
+
+
+def test_an_opening_assistant_turn_is_labelled_without_the_templates_header(base_model_dir):
+    tok = load_tokenizer(base_model_dir)
+    opening = [{"role": "assistant", "content": "Hello."}, *CONVERSATION[1:3]]
+    ex = encode_conversation(tok, opening, max_length=512)
+    labelled = [t for t in ex.labels if t != IGNORE_INDEX]
+    want = "".join(m["content"] + tok.eos_token for m in opening if m["role"] == "assistant")
+    assert tok.decode(labelled) == want
 
 
 def test_prompt_tokens_get_no_gradient(base_model_dir):
@@ -113,6 +123,51 @@ def test_sft_bad_input(base_model_dir, tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # nothing written for a run that could not start
     code = main(["sft", "model=tiny", f"data={bad}", f"output_dir={tmp_path / 'o'}"])
     assert code == 2
+
+
+def test_a_template_that_refuses_a_conversation_is_one_line(base_model_dir, tmp_path, capsys):
+    """Llama-2's and Mistral's templates raise on a role order they do not accept."""
+    strict = tmp_path / "strict"
+    shutil.copytree(base_model_dir, strict)
+    tok = load_tokenizer(base_model_dir)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "{{ m['role'] + ': ' + m['content'] + eos_token }}{% endfor %}"
+    )
+    tok.save_pretrained(strict)
+    data = tmp_path / "sft.jsonl"
+    ok = {"messages": CONVERSATION[1:3]}
+    data.write_text(json.dumps(ok) + "\n" + json.dumps({"messages": CONVERSATION}) + "\n")
+    code = main(["sft", f"model={strict}", f"data={data}", f"output_dir={tmp_path / 'o'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{data}: conversation 2 (in the file's order): the tokenizer's chat template" in err
+    assert "System role not supported" in err
+
+
+def test_conversations_longer_than_max_length_are_counted(base_model_dir, tmp_path, capfd):
+    data = tmp_path / "sft.jsonl"
+    short = {"messages": CONVERSATION[1:3]}
+    data.write_text("\n".join(json.dumps(r) for r in [short, {"messages": CONVERSATION}] * 4))
+    tok = load_tokenizer(base_model_dir)
+    lengths = [
+        len(encode_conversation(tok, c, None).input_ids) for c in (CONVERSATION[1:3], CONVERSATION)
+    ]
+    max_length = (lengths[0] + lengths[1]) // 2  # the short one fits, the long one is cut
+    args = ["sft", f"model={base_model_dir}", f"data={data}", f"output_dir={tmp_path / 'o'}",
+            f"max_length={max_length}", "max_steps=1", "disable_tqdm=true"]  # fmt: skip
+    assert main(args) == 0
+    assert (
+        f"sft: 4 of 8 conversations are longer than max_length={max_length} tokens: 4 cut"
+        in capfd.readouterr().err
+    )
+
+
+def test_the_held_out_split_leaves_something_to_train_on():
+    train, held_out = split_examples(list(range(3)), 0.9, seed=0)
+    assert len(train) == 1 and len(held_out) == 2
+    assert sorted(train + held_out) == [0, 1, 2]
 
 
 def test_replay_documents_carry_a_loss_on_every_token(base_model_dir, world_dir):

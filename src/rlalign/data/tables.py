@@ -13,12 +13,15 @@ A source is a path or rows already in memory:
 
 A table has a value in every column of every row, so a value that is missing there (``None``:
 an empty CSV cell, a Parquet null) counts as a field the row does not have: the format
-validators then say "missing field", as they do for a JSONL line without it.
+validators then say "missing field", as they do for a JSONL line without it. A null in JSON
+Lines or in rows from Python counts the same way (``Dataset.to_json`` writes a column a row
+lacks as null), so the same rows read the same from every format.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -50,7 +53,7 @@ def read_rows(source: Any, *, what: str = "data") -> list[Row]:
         return _table_rows(path, _load_from_disk(path, what), what)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return [(f"{path}:{lineno}", row) for lineno, row in read_jsonl(path, what=what)]
+        return [(f"{path}:{lineno}", _present(row)) for lineno, row in read_jsonl(path, what=what)]
     if suffix not in TABLE_READERS:
         raise UserError(f"{path}: not a {what} format rlalign reads; give {FORMATS}")
     return _table_rows(path, _load_file(path, suffix, what), what)
@@ -68,21 +71,59 @@ def _in_memory(rows: list[Any], name: str, what: str) -> list[Row]:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise UserError(f"{name}, row {i}: expected a dict, got {type(row).__name__}")
-        out.append((f"{name}, row {i}", row))
+        out.append((f"{name}, row {i}", _present(row)))
     return out
+
+
+def _present(row: Any) -> Any:
+    """A row without its null fields: ``Dataset.to_json`` and ``to_list`` write a column a
+    row lacks as null, so null counts as missing in every format, as in a table."""
+    return {k: v for k, v in row.items() if v is not None} if isinstance(row, dict) else row
 
 
 def _table_rows(path: Path, rows: list[dict[str, Any]], what: str) -> list[Row]:
     if not rows:
         raise UserError(f"{path}: {what} file is empty")
-    csv = path.suffix.lower() in (".csv", ".tsv")
+    lines = _csv_row_lines(path, len(rows)) if path.suffix.lower() in (".csv", ".tsv") else None
     return [
         (
-            f"{path}: row {i}" + (f" (line {i + 2})" if csv else ""),
-            {k: v for k, v in row.items() if v is not None},
+            f"{path}: row {i}" + (f" (line {lines[i]})" if lines else ""),
+            _present(row),
         )
         for i, row in enumerate(rows)
     ]
+
+
+def _csv_row_lines(path: Path, count: int) -> list[int] | None:
+    """The line each data row of a CSV/TSV file starts on (the header is line 1), found with
+    Python's csv module: a quoted cell may hold line breaks and blank lines are skipped, so
+    row ``i`` is not line ``i + 2`` in general. None when its count of rows is not
+    ``count`` (a dialect the two readers see differently): then rows are named by number."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    seen: list[str] = []
+
+    def numbered() -> Iterator[str]:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            for line in f:
+                seen.append(line)
+                yield line
+
+    try:
+        reader = csv.reader(numbered(), delimiter=delimiter)
+        next(reader, None)  # the header
+        starts = []
+        while True:
+            before = len(seen)
+            row = next(reader, None)
+            if row is None:
+                break
+            if not any(cell.strip() for cell in row):  # a blank line: pandas skips it
+                continue
+            blank = next(k for k in range(before, len(seen)) if seen[k].strip())
+            starts.append(blank + 1)
+    except (csv.Error, UnicodeDecodeError, StopIteration):
+        return None
+    return starts if len(starts) == count else None
 
 
 @contextlib.contextmanager
@@ -108,7 +149,9 @@ def _quiet_datasets() -> Iterator[Any]:
 
 def _load_file(path: Path, suffix: str, what: str) -> list[dict[str, Any]]:
     reader = TABLE_READERS[suffix]
-    options = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    options: dict[str, Any] = {"delimiter": "\t"} if suffix == ".tsv" else {}
+    if reader == "csv":  # only an empty cell is missing: "NA", "None" or "N/A" are text
+        options |= {"keep_default_na": False, "na_values": [""]}
     with _quiet_datasets() as datasets, tempfile.TemporaryDirectory() as cache:
         try:
             loaded = datasets.load_dataset(
@@ -150,5 +193,16 @@ def _load_from_disk(path: Path, what: str) -> list[dict[str, Any]]:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """The error's words on one line, with the cause a wrapper hides: ``datasets`` says only
+    "An error occurred while generating the dataset" and keeps the parser's message (a
+    trailing comma at line 3, column 5) in ``__cause__``."""
+    parts = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if text not in parts:
+            parts.append(text)
+        exc = exc.__cause__ or exc.__context__
+    text = ": ".join(parts)
     return text if len(text) <= 300 else text[:297] + "..."

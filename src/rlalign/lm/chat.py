@@ -14,27 +14,44 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from jinja2 import TemplateError
 
 from rlalign.errors import UserError
 
 IGNORE_INDEX = -100  # the label of a token that carries no loss (PyTorch's cross_entropy default)
 
 
+def _render(tokenizer: Any, messages: list[dict[str, str]], **kwargs: Any) -> str:
+    """The chat template's text; a template that refuses the conversation (Llama-2's and
+    Mistral's insist on alternating roles, Gemma's has no system role) is a user error."""
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except TemplateError as exc:
+        raise UserError(
+            f"the tokenizer's chat template refuses this conversation ({exc}); reorder its "
+            "turns as the template requires, or use a model whose template accepts them"
+        ) from None
+
+
 def render_with_spans(
     tokenizer: Any, messages: list[dict[str, str]]
 ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of each assistant turn."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    text = _render(tokenizer, messages)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = (
-            tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-            if i
-            else ""
-        )
-        through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        through = _render(tokenizer, messages[: i + 1])
+        if i:
+            before = _render(tokenizer, messages[:i], add_generation_prompt=True)
+        else:
+            # An opening assistant turn starts where the template puts its content, not at
+            # character 0: the begin-of-text token and the turn's header are the template's.
+            # Found with a marker no text holds (transformers renders no empty conversation).
+            marker = "\x00content\x00"
+            probe = _render(tokenizer, [{**message, "content": marker}])
+            before = through[: probe.index(marker)] if marker in probe else ""
         if not text.startswith(through) or not through.startswith(before):
             raise UserError(
                 "the tokenizer's chat template does not render conversations turn by turn "

@@ -21,11 +21,17 @@ class ChatExample:
 
 
 def encode_conversation(
-    tokenizer: Any, messages: list[dict[str, str]], max_length: int
+    tokenizer: Any, messages: list[dict[str, str]], max_length: int | None
 ) -> ChatExample | None:
-    """Tokens and assistant-only labels, truncated to ``max_length``; None if no label is left."""
+    """Tokens and assistant-only labels, truncated to ``max_length`` (None: whole); None if no
+    label is left."""
     ids, labels = tokenize_with_labels(tokenizer, messages)
-    ids, labels = ids[:max_length], labels[:max_length]
+    return truncate_example(ChatExample(ids, labels), max_length)
+
+
+def truncate_example(example: ChatExample, max_length: int | None) -> ChatExample | None:
+    """``example`` cut to its first ``max_length`` tokens; None if no label is left."""
+    ids, labels = example.input_ids[:max_length], example.labels[:max_length]
     if all(x == IGNORE_INDEX for x in labels[1:]):
         return None
     return ChatExample(ids, labels)
@@ -75,10 +81,11 @@ class ExampleBatches:
 
 
 def split_examples(examples: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
-    """A seeded held-out split (at least one held-out example when ``fraction > 0``)."""
+    """A seeded held-out split: at least one held-out example when ``fraction > 0``, and at
+    least one to train on."""
     if fraction <= 0 or len(examples) < 2:
         return list(examples), []
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(examples), generator=gen).tolist()
-    n_eval = max(1, round(len(examples) * fraction))
+    n_eval = min(max(1, round(len(examples) * fraction)), len(examples) - 1)  # one left to train
     return [examples[i] for i in order[n_eval:]], [examples[i] for i in order[:n_eval]]

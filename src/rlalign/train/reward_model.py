@@ -264,7 +264,7 @@ def evaluate_pairs(
         correct += sum(right)
         loss += float(bradley_terry_loss(scores[:n], scores[n:], batch["margin"]).sum())
         total += n
-        for kind, ok in zip(kinds[b] if kinds else [], right, strict=True):
+        for kind, ok in zip(kinds[b] if kinds else [None] * n, right, strict=True):
             if kind is not None:
                 tally = by_kind.setdefault(kind, [0, 0])
                 tally[0] += int(ok)

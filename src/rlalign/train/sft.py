@@ -7,6 +7,7 @@ assistant tokens only; prompt tokens get no gradient) -> ``output_dir/final/``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from pydantic import Field
@@ -22,6 +23,7 @@ from rlalign.train.chat_data import (
     collate,
     encode_conversation,
     split_examples,
+    truncate_example,
 )
 from rlalign.train.config import TrainingConfig
 from rlalign.train.data import read_corpus
@@ -89,8 +91,18 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
         bf16=uses_bf16(cfg.bf16, device, model),
     )
     max_length = cfg.max_length
-    examples = [encode_conversation(tokenizer, c, max_length) for c in conversations]
-    kept = [e for e in examples if e is not None]
+    kept, cut, dropped = [], 0, 0
+    for i, conversation in enumerate(conversations, start=1):
+        try:
+            whole = encode_conversation(tokenizer, conversation, None)
+        except UserError as exc:
+            raise UserError(f"{cfg.data}: conversation {i} (in the file's order): {exc}") from None
+        example = whole and truncate_example(whole, max_length)
+        if whole is not None and len(whole.input_ids) > max_length:
+            cut += example is not None
+            dropped += example is None
+        if example is not None:
+            kept.append(example)
     if not kept:
         raise UserError(
             f"{cfg.data}: no conversation has assistant tokens within max_length={max_length}"
@@ -99,6 +111,14 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> StageResult:
     if cfg.replay_data is not None:
         train += replay_examples(cfg, tokenizer, max_length, round(len(train) * cfg.replay_ratio))
     prepare_run(cfg, resume=resume, rank=rank)
+    if (cut or dropped) and rank.is_main:  # once the run starts: what it will not see
+        print(
+            f"sft: {cut + dropped} of {len(conversations)} conversations are longer than "
+            f"max_length={max_length} tokens: {cut} cut (their last answer ends early, without "
+            f"its end-of-turn token), {dropped} dropped (no answer token within it); raise "
+            "max_length to keep them whole",
+            file=sys.stderr,
+        )
 
     pad_id = tokenizer.pad_token_id
     data = ExampleBatches(
