@@ -99,6 +99,18 @@ def test_text_that_reads_like_a_missing_value_is_kept_as_text(tmp_path):
     assert [row.get("completion") for row in rows] == ["N/A", "None", "NA", None]
 
 
+def test_null_is_a_missing_field_in_every_format(tmp_path):
+    """Dataset.to_json writes the column a row lacks as null: read back, the row lacks it, as
+    the same rows from Parquet and from Python do."""
+    rows = [{"prompt": "a", "completion": "b", "margin": 1.0}, {"prompt": "c", "completion": "d"}]
+    ds = datasets.Dataset.from_list(rows)
+    ds.to_json(tmp_path / "rows.jsonl")
+    ds.to_parquet(tmp_path / "rows.parquet")
+    assert '"margin":null' in (tmp_path / "rows.jsonl").read_text()
+    for source in (tmp_path / "rows.jsonl", tmp_path / "rows.parquet", ds, ds.to_list()):
+        assert [row for _, row in read_rows(source)] == rows, source
+
+
 def test_a_missing_table_value_is_a_missing_field(tmp_path):
     """An empty CSV cell / a Parquet null is a field the row does not have: optional fields take
     their default, required ones say "missing field" with the row."""
