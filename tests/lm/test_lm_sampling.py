@@ -230,6 +230,23 @@ def test_eos_ends_sequences_and_masks():
     assert torch.equal(out.attention_mask[:, ids.shape[1] :], out.completion_mask)
 
 
+def test_a_turn_ends_on_the_generation_configs_eos_ids_as_well_as_the_tokenizers():
+    """Llama 3 Instruct's tokenizer names <|end_of_text|> its eos, its turns end with <|eot_id|>,
+    which the generation config lists: sampling stops on either, as generate does."""
+    from types import SimpleNamespace
+
+    model = make_model("llama")
+    ids, mask = left_padded_batch([4])
+    greedy = sample(model, ids, mask, max_new_tokens=6, temperature=0.0, eos_token_id=[])
+    third = int(greedy.completion_ids[0, 2])
+    unused = next(i for i in range(model.config.vocab_size) if i not in greedy.completion_ids[0])
+    tokenizer = SimpleNamespace(eos_token_id=unused, pad_token_id=0)
+    model.generation_config.eos_token_id = [unused, third]
+    out = sample(model, ids, mask, max_new_tokens=6, temperature=0.0, tokenizer=tokenizer)
+    first_hit = greedy.completion_ids[0].tolist().index(third)
+    assert out.finish_reasons == ["eos"] and int(out.completion_mask[0].sum()) == first_hit + 1
+
+
 def test_loop_stops_when_all_finished():
     model = make_model("llama")
     ids, mask = left_padded_batch([4])

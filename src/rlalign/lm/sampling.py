@@ -296,15 +296,23 @@ def _as_id_set(value: int | Sequence[int] | None) -> list[int]:
 
 
 def default_eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> list[int]:
-    """The end-of-sequence ids: the tokenizer's eos, else the model's generation config/config."""
+    """The end-of-sequence ids: the tokenizer's eos and every id of the model's generation
+    config (else of its config).
+
+    Why both: a chat model's turn can end on a token that is not the tokenizer's eos (Llama 3
+    Instruct's tokenizer says ``<|end_of_text|>``, its turns end with ``<|eot_id|>``, which
+    the generation config lists, as ``generate`` stops on it); a model without a generation
+    config has only the tokenizer's."""
+    ids: list[int] = []
     if tokenizer is not None and tokenizer.eos_token_id is not None:
-        return [int(tokenizer.eos_token_id)]
+        ids.append(int(tokenizer.eos_token_id))
     gen = getattr(model, "generation_config", None)
     for source in (gen, model.config):
-        ids = _as_id_set(getattr(source, "eos_token_id", None))
-        if ids:
-            return ids
-    return []
+        found = _as_id_set(getattr(source, "eos_token_id", None))
+        if found:
+            ids += [i for i in found if i not in ids]
+            break
+    return ids
 
 
 # no_grad, not inference_mode: the returned ids and masks feed autograd later (policy log-probs
