@@ -39,12 +39,13 @@ command line is a layer over these functions: ``rlalign sft key=value`` calls :f
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rlalign.config import Config, load_config
+from rlalign.config import Config, current_keys, load_config
 from rlalign.control.runs import train_run
 from rlalign.control.train_config import ALGOS, defaults_for
 from rlalign.data.formats import load_preferences, load_prompts, load_sft
@@ -53,6 +54,7 @@ from rlalign.dist import RankInfo
 from rlalign.errors import UserError
 from rlalign.io import atomic_directory, write_jsonl
 from rlalign.metrics import read_metrics
+from rlalign.plugins import USER_MODULE_PREFIX
 from rlalign.report.run_report import write_run_report
 from rlalign.rewards.compose import IN_PROCESS, callable_name
 from rlalign.rundir import lock_run_directory, lock_scope, refuse_foreign_directory
@@ -102,7 +104,9 @@ def _config(cls: type[C], config: C | Mapping[str, Any] | None, keys: dict[str, 
         raise UserError(
             f"config must be a {cls.__name__}, a dict or None, got {type(config).__name__}"
         )
-    return load_config(cls, None, [], defaults={**base, **keys})
+    # paths as text (a Path is what a user has); each layer by current names before merging
+    keys = {k: str(v) if isinstance(v, Path) else v for k, v in keys.items()}
+    return load_config(cls, None, [], defaults={**base, **current_keys(cls, keys)})
 
 
 def _rows_of(source: Any) -> bool:
@@ -202,9 +206,10 @@ def _dataset(keys: dict[str, Any], key: str, source: Any, check: Callable[[Any],
 
 
 def importable_name(fn: Any) -> str | None:
-    """``module:function`` when a worker process can import ``fn`` by that name (a function
-    defined at the top of an importable module), else ``None`` (a lambda, a closure, a
-    function of ``__main__`` or of a notebook)."""
+    """``module:function`` (or ``path/file.py:function``) when a worker process can import
+    ``fn`` by that name (a function defined at the top of an importable module, or of a file
+    rlalign loaded by its path), else ``None`` (a lambda, a closure, a function of
+    ``__main__`` or of a notebook)."""
     module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if not module or module == "__main__" or not name.isidentifier():
         return None
@@ -212,7 +217,12 @@ def importable_name(fn: Any) -> str | None:
         found = getattr(importlib.import_module(module), name, None)
     except Exception:  # any failure means: not importable by name
         return None
-    return f"{module}:{name}" if found is fn else None
+    if found is not fn:
+        return None
+    if module.startswith(USER_MODULE_PREFIX):  # loaded from file.py:name; its module name
+        file = getattr(sys.modules[module], "__file__", None)  # is this process's own
+        return f"{file}:{name}" if file else None
+    return f"{module}:{name}"
 
 
 def _sft_rows(source: Any) -> list[dict[str, Any]]:
@@ -347,7 +357,7 @@ def control_train(
     cls = ALGOS[algo]
     # a config object gives only what was set in it: the env's defaults fill the rest
     base = config.model_dump(exclude_unset=True) if isinstance(config, Config) else config
-    given = {**(base or {}), **keys}
+    given = {**current_keys(cls, base or {}), **current_keys(cls, keys)}
     defaults = defaults_for(env, algo, given.get("env_kwargs"))
     cfg = load_config(cls, None, [], defaults={**defaults, **given})
     result = train_run(env, algo, cfg, output_dir, progress=progress, baselines=baselines,

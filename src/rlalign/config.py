@@ -110,6 +110,13 @@ class Config(BaseModel):
         return data
 
 
+def current_keys(cls: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with its top-level keys by their current names (a warning for each old one):
+    for a layer of settings merged over another, so that an old name overrides the other
+    layer's value of the new one instead of clashing with it."""
+    return {_current_name(cls, key): value for key, value in data.items()}
+
+
 def _current_name(cls: type[BaseModel], key: str, where: str = "") -> str:
     """A top-level key by its current name, with a warning when it came by an old one.
 

@@ -29,6 +29,11 @@ def _split(spec: str, what: str) -> tuple[str, str]:
     return target, name
 
 
+# The module name of a file loaded by path: it differs between processes (str hashes are
+# salted), so another process names such a function by its file instead.
+USER_MODULE_PREFIX = "rlalign_user_"
+
+
 def _load_module(target: str, spec: str, what: str) -> ModuleType:
     if target.endswith(".py") or "/" in target or "\\" in target:
         path = Path(target)
@@ -36,7 +41,7 @@ def _load_module(target: str, spec: str, what: str) -> ModuleType:
             raise UserError(f"{what} '{spec}': file '{path}' not found")
         # One module per file, whatever it is loaded as: a second spec naming the same file
         # reuses it instead of running its top-level code again.
-        module_name = f"rlalign_user_{abs(hash(str(path.resolve())))}"
+        module_name = f"{USER_MODULE_PREFIX}{abs(hash(str(path.resolve())))}"
         if module_name in sys.modules:
             return sys.modules[module_name]
         module_spec = importlib.util.spec_from_file_location(module_name, path)

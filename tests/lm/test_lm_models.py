@@ -70,6 +70,9 @@ def test_load_and_resolve_any_decoder(tmp_path, arch_name):
     assert type(loaded) is type(model)
     bf16 = load_model(tmp_path, dtype=torch.bfloat16)
     assert next(bf16.parameters()).dtype == torch.bfloat16
+    # a checkpoint saved in bf16 (as most Hub models are) trains on fp32 weights by default
+    bf16.save_pretrained(tmp_path / "bf16")
+    assert {p.dtype for p in load_model(tmp_path / "bf16").parameters()} == {torch.float32}
     with pytest.raises(UserError, match="embeds only 97"):
         resolve_model(tmp_path, vocab_size=500)
 

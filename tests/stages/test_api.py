@@ -149,6 +149,42 @@ def test_control_train_from_python_is_the_command_line_run(tmp_path):
     assert result.metrics["final_eval_return"] == cli_result["final_eval_return"]
 
 
+def test_keys_by_their_old_names_and_paths_are_taken_as_the_command_line_takes_them(
+    word_model_dir, tmp_path
+):
+    """An old key name overrides the env's default given by the new one (as on the command
+    line), and a path key may be a Path."""
+    keys = {"total_steps": 256, "n_envs": 2, "n_steps": 64, "eval_every": 10**9,
+            "final_eval_episodes": 1}  # fmt: skip
+    with pytest.warns(FutureWarning, match="'n_epochs' is now 'num_iterations'"):
+        rlalign.control_train("CartPole-v1", output_dir=tmp_path / "old", progress=False,
+                              baselines=False, n_epochs=2, **keys)  # fmt: skip
+    saved = yaml.safe_load((tmp_path / "old" / "config.yaml").read_text())
+    assert saved["num_iterations"] == 2
+    out = tmp_path / "sft"
+    result = rlalign.sft(model=word_model_dir, train_dataset=SFT_ROWS, output_dir=out, **SFT_KEYS)
+    assert result.output_dir == out and (out / "final").is_dir()
+
+
+def test_a_function_rlalign_loaded_from_a_file_is_named_by_its_file(tmp_path):
+    """Its module name is this process's own: a worker process (or a resumed run) imports it
+    by the file."""
+    from rlalign.api import importable_name
+    from rlalign.plugins import load_callable
+    from rlalign.rewards.sandbox import TimedRewardFunction
+
+    file = tmp_path / "scores.py"
+    file.write_text("def score(prompts, completions, **fields):\n    return [0.5] * len(prompts)\n")
+    name = importable_name(load_callable(f"{file}:score", "reward function"))
+    assert name == f"{file}:score"
+    worker = TimedRewardFunction(name, 20)
+    try:
+        worker.start()
+        assert worker(["p"], ["c"]) == [0.5]
+    finally:
+        worker.close()
+
+
 def test_a_callable_goes_to_the_sandbox_when_a_timeout_is_asked(word_model_dir, tmp_path,
                                                                   monkeypatch):  # fmt: skip
     module = tmp_path / "my_rewards_mod.py"

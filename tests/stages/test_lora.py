@@ -125,3 +125,39 @@ def test_target_modules_that_do_not_exist_are_a_clear_error(
     assert code == 2
     assert "lora.target_modules: c_attn not found" in err and "q_proj" in err
     assert not (out / "checkpoints").exists()
+
+
+def test_an_adapted_tied_output_layer_merges_into_the_model_that_was_trained(
+    word_model_dir, tmp_path
+):
+    """Merging B A into a head tied to the input embeddings would move the embeddings too; the
+    adapted head gets a weight of its own, so the merged final/ computes what the trained model
+    computed, and loads with plain transformers."""
+    from rlalign.train.lora import save_lora_final
+
+    model = load_model(word_model_dir)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    embed = model.get_input_embeddings().weight.detach().clone()
+    settings = LoraSettings(target_modules="lm_head,q_proj")
+    peft_model = apply_lora(model, settings, task="causal_lm", seed=0)
+    with torch.no_grad():  # a trained adapter: B away from its zero start
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    ids = torch.tensor([[1, 5, 7, 3, 2]])
+    trained = peft_model(input_ids=ids).logits
+    save_lora_final(peft_model, peft_model.state_dict(), tmp_path, settings)
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path)
+    torch.testing.assert_close(merged(input_ids=ids).logits, trained, rtol=1e-5, atol=1e-5)
+    assert torch.equal(merged.get_input_embeddings().weight, embed)
+
+
+def test_settings_lora_cannot_honour_are_one_line(base_model_dir, world_dir, tmp_path, capsys):
+    empty = main(sft_args(base_model_dir, world_dir, tmp_path / "a", "lora.target_modules="))
+    assert empty == 2 and "names no layer" in capsys.readouterr().err
+    pairs = world_dir / "preferences.jsonl"
+    args = ["reward", f"model={base_model_dir}", f"data={pairs}", f"output_dir={tmp_path / 'b'}",
+            "lora.save=adapter"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "a reward model's final/ must be the whole model" in err and "Traceback" not in err

@@ -164,3 +164,16 @@ def test_reward_bad_input(base_model_dir, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and f"{bad}:1: missing field 'rejected'" in err and "Traceback" not in err
+
+
+def test_a_backbone_saved_in_bf16_trains_as_a_reward_model_on_fp32_weights(
+    base_model_dir, tmp_path
+):
+    from rlalign.lm.models import load_model
+    from rlalign.lm.tokenizer import load_tokenizer
+    from rlalign.train.reward_model import load_backbone_as_reward_model
+
+    load_model(base_model_dir, dtype=torch.bfloat16).save_pretrained(tmp_path)
+    tokenizer = load_tokenizer(base_model_dir)
+    model = load_backbone_as_reward_model(str(tmp_path), tokenizer, seed=0)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

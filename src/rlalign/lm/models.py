@@ -178,6 +178,7 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> PreT
         UserError: not a directory, no ``config.json``, not a causal LM (e.g. a BERT encoder),
             or no safetensors weights (pickled ``.bin`` files are refused: never unpickle).
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
@@ -206,8 +207,13 @@ def load_model(path: str | Path, dtype: torch.dtype | str | None = None) -> PreT
         )
     check_weight_files(path)
     try:
+        # dtype None would load the checkpoint's own dtype (most Hub models are saved in bf16),
+        # and AdamW on bf16 weights rounds most small updates away: fp32 unless asked
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, local_files_only=True, use_safetensors=True
+            str(path),
+            dtype=dtype if dtype is not None else torch.float32,
+            local_files_only=True,
+            use_safetensors=True,
         )
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the model in {path}: {exc}".splitlines()[0]) from exc

@@ -46,7 +46,9 @@ class LoraSettings(Config):
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str) and value != "all-linear":
-            return [v.strip() for v in value.split(",") if v.strip()]
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("names no layer: give layer names (e.g. q_proj,v_proj) or all-linear")
         return value
 
 
@@ -67,6 +69,12 @@ def apply_lora(
     exactly). Returns ``model`` unchanged when ``settings`` is None."""
     if settings is None:
         return model
+    if task == "seq_cls" and settings.save == "adapter":
+        raise UserError(
+            "lora.save=adapter: a reward model's final/ must be the whole model (its score head "
+            "and config), which rlalign rl reward_model= and AutoModelForSequenceClassification "
+            "load; use lora.save=merged"
+        )
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -79,6 +87,7 @@ def apply_lora(
                 f"lora.target_modules: {', '.join(missing)} not found among the model's linear "
                 f"layers ({', '.join(sorted(known))}); use names from that list or all-linear"
             )
+        _untie_adapted_output(model, targets)
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -90,6 +99,30 @@ def apply_lora(
         warnings.simplefilter("ignore")  # peft's notes on tied embeddings and fan-in
         torch.manual_seed(seed)
         return get_peft_model(model, config)
+
+
+def _untie_adapted_output(model: nn.Module, targets: list[str]) -> None:
+    """Give the output layer a weight of its own when it is adapted and tied to the input
+    embeddings.
+
+    Why: merging adds ``B A`` to the output weight, which a tied model shares with its input
+    embeddings, so the merged ``final/`` would move the embeddings too and compute something
+    else than the model that was trained (whose adapter changes the output layer only). Untied,
+    the base weights stay frozen as they were, training is the same, and the merge is exact.
+    """
+    from torch import nn
+
+    get_out = getattr(model, "get_output_embeddings", None)
+    get_in = getattr(model, "get_input_embeddings", None)
+    out = get_out() if callable(get_out) else None
+    embed = get_in() if callable(get_in) else None
+    if out is None or embed is None or out.weight is not embed.weight:
+        return
+    names = [name for name, module in model.named_modules() if module is out]
+    if not names or names[0].rsplit(".", 1)[-1] not in targets:
+        return
+    out.weight = nn.Parameter(out.weight.detach().clone(), requires_grad=out.weight.requires_grad)
+    model.config.tie_word_embeddings = False
 
 
 def is_lora(model: nn.Module) -> bool:

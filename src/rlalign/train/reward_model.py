@@ -325,7 +325,10 @@ def load_backbone_as_reward_model(model_dir: str, tokenizer: Any, seed: int) -> 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the new score head is "missing" by design: no warning
     try:
-        return AutoModelForSequenceClassification.from_pretrained(path, config=config)
+        # fp32 master weights whatever dtype the backbone was saved in (see load_model)
+        return AutoModelForSequenceClassification.from_pretrained(
+            path, config=config, dtype=torch.float32
+        )
     except ValueError as exc:
         raise UserError(
             f"model={model_dir!r}: transformers has no sequence-classification head for "
