@@ -99,3 +99,36 @@ def test_keep_best_restores_the_best_evaluated_policy() -> None:
     # Re-evaluating the kept policy on the selection episodes reproduces its score exactly.
     again = evaluate(env_factory("CartPole-v1"), res.agent(), 2, selection_seed(1))
     assert np.mean(again.returns) == pytest.approx(best["return"])
+
+
+def test_reinforce_normalises_by_the_observations_of_envs_still_playing():
+    """Episodes of one batch end at different steps; an ended one's last observation must not
+    be counted again at every step until the longest ends (against a count of real steps, and
+    the mean and variance of exactly the observations the agent acted on)."""
+    import gymnasium as gym
+
+    import rlalign  # noqa: F401  (registers the ids)
+    from rlalign.control.networks import ActorCritic, net_spec_for
+    from rlalign.control.normalize import ObsNormalizer
+    from rlalign.control.reinforce import _play
+
+    torch.manual_seed(0)
+    envs = [gym.make("rlalign/Driving-v0") for _ in range(4)]
+    seen: list[np.ndarray] = []
+    for env in envs:  # every observation an action was taken on
+        real_step = env.step
+
+        def step(action, real_step=real_step, env=env):
+            seen.append(np.asarray(env.unwrapped._observe(), dtype=np.float64))
+            return real_step(action)
+
+        env.step = step
+    spec = net_spec_for(envs[0].observation_space, envs[0].action_space, [16], "tanh", "reinforce")
+    norm = ObsNormalizer((spec.obs_dim,))
+    batch = _play(envs, ActorCritic(spec), norm, torch.Generator().manual_seed(0), [0, 1, 2, 3])
+    lengths = batch["mask"].sum(1).tolist()
+    assert len(set(lengths)) > 1  # episodes of different lengths
+    assert batch["steps"] == len(seen)
+    assert norm.rms.count == pytest.approx(len(seen), abs=1e-3)  # its prior count is 1e-4
+    np.testing.assert_allclose(norm.rms.mean, np.mean(seen, axis=0), atol=1e-4)
+    np.testing.assert_allclose(norm.rms.var, np.var(seen, axis=0), atol=1e-4)

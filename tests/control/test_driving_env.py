@@ -180,6 +180,23 @@ def test_red_light_run_is_penalised_and_stopping_is_not() -> None:
         assert not info["red_light"]
 
 
+def test_a_step_after_the_end_of_an_episode_is_refused() -> None:
+    """An ended episode would keep paying its last reward (+5 an arrival) at every step."""
+    env = _scenario(n_vehicles=0)
+    c = env.cfg
+    _place(env, 0, c.road_length - 2.0, 1, 10.0)
+    assert env.step(KEEP)[2]
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(KEEP)
+    env.reset(seed=1)
+    env.step(KEEP)
+
+
+def test_more_cars_than_the_road_holds_are_refused_when_the_env_is_made() -> None:
+    with pytest.raises(ValueError, match="n_vehicles=100 cars do not fit: the road has 81 start"):
+        DrivingEnv(n_vehicles=100)
+
+
 def test_arrival_bonus_ends_episode() -> None:
     env = _scenario(n_vehicles=0)
     c = env.cfg

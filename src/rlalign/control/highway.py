@@ -31,7 +31,8 @@ _META = ("IDLE", "FASTER", "SLOWER", "LANE_LEFT", "LANE_RIGHT", "STOP")
 class HighwayChapterWrapper(gym.Wrapper):
     """The chapter's actions and reward terms on a highway-env env with DiscreteMetaAction.
 
-    Reward: ``r = highway_reward + progress * dx - abrupt_brake * [decel > threshold]``, with
+    Reward: ``r = highway_reward + progress * dx + abrupt_brake * [decel > threshold]``, with
+    ``abrupt_brake`` negative (a penalty, as in the driving env's reward config),
     ``dx`` the metres the ego car moved along the road and ``decel`` its speed drop over the
     step divided by the step's duration (``1 / policy_frequency``).
     """

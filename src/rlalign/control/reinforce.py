@@ -89,7 +89,11 @@ def _play(envs, net: ActorCritic, obs_norm, gen, seeds) -> dict:
     truncated = np.zeros(n, dtype=bool)
     final_obs = np.zeros_like(obs)
     while alive.any():
-        x = obs_norm(obs, update=True) if obs_norm is not None else obs
+        if obs_norm is not None:
+            # only the envs still playing: an ended episode's last observation, repeated until
+            # the longest one ends, would pull the statistics towards its end state
+            obs_norm.rms.update(obs[alive])
+        x = obs_norm(obs) if obs_norm is not None else obs
         x_t = torch.from_numpy(x)
         with torch.inference_mode():
             a = net.sample(net.policy(x_t), gen)

@@ -1,7 +1,7 @@
 """Top-down frames of the driving environment (numpy + Pillow, no pygame) and GIF export.
 
 The camera follows the ego car: ``VIEW_BEHIND`` metres behind it to ``VIEW_AHEAD`` ahead. The
-ego car is blue, other cars grey (red while braking hard), pedestrians orange, the signal a
+ego car is blue, other cars grey (red when stopped), pedestrians orange, the signal a
 coloured disc above its stop line, the crosswalk a zebra, the destination a chequered line.
 """
 
