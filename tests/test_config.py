@@ -21,6 +21,10 @@ class TrainConfig(Config):
     lora: Lora | None = None
 
 
+class Weights(Config):
+    reward_weights: list[float] | None = None
+
+
 def test_defaults_file_and_overrides_in_order(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("learning_rate: 0.01\nmax_steps: 5\n")
@@ -34,6 +38,21 @@ def test_nested_override_and_comma_list():
     assert cfg.lora == Lora(r=4)
     assert cfg.reward_funcs == ["a.py:f", "b.py:g"]
     assert load_config(TrainConfig, None, ["reward_funcs=a.py:f"]).reward_funcs == ["a.py:f"]
+    assert load_config(Weights, None, ["reward_weights=1"]).reward_weights == [1.0]
+    assert load_config(Weights, None, ["reward_weights=0.5,2"]).reward_weights == [0.5, 2.0]
+
+
+def test_an_override_is_the_text_typed_where_yaml_1_1_would_change_it():
+    """A # would start a comment, 010 be octal, yes a boolean (and 1 as an int), a date a
+    date: the value typed is what the field gets, or refuses with its own message."""
+    cfg = load_config(TrainConfig, None, ["model=runs/exp #3", "max_steps=010", "bf16=yes"])
+    assert cfg.model == "runs/exp #3" and cfg.max_steps == 10 and cfg.bf16 is True
+    assert load_config(TrainConfig, None, ["model=2024-01-01"]).model == "2024-01-01"
+    assert load_config(TrainConfig, None, ["model=no"]).model == "no"
+    assert load_config(TrainConfig, None, ['model="quoted #1"']).model == "quoted #1"
+    for bad in ("max_steps=yes", "max_steps=1:30"):
+        with pytest.raises(ConfigError, match="max_steps"):
+            load_config(TrainConfig, None, [bad])
 
 
 def test_unknown_key_in_file_names_line_and_suggests(tmp_path):

@@ -14,7 +14,9 @@ valid key: ``unknown key 'lr', did you mean 'learning_rate'?``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import difflib
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -194,12 +196,36 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], Any
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override '{item}': expected key=value (for example seed=1)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        parsed.append((tuple(key.split(".")), value, item))
+        parsed.append((tuple(key.split(".")), _override_value(raw), item))
     return parsed
+
+
+_YAML11_SURPRISES = re.compile(
+    r"\s*[+-]?(0\d+|\d+(:[0-5]?\d)+)\s*"  # 010 (octal in YAML 1.1), 1:30 (base 60)
+)
+
+
+def _override_value(raw: str) -> Any:
+    """A ``key=value`` value as YAML reads it (numbers, lists, dicts, null, true/false), except
+    where YAML 1.1 would change what was typed: a ``#`` would start a comment and cut the text
+    (``output_dir=runs/exp #3``), ``010`` would be octal 8 and ``1:30`` 90, ``yes``/``no``/
+    ``on``/``off`` booleans (``max_steps=yes`` would be 1), ``2024-01-01`` a date. Those stay
+    the text typed, which the field then reads (a bool field takes ``yes``; an int field
+    refuses it) or refuses with the field's own message."""
+    if not raw.strip():
+        return ""
+    quoted_or_flow = raw.strip()[:1] in ("'", '"', "[", "{")  # YAML reads a # in them as text
+    if ("#" in raw and not quoted_or_flow) or _YAML11_SURPRISES.fullmatch(raw):
+        return raw if not re.fullmatch(r"\s*[+-]?0\d+\s*", raw) else int(raw.strip(), 10)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        return raw.strip()
+    if isinstance(value, datetime.date):
+        return raw.strip()
+    return value
 
 
 def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any, origin: str) -> None:
@@ -251,6 +277,8 @@ def _coerce_lists(cls: type[BaseModel], data: dict[str, Any]) -> None:
         )
         if isinstance(value, str) and is_list:
             data[name] = [v.strip() for v in value.split(",") if v.strip()]
+        elif is_list and isinstance(value, int | float) and not isinstance(value, bool):
+            data[name] = [value]  # reward_weights=1: a list of one
 
 
 def load_config(
