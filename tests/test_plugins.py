@@ -31,3 +31,22 @@ def test_each_failure_names_what_and_the_spec(spec, message):
         load_callable(spec, "environment")
     assert str(e.value).startswith(f"environment '{spec}': ")
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_module_beside_the_user_imports_as_it_does_under_python_m(tmp_path):
+    """The rlalign console script does not put the working directory on sys.path, python -m
+    does; module:function beside the user must import from both (-I: the console script's
+    sys.path, without the working directory)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "my_scores.py").write_text("def score(xs):\n    return [2 * x for x in xs]\n")
+    code = (
+        "import sys; from rlalign.plugins import load_callable; "
+        "assert not any(p in ('', '.') for p in sys.path); "
+        "print(load_callable('my_scores:score', 'reward function')([1, 2]))"
+    )
+    done = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[2, 4]"

@@ -58,9 +58,33 @@ def _load_module(target: str, spec: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
+        if not _on_path_from_the_working_directory(target, exc):
+            raise UserError(f"{what} '{spec}': no module named '{exc.name}'") from None
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
         raise UserError(f"{what} '{spec}': no module named '{exc.name}'") from None
     except (Exception, SystemExit) as exc:
         raise UserError(f"{what} '{spec}': {_failure(target, exc)}") from None
+
+
+def _on_path_from_the_working_directory(target: str, exc: ModuleNotFoundError) -> bool:
+    """Put the working directory on ``sys.path`` when the missing module lies there, and say
+    whether it did.
+
+    Why: ``python -m rlalign`` has the working directory on ``sys.path`` and the ``rlalign``
+    console script has not, yet the two are one entry point; ``my_rewards:score`` beside the
+    user must import from both. Only when the import would fail otherwise, and it stays (a
+    reward worker process, spawned later, inherits ``sys.path``)."""
+    top = target.split(".")[0]
+    cwd = Path.cwd()
+    if exc.name != top or str(cwd) in sys.path or "" in sys.path:
+        return False
+    if not (cwd / f"{top}.py").is_file() and not (cwd / top / "__init__.py").is_file():
+        return False
+    sys.path.insert(0, str(cwd))
+    importlib.invalidate_caches()
+    return True
 
 
 def _failure(where: str | Path, exc: BaseException) -> str:
