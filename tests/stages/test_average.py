@@ -116,11 +116,15 @@ def test_careless_input_is_one_line(base_model_dir, world_dir, tmp_path, capsys)
     (run / "metrics.jsonl").write_text("{}\n")
     pair = [str(base_model_dir), str(base_model_dir)]
     assert main(["average", *pair, "--out", str(run)]) == 2
-    assert "holds something else than an earlier average" in capsys.readouterr().err
+    assert "is not a model directory" in capsys.readouterr().err
     assert (run / "checkpoints" / "step_2").is_dir() and (run / "metrics.jsonl").is_file()
-    # an earlier average is replaced
+    # an earlier average, or a model (a run's final/, as the demo's RL averages into), is replaced
     assert main(["average", *pair, "--out", str(out)]) == 0
     assert main(["average", *pair, "--out", str(out)]) == 0
+    model_dir = tmp_path / "final"
+    shutil.copytree(base_model_dir, model_dir)
+    assert main(["average", *pair, "--out", str(model_dir)]) == 0
+    assert (model_dir / "README.md").read_text().startswith("# The weight average")
     capsys.readouterr()
 
     wider = tmp_path / "wider"

@@ -87,11 +87,11 @@ def average_models(model_dirs: Sequence[str | Path], output_dir: str | Path) -> 
     output = Path(output_dir)
     if output.resolve() in {d.resolve() for d in dirs}:
         raise UserError(f"{output} is one of the models to average; write the average elsewhere")
-    if output.is_dir() and any(output.iterdir()) and not _written_by_average(output):
+    if output.is_dir() and any(output.iterdir()) and not _a_model_directory(output):
         # the directory is replaced whole: a run directory or a folder of runs would be lost
         raise UserError(
-            f"{output} exists and holds something else than an earlier average; write the "
-            "average to a new directory (or remove this one first)"
+            f"{output} exists and is not a model directory (it holds folders, or no "
+            "config.json); write the average to a new directory (or remove this one first)"
         )
     if output.exists() and not output.is_dir():
         raise UserError(f"{output} is a file; write the average to a new directory")
@@ -125,13 +125,12 @@ def average_models(model_dirs: Sequence[str | Path], output_dir: str | Path) -> 
 _CARD_TITLE = "# The weight average of fine-tuned models\n"
 
 
-def _written_by_average(path: Path) -> bool:
-    """Whether ``path`` is a model directory an earlier ``rlalign average`` wrote (files only,
-    its model card first), which a new average may replace."""
-    card = path / "README.md"
-    if any(p.is_dir() for p in path.iterdir()) or not card.is_file():
-        return False
-    return card.read_text(encoding="utf-8", errors="replace").startswith(_CARD_TITLE)
+def _a_model_directory(path: Path) -> bool:
+    """Whether ``path`` is a model directory (files only, a ``config.json`` among them, e.g. a
+    run's ``final/`` or an earlier average), which the average may replace as
+    ``save_pretrained`` would; a run directory or a folder of runs holds folders."""
+    entries = list(path.iterdir())
+    return not any(p.is_dir() for p in entries) and (path / "config.json").is_file()
 
 
 def _card(dirs: Sequence[Path]) -> str:
