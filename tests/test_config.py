@@ -183,3 +183,14 @@ def test_a_typo_of_an_old_key_suggests_the_current_name():
         ConfigError, match=r"unknown key 'clip_ep', did you mean 'epsilon' \(once 'clip_eps'\)\?"
     ):
         load_config(PPOConfig, None, ["clip_ep=0.1"])
+
+
+def test_a_path_with_a_tilde_is_the_users_home(monkeypatch, tmp_path):
+    """A YAML file (or a quoted override) keeps ~ as typed, which the shell would expand."""
+    from rlalign.train.sft import SFTConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(SFTConfig, None, ["data=~/sft.jsonl", "output_dir=~/runs/sft"])
+    assert cfg.data == str(tmp_path / "sft.jsonl")
+    assert cfg.output_dir == str(tmp_path / "runs" / "sft")
+    assert load_config(SFTConfig, None, ["data=a~b.jsonl"]).data == "a~b.jsonl"

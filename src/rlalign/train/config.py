@@ -6,6 +6,7 @@ pretraining, ``beta`` for RL, ...); :class:`rlalign.train.loop.Trainer` reads on
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -120,6 +121,9 @@ class TrainingConfig(Config):
             raise ValueError(
                 f"the path is empty; give one, or leave the key out for its default{default}"
             )
+        # a YAML file or a quoted override keeps ~ as typed; the shell would have expanded it
+        if value is not None and value.startswith("~"):
+            return os.path.expanduser(value)
         return value
 
     @field_validator("device")
