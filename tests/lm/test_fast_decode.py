@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
+from rlalign.errors import UserError
 from rlalign.lm.fast_decode import LlamaDecoder, unsupported_reason
 from rlalign.lm.sampling import sample
 
@@ -246,3 +247,16 @@ def test_a_hidden_states_forward_keeps_the_fast_path(steps_run):
     assert torch.equal(after.logprobs, before.logprobs)
     model.model.layers[1].register_forward_hook(lambda *args: None)
     assert "forward hooks" in unsupported_reason(model, capacity=ids.shape[1] + 6)
+
+
+def test_a_prompt_tuning_adapter_is_refused_not_sampled_without_its_virtual_tokens():
+    """The decoder reads the base model's weights: a prompt-learning adapter's soft tokens,
+    added in the PEFT model's own forward, would be left out without a word."""
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    model = get_peft_model(
+        build("llama-gqa"), PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
+    )
+    ids, mask = left_padded_batch(LENGTHS, vocab=model.config.vocab_size)
+    with pytest.raises(UserError, match="prompt- or prefix-tuning adapters"):
+        sample(model, ids, mask, max_new_tokens=2)

@@ -365,3 +365,16 @@ def test_draw_never_returns_an_excluded_token(monkeypatch):
     assert sampling._draw(logp, None).flatten().tolist() == [1, 0]
     monkeypatch.setattr(sampling.torch, "rand", lambda shape, **kw: torch.zeros(shape))
     assert sampling._draw(logp, None).flatten().tolist() == [0, 0]
+
+
+def test_uniforms_of_the_wrong_shape_are_refused():
+    """A [1, T] tensor would broadcast, every row drawing the same numbers; too few columns
+    would fail mid-generation."""
+    model = make_model("llama")
+    ids, mask = left_padded_batch(LENGTHS)
+    rows = len(LENGTHS) * 2
+    for shape in ((1, 5), (rows, 4), (rows,)):
+        with pytest.raises(UserError, match=r"uniforms has shape .* \[\d+, 5\]"):
+            sample(model, ids, mask, max_new_tokens=5, num_samples=2, uniforms=torch.rand(shape))
+    out = sample(model, ids, mask, max_new_tokens=5, num_samples=2, uniforms=torch.rand(rows, 5))
+    assert out.completion_ids.shape[0] == rows

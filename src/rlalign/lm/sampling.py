@@ -295,6 +295,13 @@ def _as_id_set(value: int | Sequence[int] | None) -> list[int]:
     return [int(v) for v in value]
 
 
+def _changes_the_input(model: object) -> bool:
+    """Whether a PEFT wrapper (prompt or prefix tuning) adds virtual tokens in its own forward,
+    which the decoder, reading the base model's weights, would leave out."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
 def default_eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None) -> list[int]:
     """The end-of-sequence ids: the tokenizer's eos and every id of the model's generation
     config (else of its config).
@@ -401,6 +408,15 @@ def sample(
         raise UserError("stop strings need a tokenizer to decode completions")
 
     batch, prompt_len = input_ids.shape
+    rows = batch * num_samples
+    if uniforms is not None and (
+        uniforms.dim() != 2 or uniforms.shape[0] != rows or uniforms.shape[1] < max_new_tokens
+    ):
+        # a [1, T] tensor would broadcast: every row would draw the same numbers
+        raise UserError(
+            f"uniforms has shape {tuple(uniforms.shape)}; it needs one number per row and new "
+            f"token: [{rows}, {max_new_tokens}] (batch x num_samples, max_new_tokens)"
+        )
     limit = context_length(model)
     if limit is not None:
         if prompt_len >= limit:
@@ -427,7 +443,6 @@ def sample(
     eos_tensor = torch.tensor(eos_ids, dtype=torch.long, device=device)
     stop_strings = [s for s in (stop_strings or []) if s]
     stop_window = max((len(s.encode("utf-8")) for s in stop_strings), default=0) + 1
-    rows = batch * num_samples
 
     # Preallocated outputs; the loop writes column t of each (no per-step concatenation).
     completion = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
@@ -441,6 +456,11 @@ def sample(
     full_mask = torch.ones(rows, prompt_len + max_new_tokens, dtype=torch.long, device=device)
     full_mask[:, :prompt_len] = attention_mask.repeat_interleave(num_samples, dim=0)
     capacity = prompt_len + max_new_tokens
+    if _changes_the_input(model):  # the decoder would sample from the base model, silently
+        raise UserError(
+            "the sampler does not support prompt- or prefix-tuning adapters (their virtual "
+            "tokens); use LoRA, or the model without the adapter"
+        )
     core = innermost(model)
     why_not = unsupported_reason(core, capacity) if fast_decode else "fast_decode=False"
     if why_not is not None:
