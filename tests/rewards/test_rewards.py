@@ -42,6 +42,26 @@ USER_CODE = textwrap.dedent(
     def not_a_list(prompts, completions, **fields):
         return None
 
+    def bad_json(prompts, completions, **fields):
+        import json
+        return [json.loads(c) for c in completions]  # line 63 of the file
+
+    def a_set(prompts, completions, **fields):
+        return {2.0, 1.0}  # float() of it would reorder the scores
+
+    def a_dict(prompts, completions, **fields):
+        return {0.0: "a", 1.0: "b"}
+
+    def two_chars(prompts, completions, **fields):
+        return "10"  # float() would take "1" and "0"
+
+    def strings(prompts, completions, **fields):
+        return ["1", "0.5"]
+
+    def bools_and_scalars(prompts, completions, **fields):
+        import numpy, torch
+        return [True, numpy.float32(0.5)] if len(completions) == 2 else [torch.tensor(0.25)]
+
     def exits(prompts, completions, **fields):
         sys.exit(3)
 
@@ -109,6 +129,10 @@ def test_builtin_verifiers_by_name():
         ("nan", "returned nan for sample 1 \\(prompt 'q1', completion 'b'\\)"),
         ("short", "returned 1 scores for 2 completions"),
         ("not_a_list", "must return a list of numbers"),
+        ("a_set", "must return a list of numbers, one per completion in order, got set"),
+        ("a_dict", "must return a list of numbers, one per completion in order, got dict"),
+        ("two_chars", "must return a list of numbers, one per completion in order, got str"),
+        ("strings", "must return a list of numbers, .* got a list holding str '1'"),
     ],
 )
 @pytest.mark.parametrize("timeout", [None, 20.0], ids=["in-process", "worker"])
@@ -117,6 +141,28 @@ def test_misbehaving_functions_are_named_with_the_sample(user_file, name, fragme
     try:
         with pytest.raises(RewardError, match=f"reward function '{name}' {fragment}"):
             composer(["q0", "q1"], ["a", "b"])
+    finally:
+        composer.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 20.0], ids=["in-process", "worker"])
+def test_bools_and_numpy_or_torch_scalars_are_numbers(user_file, timeout):
+    composer = RewardComposer.from_specs([f"{user_file}:bools_and_scalars"], timeout=timeout)
+    try:
+        assert composer(["q0", "q1"], ["a", "b"])[0] == [1.0, 0.5]
+        assert composer(["q0"], ["a"])[0] == [0.25]
+    finally:
+        composer.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 20.0], ids=["in-process", "worker"])
+def test_a_failure_names_the_line_of_the_users_file(user_file, timeout):
+    """Not the library frame the exception ended in (json/decoder.py), the user's line."""
+    line = next(i for i, text in enumerate(open(user_file), 1) if "json.loads(c)" in text)
+    composer = RewardComposer.from_specs([f"{user_file}:bad_json"], timeout=timeout)
+    try:
+        with pytest.raises(RewardError, match=rf"JSONDecodeError: .*\({user_file}:{line}\)"):
+            composer(["q0"], ["not json"])
     finally:
         composer.close()
 

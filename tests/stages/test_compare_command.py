@@ -15,6 +15,12 @@ def test_compare_command(base_model_dir, tmp_path, capsys):
     assert main(["compare", str(tmp_path), "--out", str(out)]) == 2
     assert "not a model" in capsys.readouterr().err
     assert main(["compare", str(base_model_dir), "--names", "a,b", "--out", str(out)]) == 2
+    capsys.readouterr()
+    # two models of one name would share a column: the second would replace the first
+    assert main(["compare", str(base_model_dir), str(base_model_dir), "--out", str(out)]) == 2
+    assert "two models are named" in capsys.readouterr().err
+    assert main(["compare", str(base_model_dir), str(base_model_dir), "--names", "a,a",
+                 "--out", str(out)]) == 2  # fmt: skip
 
 
 def test_a_demo_directory_is_asked_its_own_worlds_questions(base_model_dir, tmp_path):

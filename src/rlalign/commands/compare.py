@@ -80,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
         names = [n.strip() for n in args.names.split(",")]
         if len(names) != len(dirs):
             raise UserError(f"--names gives {len(names)} names for {len(dirs)} models")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # a page's columns are keyed by name: one would replace the other
+        raise UserError(
+            f"two models are named {', '.join(repr(n) for n in repeated)}; give each its own "
+            "name with --names (e.g. --names a-sft,b-sft)"
+        )
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     seed = args.world_seed if args.world_seed is not None else (demo_seed or 0)

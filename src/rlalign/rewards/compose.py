@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from rlalign.rewards.sandbox import (
     RewardImportError,
     RewardTimeout,
     TimedRewardFunction,
+    raised_where,
 )
 
 MAX_ABS_REWARD = 1e15
@@ -177,18 +179,21 @@ class RewardComposer:
         except RewardImportError:  # a restarted worker: its message names the file
             raise
         except (RewardCrash, Exception, SystemExit) as exc:
-            detail = str(exc) if isinstance(exc, RewardCrash) else f"{type(exc).__name__}: {exc}"
+            detail = (
+                str(exc)
+                if isinstance(exc, RewardCrash)
+                else f"{type(exc).__name__}: {exc}{raised_where(exc, term.fn)}"
+            )
             raise RewardError(
                 f"reward function '{term.name}' failed: {detail}"
                 + self._offending_sample(term, prompts, completions, fields)
             ) from None
-        try:
-            scores = [float(s) for s in raw]
-        except (TypeError, ValueError):
+        scores = _as_scores(raw)
+        if scores is None:
             raise RewardError(
-                f"reward function '{term.name}' must return a list of numbers, "
-                f"got {type(raw).__name__}"
-            ) from None
+                f"reward function '{term.name}' must return a list of numbers, one per "
+                f"completion in order, got {_described(raw)}"
+            )
         if len(scores) != len(completions):
             raise RewardError(
                 f"reward function '{term.name}' returned {len(scores)} scores for "
@@ -227,3 +232,28 @@ class RewardComposer:
             close = getattr(term.fn, "close", None)
             if callable(close):
                 close()
+
+
+def _as_scores(raw: Any) -> list[float] | None:
+    """``raw`` as a list of floats when it is a sequence of real numbers (a list, a tuple, a
+    1-D array or tensor; bools count as 0/1), else None. A set or a dict has no order that
+    matches the completions, and a string's characters are not scores: float() would take
+    them all (a set reordered, a dict's keys, "10" as [1, 0])."""
+    if hasattr(raw, "ndim") and hasattr(raw, "tolist"):  # numpy array, torch tensor
+        if raw.ndim != 1:
+            return None
+        raw = raw.tolist()
+    if not isinstance(raw, list | tuple):
+        return None
+    # a 0-d tensor or array is a number too
+    raw = [s.item() if getattr(s, "ndim", None) == 0 and hasattr(s, "item") else s for s in raw]
+    if not all(isinstance(s, numbers.Real) for s in raw):
+        return None
+    return [float(s) for s in raw]
+
+
+def _described(raw: Any) -> str:
+    if isinstance(raw, list | tuple):
+        bad = next((s for s in raw if not isinstance(s, numbers.Real)), None)
+        return f"a {type(raw).__name__} holding {type(bad).__name__} {_short(repr(bad))}"
+    return type(raw).__name__

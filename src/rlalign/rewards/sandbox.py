@@ -52,15 +52,26 @@ def _worker(spec: str, conn) -> None:
         try:
             reply = ("ok", fn(prompts, completions, **fields))
         except (Exception, SystemExit) as exc:
-            tb = traceback.extract_tb(exc.__traceback__)
-            where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
-            reply = ("error", f"{type(exc).__name__}: {exc}{where}")
+            reply = ("error", f"{type(exc).__name__}: {exc}{raised_where(exc, fn)}")
         try:
             conn.send(reply)
         except (BrokenPipeError, ConnectionResetError):  # killed while this call ran
             return
         except Exception as exc:  # an answer that cannot be pickled
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def raised_where(exc: BaseException, fn: Any) -> str:
+    """`` (file:line)`` of the line in the reward function's own file where ``exc`` left it
+    (not the library frame it ended in: ``json.loads`` fails in json/decoder.py), else of
+    the innermost frame; empty without a traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    own = getattr(getattr(fn, "__code__", None), "co_filename", None)
+    mine = [f for f in frames if f.filename == own]
+    frame = mine[-1] if mine else frames[-1]
+    return f" ({frame.filename}:{frame.lineno})"
 
 
 class TimedRewardFunction:
