@@ -6,6 +6,7 @@ import math
 import re
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -158,7 +159,8 @@ def test_bools_and_numpy_or_torch_scalars_are_numbers(user_file, timeout):
 @pytest.mark.parametrize("timeout", [None, 20.0], ids=["in-process", "worker"])
 def test_a_failure_names_the_line_of_the_users_file(user_file, timeout):
     """Not the library frame the exception ended in (json/decoder.py), the user's line."""
-    line = next(i for i, text in enumerate(open(user_file), 1) if "json.loads(c)" in text)
+    lines = Path(user_file).read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "json.loads(c)" in text)
     composer = RewardComposer.from_specs([f"{user_file}:bad_json"], timeout=timeout)
     try:
         with pytest.raises(RewardError, match=rf"JSONDecodeError: .*\({user_file}:{line}\)"):
