@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -270,3 +271,89 @@ def test_a_name_that_is_no_verifier_lists_the_verifiers():
         RewardComposer.from_specs(["zzz"], builtins=VERIFIERS)
     assert "did you mean" not in str(info.value)
     assert f"the verifiers are {', '.join(VERIFIERS)})" in str(info.value)
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie nobody waits for) within ``within`` s."""
+    import os
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ")[-1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process groups and prctl: Linux")
+def test_nothing_a_reward_function_started_outlives_its_timeout(tmp_path):
+    """The worker's whole process group is killed: a `sleep` the function started too."""
+    pids = tmp_path / "pids"
+    module = tmp_path / "spawns.py"
+    module.write_text(
+        "import os, subprocess, time\n\n\n"
+        "def score(prompts, completions, **fields):\n"
+        "    child = subprocess.Popen(['sleep', '300'])\n"
+        f"    with open({str(pids)!r}, 'w') as f:\n"
+        "        f.write(f'{os.getpid()} {child.pid}')\n"
+        "    time.sleep(300)\n"
+    )
+    composer = RewardComposer.from_specs([f"{module}:score"], timeout=2.0)
+    try:
+        with pytest.raises(RewardError, match="timed out"):
+            composer(["q"], ["a"])
+    finally:
+        composer.close()
+    worker, sleeper = (int(p) for p in pids.read_text().split())
+    assert _gone(worker) and _gone(sleeper)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl(PR_SET_PDEATHSIG): Linux")
+def test_a_worker_dies_with_a_killed_trainer_and_exit_never_waits_on_one(tmp_path):
+    """SIGKILL (or the OOM killer) gives the training process no chance to close its workers:
+    the worker goes with it. And a worker left open, whose module ignores SIGTERM, does not
+    hang the interpreter's exit."""
+    import subprocess
+
+    module = tmp_path / "stubborn.py"
+    module.write_text(
+        "import os, signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\n\n"
+        "def score(prompts, completions, **fields):\n"
+        "    time.sleep(300)\n"
+    )
+    script = tmp_path / "trainer.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from rlalign.rewards.sandbox import TimedRewardFunction\n"
+        "if __name__ == '__main__':\n"
+        f"    fn = TimedRewardFunction({str(module)!r} + ':score', 600)\n"
+        "    fn.start()\n"
+        "    print(fn._proc.pid, flush=True)\n"
+        "    if sys.argv[1] == 'hang':\n"
+        "        threading.Thread(target=fn, args=(['q'], ['a']), daemon=True).start()\n"
+        "        time.sleep(300)\n"
+        "    # 'exit': leave without closing it\n"
+    )
+    hung = subprocess.Popen([sys.executable, str(script), "hang"], stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    worker = int(hung.stdout.readline())
+    time.sleep(0.5)  # the call reaches the worker
+    hung.kill()
+    hung.wait(timeout=30)
+    assert _gone(worker)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script), "exit"], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30 and _gone(int(done.stdout.split()[0]))

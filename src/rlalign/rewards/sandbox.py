@@ -4,13 +4,25 @@ A thread cannot be stopped, so a hung reward function would hang training; a pro
 killed. Each :class:`TimedRewardFunction` keeps one worker alive between calls (importing the
 function once, under the same time limit: a module's top-level code can hang, raise or call
 ``sys.exit`` too), and replaces it after a timeout or a crash.
+
+Nothing a worker started outlives it: the worker leads a process group of its own, which a
+timeout or :meth:`TimedRewardFunction.close` kills whole (a ``sleep`` the function started
+too); on Linux the worker is killed when the training process dies, even by SIGKILL or the
+OOM killer, while its function hangs; and at exit every worker still open is killed, so a
+module that ignores SIGTERM cannot hang the interpreter's exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import multiprocessing as mp
+import os
+import signal
+import sys
 import traceback
+import weakref
 from typing import Any
 
 from rlalign.errors import UserError
@@ -33,7 +45,24 @@ class RewardImportError(UserError):
 STARTUP_SECONDS = 60
 
 
-def _worker(spec: str, conn) -> None:
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with(parent: int) -> None:
+    """In the worker: a process group of its own (killed whole on a timeout), and on Linux a
+    SIGKILL when the training process dies. The parent may already be gone: then exit."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker(spec: str, conn, parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with(parent)
     conn.send(("importing", None))  # the interpreter is up: the import's time limit starts
     try:
         fn = load_reward_function(spec)
@@ -95,7 +124,7 @@ class TimedRewardFunction:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker, args=(self.spec, child), daemon=True)
+        proc = self._ctx.Process(target=_worker, args=(self.spec, child, os.getpid()), daemon=True)
         try:
             proc.start()
         except BaseException:
@@ -105,6 +134,7 @@ class TimedRewardFunction:
             child.close()
         # only a started process is kept: close() joins it, and joining an unstarted one fails
         self._proc, self._conn = proc, parent
+        _OPEN.add(self)
         try:
             if not parent.poll(STARTUP_SECONDS):
                 self.close()
@@ -155,11 +185,27 @@ class TimedRewardFunction:
             self._conn = None
         if self._proc is not None:
             if self._proc.pid is not None:  # a worker that failed to start has nothing to join
+                # the worker's whole process group: what its function started dies with it
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
                 if self._proc.is_alive():
                     self._proc.kill()
                 self._proc.join(timeout=5)
             self._proc = None
+        _OPEN.discard(self)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+# Workers not closed yet, killed at exit before multiprocessing's own exit handler (which
+# sends SIGTERM and waits without a limit) reaches them.
+_OPEN: weakref.WeakSet[TimedRewardFunction] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_open_workers() -> None:
+    for worker in list(_OPEN):
+        with contextlib.suppress(Exception):
+            worker.close()
