@@ -112,6 +112,27 @@ def test_iteration_choice_and_errors(run_dir, tmp_path, capsys):
     assert "no rollouts/iter_K.jsonl files" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ('{"reward": NaN, "tokens": []}', "'reward' must be a finite number, got nan"),
+        ('{"reward": Infinity, "tokens": []}', "'reward' must be a finite number, got inf"),
+        ("[1, 2]", "a rollout is a JSON object, got list"),
+        ('{"reward": 1, "counters": {"speed": "fast"}}', "'counters' must map names to numbers"),
+        ('{"reward": 1, "prompt": ["a"]}', "'prompt' must be text"),
+        ('{"reward": 1, "turns": [{"observation": null}]}', "a turn's 'observation' must be text"),
+    ],
+)
+def test_a_file_the_viewer_cannot_show_is_one_line(tmp_path, capsys, line, fragment):
+    """A hand-edited or foreign rollouts file: where and what, exit 2, no traceback."""
+    (tmp_path / "rollouts").mkdir()
+    path = tmp_path / "rollouts" / "iter_1.jsonl"
+    path.write_text('{"reward": 0.5, "tokens": []}\n' + line + "\n")
+    assert main(["show", str(tmp_path), "--out", str(tmp_path / "v.html")]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: {fragment}" in err and "Traceback" not in err
+
+
 def test_value_is_left_blank_without_a_value_head(tmp_path):
     (tmp_path / "rollouts").mkdir()
     grpo = {**ROLLOUT, "algorithm": "grpo"}

@@ -147,10 +147,45 @@ def load_rollouts(
     for lineno, line in enumerate(available[k].read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{available[k]}:{lineno}: invalid JSON ({exc.msg})") from None
+            problem = _rollout_problem(row)
+            if problem:  # a hand-edited or foreign file: one line, not a traceback later
+                raise UserError(f"{available[k]}:{lineno}: {problem}")
+            rows.append(row)
     return k, rows
+
+
+def _rollout_problem(row: Any) -> str | None:
+    """What makes ``row`` something the viewer cannot show (None: nothing)."""
+    if not isinstance(row, dict):
+        return f"a rollout is a JSON object, got {type(row).__name__}"
+    reward = row.get("reward", 0.0)
+    if isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward):
+        return f"'reward' must be a finite number, got {reward!r}"
+    for key in ("components", "counters"):
+        values = row.get(key) or {}
+        if not isinstance(values, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values.values()
+        ):
+            return f"'{key}' must map names to numbers"
+    for key in ("prompt", "prompt_text"):
+        if key in row and not isinstance(row[key], str | None):
+            return f"'{key}' must be text"
+    turns = row.get("turns", [])
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        return "'turns' must be a list of objects"
+    for turn in turns:
+        if not isinstance(turn.get("observation", ""), str):
+            return "a turn's 'observation' must be text"
+        if not isinstance(turn.get("reward", 0.0), int | float):
+            return "a turn's 'reward' must be a number"
+    tokens = list(row.get("tokens") or []) if "turns" not in row else []
+    tokens += [t for turn in turns for t in (turn.get("tokens") or [])]
+    if not all(isinstance(t, dict) for t in tokens):
+        return "every token must be a JSON object"
+    return None
 
 
 def _attr(value: Any) -> str:
