@@ -221,29 +221,42 @@ def _packable_bias(bias: torch.Tensor) -> bool:
     return type(bias) in (torch.Tensor, nn.Parameter) and bias.device.type == "cpu"
 
 
+def _onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _save_for_backward(ctx: Any, inputs: tuple, output: torch.Tensor | None = None) -> None:
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _linear_backward(ctx: Any, grad: torch.Tensor, product: Any):
+    """The gradients of ``y = x W^T + b``, each product a linear layer run by ``product``."""
+    x, weight = ctx.saved_tensors
+    g2 = grad.reshape(-1, grad.shape[-1])
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:  # dL/dx = g W: a linear layer with weight W^T
+        grad_x = product(g2, weight.t(), None).reshape(x.shape)
+    if ctx.needs_input_grad[1]:  # dL/dW = g^T x: a linear layer with weight x^T
+        grad_w = product(g2.t(), x.reshape(-1, x.shape[-1]).t(), None)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_b = g2.sum(dim=0)
+    return grad_x, grad_w, grad_b
+
+
 class _OneDNNLinear(torch.autograd.Function):
     """``y = x W^T + b`` and its backward, every product on oneDNN's fp32 kernel (eager)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        _save_for_backward(ctx, (x, weight, bias))
+        return _onednn_product(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        linear = torch.ops.mkldnn._linear_pointwise
-        g2 = grad.reshape(-1, grad.shape[-1])
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:  # dL/dx = g W: a linear layer with weight W^T
-            grad_x = linear(g2, weight.t(), None, "none", [], "").reshape(x.shape)
-        if ctx.needs_input_grad[1]:  # dL/dW = g^T x: a linear layer with weight x^T
-            grad_w = linear(g2.t(), x.reshape(-1, x.shape[-1]).t(), None, "none", [], "")
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g2.sum(dim=0)
-        return grad_x, grad_w, grad_b
+        return _linear_backward(ctx, grad, _onednn_product)
 
 
 # The same products as one registered operator, for torch.compile: a compiled graph keeps it
@@ -254,7 +267,7 @@ class _OneDNNLinear(torch.autograd.Function):
 @torch.library.custom_op("rlalign::onednn_linear", mutates_args=())
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``x weight^T + bias`` on oneDNN (``weight`` ``[out, in]``, any strides)."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return _onednn_product(x, weight, bias)
 
 
 @onednn_linear.register_fake
@@ -262,23 +275,8 @@ def _onednn_linear_shape(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-def _save_for_backward(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-    x, weight, bias = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.has_bias = bias is not None
-
-
 def _onednn_linear_backward(ctx: Any, grad: torch.Tensor):
-    x, weight = ctx.saved_tensors
-    g2 = grad.reshape(-1, grad.shape[-1])
-    grad_x = grad_w = grad_b = None
-    if ctx.needs_input_grad[0]:  # dL/dx = g W: a linear layer with weight W^T
-        grad_x = onednn_linear(g2, weight.t(), None).reshape(x.shape)
-    if ctx.needs_input_grad[1]:  # dL/dW = g^T x: a linear layer with weight x^T
-        grad_w = onednn_linear(g2.t(), x.reshape(-1, x.shape[-1]).t(), None)
-    if ctx.has_bias and ctx.needs_input_grad[2]:
-        grad_b = g2.sum(dim=0)
-    return grad_x, grad_w, grad_b
+    return _linear_backward(ctx, grad, onednn_linear)
 
 
 onednn_linear.register_autograd(_onednn_linear_backward, setup_context=_save_for_backward)
