@@ -12,6 +12,7 @@ import difflib
 import importlib
 import importlib.util
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -58,11 +59,8 @@ def _load_module(target: str, spec: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
-        if not _on_path_from_the_working_directory(target, exc):
-            raise UserError(f"{what} '{spec}': no module named '{exc.name}'") from None
-    try:
-        return importlib.import_module(target)
-    except ModuleNotFoundError as exc:
+        if _on_path_from_the_working_directory(target, exc):
+            return _load_module(target, spec, what)  # once: the directory is on sys.path now
         raise UserError(f"{what} '{spec}': no module named '{exc.name}'") from None
     except (Exception, SystemExit) as exc:
         raise UserError(f"{what} '{spec}': {_failure(target, exc)}") from None
@@ -85,6 +83,19 @@ def _on_path_from_the_working_directory(target: str, exc: ModuleNotFoundError) -
     sys.path.insert(0, str(cwd))
     importlib.invalidate_caches()
     return True
+
+
+def raised_at(exc: BaseException, fn: Any) -> str | None:
+    """``file:line`` of the line in the user function's own file where ``exc`` left it (not
+    the library frame it ended in: ``json.loads`` fails in json/decoder.py), else of the
+    innermost frame; None without a traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return None
+    own = getattr(getattr(fn, "__code__", None), "co_filename", None)
+    mine = [f for f in frames if f.filename == own]
+    frame = mine[-1] if mine else frames[-1]
+    return f"{frame.filename}:{frame.lineno}"
 
 
 def _failure(where: str | Path, exc: BaseException) -> str:

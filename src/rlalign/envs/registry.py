@@ -13,7 +13,6 @@ import importlib
 import inspect
 import math
 import numbers
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from rlalign.envs.base import TextEnv
 from rlalign.errors import UserError
-from rlalign.plugins import load_callable
+from rlalign.plugins import load_callable, raised_at
 
 # Built-in ids -> "module:function". Resolved when asked for, so this layer does not import the
 # packages above it (the car lives in rlalign.control), and `rlalign --help` stays fast.
@@ -165,10 +164,10 @@ class CheckedTextEnv:
         except UserError:
             raise
         except Exception as exc:
-            frames = traceback.extract_tb(exc.__traceback__)
-            where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+            where = raised_at(exc, method)
             raise UserError(
-                f"environment '{self.spec}': {call} raised {_one_line(exc)}{where}"
+                f"environment '{self.spec}': {call} raised {_one_line(exc)}"
+                + (f" at {where}" if where else "")
             ) from exc
 
     def _tuple(self, call: str, result: Any, n: int, shape: str) -> tuple:

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlalign.errors import UserError
+from rlalign.plugins import raised_at
 from rlalign.rewards.loading import load_reward_function
 from rlalign.rewards.sandbox import (
     RewardCrash,
     RewardImportError,
     RewardTimeout,
     TimedRewardFunction,
-    raised_where,
 )
 
 MAX_ABS_REWARD = 1e15
@@ -179,11 +179,11 @@ class RewardComposer:
         except RewardImportError:  # a restarted worker: its message names the file
             raise
         except (RewardCrash, Exception, SystemExit) as exc:
-            detail = (
-                str(exc)
-                if isinstance(exc, RewardCrash)
-                else f"{type(exc).__name__}: {exc}{raised_where(exc, term.fn)}"
-            )
+            if isinstance(exc, RewardCrash):  # the worker's message names the line already
+                detail = str(exc)
+            else:
+                where = raised_at(exc, term.fn)
+                detail = f"{type(exc).__name__}: {exc}" + (f" ({where})" if where else "")
             raise RewardError(
                 f"reward function '{term.name}' failed: {detail}"
                 + self._offending_sample(term, prompts, completions, fields)

@@ -21,11 +21,11 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-import traceback
 import weakref
 from typing import Any
 
 from rlalign.errors import UserError
+from rlalign.plugins import raised_at
 from rlalign.rewards.loading import load_reward_function
 
 
@@ -81,26 +81,14 @@ def _worker(spec: str, conn, parent: int | None = None) -> None:
         try:
             reply = ("ok", fn(prompts, completions, **fields))
         except (Exception, SystemExit) as exc:
-            reply = ("error", f"{type(exc).__name__}: {exc}{raised_where(exc, fn)}")
+            where = raised_at(exc, fn)
+            reply = ("error", f"{type(exc).__name__}: {exc}" + (f" ({where})" if where else ""))
         try:
             conn.send(reply)
         except (BrokenPipeError, ConnectionResetError):  # killed while this call ran
             return
         except Exception as exc:  # an answer that cannot be pickled
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
-
-
-def raised_where(exc: BaseException, fn: Any) -> str:
-    """`` (file:line)`` of the line in the reward function's own file where ``exc`` left it
-    (not the library frame it ended in: ``json.loads`` fails in json/decoder.py), else of
-    the innermost frame; empty without a traceback."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return ""
-    own = getattr(getattr(fn, "__code__", None), "co_filename", None)
-    mine = [f for f in frames if f.filename == own]
-    frame = mine[-1] if mine else frames[-1]
-    return f" ({frame.filename}:{frame.lineno})"
 
 
 class TimedRewardFunction:
