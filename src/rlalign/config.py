@@ -200,9 +200,8 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[tuple[str, ...], Any
     return parsed
 
 
-_YAML11_SURPRISES = re.compile(
-    r"\s*[+-]?(0\d+|\d+(:[0-5]?\d)+)\s*"  # 010 (octal in YAML 1.1), 1:30 (base 60)
-)
+_LEADING_ZERO = re.compile(r"\s*[+-]?0\d+\s*")  # 010: octal 8 in YAML 1.1
+_SEXAGESIMAL = re.compile(r"\s*[+-]?\d+(:[0-5]?\d)+\s*")  # 1:30: 90 in YAML 1.1
 
 
 def _override_value(raw: str) -> Any:
@@ -214,18 +213,17 @@ def _override_value(raw: str) -> Any:
     refuses it) or refuses with the field's own message."""
     if not raw.strip():
         return ""
+    if _LEADING_ZERO.fullmatch(raw):
+        return int(raw.strip(), 10)
     quoted_or_flow = raw.strip()[:1] in ("'", '"', "[", "{")  # YAML reads a # in them as text
-    if ("#" in raw and not quoted_or_flow) or _YAML11_SURPRISES.fullmatch(raw):
-        return raw if not re.fullmatch(r"\s*[+-]?0\d+\s*", raw) else int(raw.strip(), 10)
+    if ("#" in raw and not quoted_or_flow) or _SEXAGESIMAL.fullmatch(raw):
+        return raw
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
-    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-        return raw.strip()
-    if isinstance(value, datetime.date):
-        return raw.strip()
-    return value
+    yes_no = isinstance(value, bool) and raw.strip().lower() not in ("true", "false")
+    return raw.strip() if yes_no or isinstance(value, datetime.date) else value
 
 
 def _set_path(data: dict[str, Any], path: tuple[str, ...], value: Any, origin: str) -> None:

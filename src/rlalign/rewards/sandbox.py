@@ -60,9 +60,8 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(spec: str, conn, parent: int | None = None) -> None:
-    if parent is not None:
-        _die_with(parent)
+def _worker(spec: str, conn, parent: int) -> None:
+    _die_with(parent)
     conn.send(("importing", None))  # the interpreter is up: the import's time limit starts
     try:
         fn = load_reward_function(spec)

@@ -122,9 +122,6 @@ def average_models(model_dirs: Sequence[str | Path], output_dir: str | Path) -> 
     return output
 
 
-_CARD_TITLE = "# The weight average of fine-tuned models\n"
-
-
 def _a_model_directory(path: Path) -> bool:
     """Whether ``path`` is a model directory (files only, a ``config.json`` among them, e.g. a
     run's ``final/`` or an earlier average), which the average may replace as
@@ -136,7 +133,7 @@ def _a_model_directory(path: Path) -> bool:
 def _card(dirs: Sequence[Path]) -> str:
     members = "\n".join(f"- `{d}`" for d in dirs)
     return (
-        f"{_CARD_TITLE}\n"
+        "# The weight average of fine-tuned models\n\n"
         f"Each weight is the mean of the {len(dirs)} models below (fine-tuned from one start; "
         "written by `rlalign average`):\n\n"
         f"{members}\n"

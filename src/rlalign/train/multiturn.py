@@ -340,12 +340,12 @@ class EpisodeRolloutSource(RolloutSource):
             ref_logp = ref["logp"]
         old_values = torch.zeros_like(old_logp)
         last_values = None
-        ppo = cfg.algorithm == "ppo"
-        if ppo or cfg.truncates_sampling():
+        ppo, truncated = cfg.algorithm == "ppo", cfg.truncates_sampling()
+        if ppo or truncated:
             own = self._scored_rows(
                 self.model, layout, temperature=cfg.temperature, with_values=ppo
             )
-            if cfg.truncates_sampling():  # the policy's log-probs, not the truncated ones
+            if truncated:  # the policy's log-probs, not the truncated ones
                 old_logp = own["logp"]
             if ppo:
                 old_values = own["values"]

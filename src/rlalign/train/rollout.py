@@ -363,10 +363,10 @@ class RolloutSource:
         if self.ref_model is not None:
             ref_logp = scored(self.ref_model, temperature=cfg.temperature)["logp"]
         old_values = torch.zeros_like(old_logp)
-        ppo = cfg.algorithm == "ppo"
-        if ppo or cfg.truncates_sampling():
+        ppo, truncated = cfg.algorithm == "ppo", cfg.truncates_sampling()
+        if ppo or truncated:
             own = scored(self.model, temperature=cfg.temperature, with_values=ppo)
-            if cfg.truncates_sampling():  # the policy's log-probs, not the truncated ones
+            if truncated:  # the policy's log-probs, not the truncated ones
                 old_logp = own["logp"]
             if ppo:
                 old_values = own["values"]
